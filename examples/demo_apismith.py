@@ -1,0 +1,558 @@
+#!/usr/bin/env python3
+"""A demo APISmith server speaking ``shared/apismith-protocol.md``.
+
+Standard library plus orjson (already a SyncFlow dependency; the stdlib json
+module is used when it is missing). Run it::
+
+    python examples/demo_apismith.py --port 8007 --token demo-token \
+        --rows items=5000,customers=500,orders=2000
+
+It serves ``GET /api/v1/apis`` and ``GET /api/v1/data/{slug}`` (page,
+page_size, rowversion_gt; bearer auth), ordered by (row version, key) as an
+ERP view would be. Data changes between runs through::
+
+    POST /_demo/mutate?entity=items&update=10&insert=5&delete=2
+
+Every mutation gives all the rows it touches one new row version (ties, as
+an Oracle SCN would), and deleted rows of ``rowversion`` entities come back
+as tombstones (``"deleted": true``) to incremental requests. Tests import
+:class:`DemoServer` and change :class:`DemoState` directly, including between
+two page requests (``state.before_page``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+try:
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - orjson is a SyncFlow dependency
+    import json
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+RV_BASE = 20251208120000  # row versions look like fixed-width timestamps
+DEFAULT_MAX_PAGE_SIZE = 5000
+WORDS = [
+    "Bolt",
+    "Nut",
+    "Washer",
+    "Screw",
+    "Bracket",
+    "Gasket",
+    "Valve",
+    "Flange",
+    "Ring",
+    "Pin",
+    "Schraube",
+    "Mutter",
+    "Écrou",
+    "Vis",
+    "Rondelle",
+    "Träger",
+    "Ventil",
+    "Dichtung",
+    "ボルト",
+    "Ø-ring",
+]
+
+
+def _col(name: str, alias: str, data_type: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "output_alias": alias, "data_type": data_type, **extra}
+
+
+def default_apis() -> dict[str, dict[str, Any]]:
+    """The three demo APIs, with Oracle-style types as in the protocol's example."""
+    return {
+        "items": {
+            "slug": "items",
+            "name": "Items",
+            "description": "Product master data",
+            "delta_strategy": "rowversion",
+            "business_key_columns": ["item_number"],
+            "columns": [
+                _col("PART_NO", "item_number", "VARCHAR2(50)", is_nullable=False, is_business_key=True),
+                _col("DESCRIPTION", "item_description", "VARCHAR2(4000)"),
+                _col("BASE_UOM", "base_uom", "VARCHAR2(10)"),
+                _col("WEIGHT", "weight_per_unit", "NUMBER(10,3)"),
+                _col("PRICE", "unit_price", "NUMBER(12,2)"),
+                _col("QTY_ON_HAND", "qty_on_hand", "NUMBER(9)"),
+                _col("ACTIVE", "is_active", "boolean"),
+                _col("CATEGORY", "category", "VARCHAR2(30)"),
+                _col("LAUNCH", "launch_date", "date"),
+                _col("CREATED", "created_on", "DATE"),
+                _col("MODIFIED", "modified_at", "TIMESTAMP(6) WITH TIME ZONE"),
+                _col("ROWVER", "erp_rowversion", "VARCHAR2(50)"),
+            ],
+        },
+        "customers": {
+            "slug": "customers",
+            "name": "Customers",
+            "description": "Customer master",
+            "delta_strategy": "hash",
+            "columns": [
+                _col("CUST_ID", "customer_id", "NUMBER(10)", is_business_key=True),
+                _col("NAME", "name", "NVARCHAR2(200)"),
+                _col("COUNTRY", "country", "CHAR(2)"),
+                _col("CREDIT_LIMIT", "credit_limit", "NUMBER(14,2)"),
+                _col("EMAIL", "email", "VARCHAR2(320)"),
+                _col("CREATED_AT", "created_at", "TIMESTAMP"),
+            ],
+        },
+        "orders": {
+            "slug": "orders",
+            "name": "Order lines",
+            "description": "Open sales order lines",
+            "delta_strategy": "full",
+            "business_key_columns": ["ORDER_NO", "LINE_NO"],
+            "columns": [
+                _col("ORDER_NO", "order_no", "VARCHAR2(20)"),
+                _col("LINE_NO", "line_no", "NUMBER(5)"),
+                _col("CUST_ID", "customer_id", "NUMBER(10)"),
+                _col("PART_NO", "item_number", "VARCHAR2(50)"),
+                _col("QTY", "quantity", "NUMBER(9)"),
+                _col("AMOUNT", "amount", "NUMBER(12,2)"),
+                _col("ORDER_DATE", "order_date", "DATE"),
+                _col("STATUS", "status", "VARCHAR2(10)"),
+                _col("NOTES", "notes", "CLOB"),
+            ],
+        },
+    }
+
+
+def _maybe(rng: random.Random, value: Any, null_share: float = 0.2) -> Any:
+    return None if rng.random() < null_share else value
+
+
+def make_row(slug: str, n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
+    """Row number ``n`` of an entity; ``version`` varies the non-key values."""
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    if slug == "items":
+        word = WORDS[(n + version) % len(WORDS)]
+        return {
+            "item_number": f"P{n:08d}",
+            "item_description": _maybe(rng, f'{word} M{n % 40 + 1} v{version} — ¼" zinc-plated'),
+            "base_uom": _maybe(rng, ["EA", "KG", "M", "BOX"][n % 4]),
+            "weight_per_unit": _maybe(rng, f"{(n % 9973) / 1000 + version:.3f}"),
+            "unit_price": _maybe(rng, f"{(n % 50000) / 100 + version:.2f}"),
+            "qty_on_hand": _maybe(rng, (n * 7 + version) % 100000),
+            "is_active": _maybe(rng, "Y" if (n + version) % 5 else "N"),
+            "category": _maybe(rng, f"CAT-{n % 17}"),
+            "launch_date": _maybe(rng, (base + timedelta(days=n % 2000)).date().isoformat()),
+            "created_on": _maybe(rng, (base + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%S")),
+            "modified_at": _maybe(rng, (base + timedelta(seconds=n * 13 + version)).isoformat()),
+        }
+    if slug == "customers":
+        return {
+            "customer_id": n,
+            "name": f"Customer {n} {WORDS[n % len(WORDS)]} GmbH v{version}",
+            "country": ["DE", "FR", "US", "JP", "BR"][n % 5],
+            "credit_limit": _maybe(rng, f"{(n % 1000) * 100 + version}.00"),
+            "email": _maybe(rng, f"buyer{n}@example.com"),
+            "created_at": (base + timedelta(hours=n)).strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    if slug == "orders":
+        order, line = divmod(n, 4)
+        return {
+            "order_no": f"SO{order:07d}",
+            "line_no": line + 1,
+            "customer_id": n % 500,
+            "item_number": f"P{(n * 31) % 5000:08d}",
+            "quantity": (n % 20) + 1 + version,
+            "amount": f"{((n % 20) + 1) * 12.5 + version:.2f}",
+            "order_date": (base + timedelta(days=n % 900)).strftime("%Y-%m-%dT%H:%M:%S"),
+            "status": ["OPEN", "PICKED", "SHIPPED"][(n + version) % 3],
+            "notes": _maybe(rng, f"Deliver to gate {n % 9}", 0.5),
+        }
+    return {"id": n, "value": f"v{version}"}
+
+
+class Entity:
+    """One API's metadata and rows. Rows are kept by key with their row version."""
+
+    def __init__(self, api: dict[str, Any]) -> None:
+        self.api = api
+        self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.versions: dict[tuple[Any, ...], int] = {}
+        self.tombstones: dict[tuple[Any, ...], int] = {}
+        self.next_n = 0
+        self._sorted: list[tuple[int, tuple[Any, ...]]] | None = None
+
+    @property
+    def key_columns(self) -> list[str]:
+        keys = self.api.get("business_key_columns")
+        cols = self.api.get("columns", [])
+        if not keys:
+            keys = [c.get("output_alias") or c["name"] for c in cols if c.get("is_business_key")]
+        by_source = {c["name"]: c.get("output_alias") or c["name"] for c in cols}
+        return [by_source.get(k, k) for k in keys]
+
+    def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row.get(k) for k in self.key_columns)
+
+    def invalidate(self) -> None:
+        self._sorted = None
+
+    def ordered(self) -> list[tuple[int, tuple[Any, ...]]]:
+        """(row version, key) of live rows and tombstones, in serving order."""
+        if self._sorted is None:
+            entries = [(v, k) for k, v in self.versions.items()]
+            entries += [(v, k) for k, v in self.tombstones.items()]
+            entries.sort(key=lambda e: (e[0], tuple(str(x) for x in e[1])))
+            self._sorted = entries
+        return self._sorted
+
+
+class DemoState:
+    """All demo data, guarded by one lock; tests may change it between requests."""
+
+    def __init__(
+        self,
+        rows: dict[str, int] | None = None,
+        *,
+        token: str | None = None,
+        seed: int = 42,
+        max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.token = token
+        self.max_page_size = max_page_size
+        self.rng = random.Random(seed)
+        self.rv = RV_BASE
+        self.entities: dict[str, Entity] = {}
+        self.requests: list[str] = []
+        # Called with (slug, page, params) before a data page is served.
+        self.before_page: Callable[[str, int, dict[str, str]], None] | None = None
+        self.envelope = "list"  # how /api/v1/apis is wrapped: list | apis | items | data
+        counts = {"items": 1000, "customers": 200, "orders": 800} if rows is None else rows
+        apis = default_apis()
+        for slug, count in counts.items():
+            self.entities[slug] = Entity(apis.get(slug) or {"slug": slug, "columns": []})
+            self.insert(slug, count, new_version=False)
+
+    # -- changing data --------------------------------------------------------------------------
+
+    def _bump(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def insert(self, slug: str, count: int, *, new_version: bool = True) -> list[tuple[Any, ...]]:
+        """Add ``count`` new rows; returns their keys."""
+        with self.lock:
+            ent = self.entities[slug]
+            rv = self._bump() if new_version else None
+            keys = []
+            for _ in range(count):
+                row = make_row(slug, ent.next_n, self.rng)
+                ent.next_n += 1
+                k = ent.key(row)
+                ent.rows[k] = row
+                self._set_version(ent, k, rv if rv is not None else self._bump())
+                ent.tombstones.pop(k, None)
+                keys.append(k)
+            ent.invalidate()
+            return keys
+
+    def update(
+        self,
+        slug: str,
+        count: int | None = None,
+        keys: list[tuple[Any, ...]] | None = None,
+        *,
+        changes: dict[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Change non-key values of some rows; all of them get one new row version."""
+        with self.lock:
+            ent = self.entities[slug]
+            if keys is None:
+                pool = list(ent.rows)
+                keys = self.rng.sample(pool, min(count or 0, len(pool)))
+            rv = self._bump()
+            for k in keys:
+                row = ent.rows[k]
+                if changes:
+                    row.update(changes)
+                else:
+                    for col, value in make_row(slug, rv % 1000, self.rng, version=rv - RV_BASE).items():
+                        if col not in ent.key_columns:
+                            row[col] = value
+                self._set_version(ent, k, rv)
+            ent.invalidate()
+            return keys
+
+    def delete(
+        self, slug: str, count: int | None = None, keys: list[tuple[Any, ...]] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Remove rows; ``rowversion`` entities keep a tombstone with a new row version."""
+        with self.lock:
+            ent = self.entities[slug]
+            if keys is None:
+                keys = self.rng.sample(list(ent.rows), min(count or 0, len(ent.rows)))
+            rv = self._bump()
+            for k in keys:
+                ent.rows.pop(k, None)
+                ent.versions.pop(k, None)
+                if str(ent.api.get("delta_strategy", "")).lower() == "rowversion":
+                    ent.tombstones[k] = rv
+            ent.invalidate()
+            return keys
+
+    def _set_version(self, ent: Entity, k: tuple[Any, ...], rv: int) -> None:
+        ent.versions[k] = rv
+        if ent.api.get("slug") == "items":  # the items API also carries its version as a column
+            ent.rows[k]["erp_rowversion"] = str(rv)
+
+    def set_api(self, slug: str, api: dict[str, Any]) -> None:
+        """Replace an API's metadata (tests use it to evolve the schema)."""
+        with self.lock:
+            if slug in self.entities:
+                self.entities[slug].api = api
+                self.entities[slug].invalidate()
+            else:
+                self.entities[slug] = Entity(api)
+
+    def put_rows(self, slug: str, rows: list[dict[str, Any]], *, version: int | None = None) -> None:
+        """Insert or replace rows verbatim, one row version for all of them."""
+        with self.lock:
+            ent = self.entities[slug]
+            rv = version if version is not None else self._bump()
+            self.rv = max(self.rv, rv)
+            for row in rows:
+                k = ent.key(row)
+                ent.rows[k] = dict(row)
+                ent.versions[k] = rv
+                ent.tombstones.pop(k, None)
+            ent.invalidate()
+
+    def snapshot(self, slug: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """A copy of the live rows by key, for comparing with the target table."""
+        with self.lock:
+            return copy.deepcopy(self.entities[slug].rows)
+
+    # -- serving -----------------------------------------------------------------------------------
+
+    def apis_body(self) -> Any:
+        with self.lock:
+            apis = [copy.deepcopy(e.api) for e in self.entities.values() if e.api.get("slug")]
+        return apis if self.envelope == "list" else {self.envelope: apis}
+
+    def page_body(self, slug: str, params: dict[str, str]) -> dict[str, Any] | None:
+        try:
+            page = max(int(params.get("page", "1")), 1)
+            size = max(min(int(params.get("page_size", "1000")), self.max_page_size), 1)
+        except ValueError:
+            page, size = 1, 1000
+        gt = params.get("rowversion_gt")
+        if self.before_page is not None:
+            self.before_page(slug, page, params)
+        with self.lock:
+            ent = self.entities.get(slug)
+            if ent is None or not ent.api.get("slug"):
+                return None
+            entries = ent.ordered()
+            if gt is not None:
+                try:
+                    threshold = int(gt)
+                except ValueError:
+                    threshold = -1
+                lo, hi = 0, len(entries)
+                while lo < hi:  # first entry with version > threshold
+                    mid = (lo + hi) // 2
+                    if entries[mid][0] <= threshold:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                entries = entries[lo:]
+            else:
+                entries = [e for e in entries if e[1] in ent.rows]
+            total = len(entries)
+            chunk = entries[(page - 1) * size : page * size]
+            key_cols = ent.key_columns
+            source_of = {(c.get("output_alias") or c["name"]): c["name"] for c in ent.api.get("columns", [])}
+            rows = []
+            for rv, k in chunk:
+                data = ent.rows.get(k)
+                oracle_keys = {source_of.get(c, c): v for c, v in zip(key_cols, k, strict=False)}
+                if data is None:
+                    rows.append(
+                        {
+                            "oracle_keys": oracle_keys,
+                            "row_version": str(rv),
+                            "deleted": True,
+                            "data": dict(zip(key_cols, k, strict=False)),
+                        }
+                    )
+                else:
+                    rows.append({"oracle_keys": oracle_keys, "row_version": str(rv), "data": data})
+            return {
+                "rows": rows,
+                "page": page,
+                "page_size": size,
+                "total": total,
+                "has_more": page * size < total,
+            }
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: DemoHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.verbose:
+            sys.stderr.write("demo-apismith: " + format % args + "\n")
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self) -> bool:
+        token = self.server.state.token
+        if not token:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {token}":
+            return True
+        self._send(401, dumps({"detail": "invalid or missing bearer token"}))
+        return False
+
+    def _route(self) -> tuple[str, dict[str, str]]:
+        parts = urlsplit(self.path)
+        path = parts.path
+        prefix = self.server.prefix
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :] or "/"
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return path, params
+
+    def do_GET(self) -> None:
+        path, params = self._route()
+        state = self.server.state
+        state.requests.append(self.path)
+        if not self._authorized():
+            return
+        if path == "/api/v1/apis":
+            self._send(200, dumps(state.apis_body()))
+            return
+        if path.startswith("/api/v1/data/"):
+            body = state.page_body(unquote(path[len("/api/v1/data/") :]), params)
+            if body is None:
+                self._send(404, dumps({"detail": "no such API"}))
+            else:
+                self._send(200, dumps(body))
+            return
+        self._send(404, dumps({"detail": "not found"}))
+
+    def do_POST(self) -> None:
+        path, params = self._route()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if not self._authorized():
+            return
+        state = self.server.state
+        if path == "/_demo/mutate":
+            slug = params.get("entity", "items")
+            if slug not in state.entities:
+                self._send(404, dumps({"detail": f"no entity {slug}"}))
+                return
+            done = {
+                "updated": len(state.update(slug, int(params.get("update", 0)))),
+                "inserted": len(state.insert(slug, int(params.get("insert", 0)))),
+                "deleted": len(state.delete(slug, int(params.get("delete", 0)))),
+            }
+            self._send(200, dumps({"entity": slug, **done}))
+            return
+        self._send(404, dumps({"detail": "not found"}))
+
+
+class DemoHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, addr: tuple[str, int], state: DemoState, *, prefix: str = "", verbose: bool = False
+    ) -> None:
+        super().__init__(addr, Handler)
+        self.state = state
+        self.prefix = prefix.rstrip("/")
+        self.verbose = verbose
+
+
+class DemoServer:
+    """The demo server on a free local port, in a background thread."""
+
+    def __init__(
+        self, state: DemoState | None = None, *, host: str = "127.0.0.1", port: int = 0, prefix: str = ""
+    ) -> None:
+        self.state = state or DemoState()
+        self.httpd = DemoHTTPServer((host, port), self.state, prefix=prefix)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="demo-apismith", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}{self.httpd.prefix}"
+
+    def __enter__(self) -> DemoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _parse_rows(text: str) -> dict[str, int]:
+    out = {}
+    for part in text.split(","):
+        if part.strip():
+            slug, _, count = part.partition("=")
+            out[slug.strip()] = int(count)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8007, help="0 picks a free port")
+    parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument(
+        "--rows",
+        default="items=1000,customers=200,orders=800",
+        help="rows per entity, e.g. items=1000000,customers=500",
+    )
+    parser.add_argument("--prefix", default="", help="serve under a path prefix, e.g. /smith")
+    parser.add_argument("--max-page-size", type=int, default=DEFAULT_MAX_PAGE_SIZE)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    state = DemoState(_parse_rows(args.rows), token=args.token, max_page_size=args.max_page_size)
+    httpd = DemoHTTPServer((args.host, args.port), state, prefix=args.prefix, verbose=args.verbose)
+    host, port = httpd.server_address[:2]
+    print(f"demo APISmith listening on http://{host}:{port}{httpd.prefix}", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m syncflow``."""
+
+from syncflow.cli import main
+
+main()

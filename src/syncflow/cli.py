@@ -1,0 +1,651 @@
+"""The ``syncflow`` command line: parse, call the core, render, map errors to exit codes.
+
+Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or
+database unreachable. Logs and errors go to stderr; stdout carries tables or,
+with ``--json``, JSON only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from syncflow import __version__, db, store, tomledit
+from syncflow.config import config_path, resolve
+from syncflow.discovery import DiscoveryReport, discover_connector
+from syncflow.errors import EXIT_FAILED, SyncFlowError, UsageError
+from syncflow.runtime import Runtime, check_connector
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable."
+)
+
+app = typer.Typer(
+    name="syncflow",
+    help="Keep PostgreSQL in sync with APISmith REST APIs. One pass per invocation, made for cron.\n\n"
+    + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+connector_app = typer.Typer(help="Manage APISmith connectors in syncflow.toml.", no_args_is_help=True)
+db_app = typer.Typer(help="Inspect and upgrade SyncFlow's metadata schema.", no_args_is_help=True)
+entity_app = typer.Typer(help="Show and change one entity's sync settings.", no_args_is_help=True)
+app.add_typer(connector_app, name="connector")
+app.add_typer(db_app, name="db")
+app.add_typer(entity_app, name="entity")
+
+
+@dataclass
+class State:
+    """Global options, kept until a command needs the configuration."""
+
+    config_path: Path | None = None
+    database_url: str | None = None
+
+    def runtime(self) -> Runtime:
+        return Runtime.load(config_path=self.config_path, database_url=self.database_url)
+
+
+def _state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, State) else State()
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """The one place where SyncFlow errors become messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except SyncFlowError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                err.print(f"[bold red]error:[/] {escape(line)}")
+            raise typer.Exit(exc.exit_code) from None
+        except psycopg.Error as exc:
+            translated = db.translate(exc, "database error")
+            err.print(f"[bold red]error:[/] {escape(str(translated))}")
+            raise typer.Exit(translated.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    """JSON on stdout, nothing else, for scripts."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"syncflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Configuration file. Default: $SYNCFLOW_CONFIG, else ./syncflow.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="PostgreSQL URL; overrides [database].url and $SYNCFLOW_DATABASE_URL.",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Global options come before the command: syncflow --config F sync --all."""
+    ctx.obj = State(config_path=config, database_url=database_url)
+
+
+# -- connectors -----------------------------------------------------------------------------
+
+
+@connector_app.command("add")
+@guarded
+def connector_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Connector name: lower-case letters, digits, '_'.")],
+    url: Annotated[str, typer.Option("--url", help="APISmith base URL, e.g. https://apismith:8007")],
+    token_env: Annotated[
+        str | None,
+        typer.Option("--token-env", help="Name of the environment variable holding the bearer token."),
+    ] = None,
+    target_schema: Annotated[
+        str | None,
+        typer.Option(
+            "--target-schema", help="PostgreSQL schema for this connector's tables [default: NAME]."
+        ),
+    ] = None,
+    ca_bundle: Annotated[
+        Path | None, typer.Option("--ca-bundle", help="CA bundle that signs the APISmith certificate.")
+    ] = None,
+    no_verify_tls: Annotated[
+        bool, typer.Option("--no-verify-tls", help="Turn TLS verification off (not recommended).")
+    ] = False,
+) -> None:
+    """Add a connector to the configuration file, keeping its comments."""
+    state = _state(ctx)
+    path = config_path(state.config_path)
+    table: dict[str, Any] = {"base_url": url}
+    if token_env:
+        table["token_env"] = token_env
+    if target_schema:
+        table["target_schema"] = target_schema
+    if ca_bundle and no_verify_tls:
+        raise UsageError("give either --ca-bundle or --no-verify-tls, not both")
+    if ca_bundle:
+        table["verify_tls"] = str(ca_bundle)
+    elif no_verify_tls:
+        table["verify_tls"] = False
+    # Validate the new connector exactly as a later load would, before writing.
+    from syncflow.config import ConnectorConfig
+
+    try:
+        ConnectorConfig.model_validate(table)
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            raise UsageError(
+                "; ".join(
+                    f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: "
+                    f"{e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
+            ) from None
+        raise
+    tomledit.add_connector(path, name, table)
+    err.print(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
+    if no_verify_tls:
+        err.print("[yellow]warning:[/] TLS verification is off for this connector")
+
+
+@connector_app.command("remove")
+@guarded
+def connector_remove(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]
+) -> None:
+    """Remove a connector from the file; its tables and history stay in PostgreSQL."""
+    path = config_path(_state(ctx).config_path)
+    tomledit.remove_connector(path, name)
+    err.print(
+        f"removed connector [bold]{escape(name)}[/] from {escape(str(path))}; it becomes inactive "
+        "in the database on the next run, and its tables and history are kept"
+    )
+
+
+def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
+    import os
+
+    c = runtime.config.connector(name)
+    return {
+        "name": name,
+        "base_url": c.base_url,
+        "token_env": c.token_env,
+        "token_set": bool(c.token_env and os.environ.get(c.token_env)),
+        "target_schema": c.target_schema or name,
+        "verify_tls": c.verify_tls,
+        "entities": {slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
+    }
+
+
+@connector_app.command("list")
+@guarded
+def connector_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the connectors in the configuration file."""
+    runtime = _state(ctx).runtime()
+    rows = [_connector_json(n, runtime) for n in sorted(runtime.config.settings.connectors)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        err.print(
+            f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'"
+        )
+        return
+    table = Table(title="Connectors")
+    for col in ("name", "base URL", "token", "target schema", "TLS"):
+        table.add_column(col)
+    for r in rows:
+        token = "-" if not r["token_env"] else f"${r['token_env']} ({'set' if r['token_set'] else 'NOT SET'})"
+        table.add_row(r["name"], r["base_url"], token, r["target_schema"], str(r["verify_tls"]).lower())
+    out.print(table)
+
+
+@connector_app.command("show")
+@guarded
+def connector_show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Connector name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one connector's settings and per-entity overrides."""
+    runtime = _state(ctx).runtime()
+    data = _connector_json(name, runtime)
+    if as_json:
+        emit_json(data)
+        return
+    for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
+        out.print(f"[bold]{key}[/]: {escape(str(data[key]))}")
+    for slug, o in data["entities"].items():
+        out.print(f"[bold]entities.{escape(slug)}[/]: {escape(json.dumps(o))}")
+
+
+@connector_app.command("test")
+@guarded
+def connector_test(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Connector name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check reachability, TLS, the token and the API count. Exit 1 when it fails."""
+    result = check_connector(_state(ctx).runtime(), name)
+    if as_json:
+        emit_json(result)
+    elif result["ok"]:
+        out.print(
+            f"[green]ok[/] connector {escape(name)}: {result['apis']} APIs, "
+            f"{result['latency_ms']} ms ({escape(result['base_url'])})"
+        )
+        if "warning" in result:
+            err.print(f"[yellow]warning:[/] {escape(result['warning'])}")
+    else:
+        err.print(f"[bold red]error:[/] {escape(result['error'])}")
+    if not result["ok"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# -- database -------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@guarded
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply pending metadata migrations (every command also does this itself)."""
+    runtime = _state(ctx).runtime()
+    conn = db.connect(runtime.config.settings.database.url, autocommit=True)
+    try:
+        applied = db.upgrade(conn, runtime.schema)
+    finally:
+        conn.close()
+    if applied:
+        for mig in applied:
+            err.print(f"applied {mig.version:04d}_{mig.name}")
+    else:
+        err.print(f"schema {runtime.schema!r} is up to date")
+
+
+@db_app.command("status")
+@guarded
+def db_status(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """Show which metadata migrations are applied."""
+    runtime = _state(ctx).runtime()
+    conn = db.connect(runtime.config.settings.database.url, autocommit=True)
+    try:
+        status = db.migration_status(conn, runtime.schema)
+    finally:
+        conn.close()
+    rows: list[dict[str, Any]] = [
+        {"version": m.version, "name": m.name, "applied_at": at} for m, at in status
+    ]
+    if as_json:
+        emit_json(
+            {
+                "schema": runtime.schema,
+                "database": db.describe_target(runtime.config.settings.database.url),
+                "migrations": rows,
+            }
+        )
+        return
+    table = Table(title=f"Migrations in schema {runtime.schema}")
+    table.add_column("version")
+    table.add_column("name")
+    table.add_column("applied at")
+    for r in rows:
+        table.add_row(f"{r['version']:04d}", r["name"], r["applied_at"] or "[yellow]pending[/]")
+    out.print(table)
+
+
+# -- discovery ------------------------------------------------------------------------------
+
+
+def _render_report(report: DiscoveryReport) -> None:
+    verb = "would" if report.dry_run else "did"
+    table = Table(title=f"Discovery of {report.connector}" + (" (dry run)" if report.dry_run else ""))
+    for col in ("entity", "table", "strategy", "keys", "action", "changes"):
+        table.add_column(col)
+    for o in report.outcomes:
+        p = o.plan
+        changes: list[str] = []
+        if p.action == "create":
+            changes.append(f"create with {len(p.columns)} columns")
+        changes += [f"add {c.pg_name} {c.pg_type}" for c in p.add_columns]
+        changes += [f"widen {n}: {a} → {b}" for n, a, b in p.widen]
+        changes += [f"retire {n}" for n in p.retire]
+        changes += [f"restore {n}" for n in p.restore]
+        if p.strategy_change:
+            changes.append(f"strategy {p.strategy_change[0]} → {p.strategy_change[1]}; checkpoint reset")
+        changes += [f"[red]breaking:[/] {escape(b)}" for b in p.breaking]
+        if p.unsyncable_reason:
+            changes.append(f"[yellow]not syncable:[/] {escape(p.unsyncable_reason)}")
+        if o.backup_table:
+            changes.append(f"rebuilt; old rows kept in {escape(o.backup_table)}")
+        if o.error:
+            changes.append(f"[red]failed:[/] {escape(o.error)}")
+        action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
+        table.add_row(
+            p.ref,
+            f"{p.target_schema}.{p.target_table}",
+            p.delta_strategy,
+            ", ".join(p.business_keys),
+            action,
+            "\n".join(changes) or "-",
+        )
+    out.print(table)
+    for w in report.warnings + [w for o in report.outcomes for w in o.plan.warnings]:
+        err.print(f"[yellow]warning:[/] {report.connector}: {escape(w)}")
+    for slug in report.missing:
+        err.print(
+            f"[yellow]warning:[/] {report.connector}.{escape(slug)} is no longer offered by APISmith;"
+            " its table is kept"
+        )
+    for o in report.outcomes:
+        if o.plan.breaking and not o.backup_table and not report.dry_run and not o.error:
+            from syncflow.discovery import attention_message
+
+            err.print(f"[yellow]attention:[/] {o.plan.ref}: {escape(attention_message(o.plan))}")
+    if not report.outcomes:
+        err.print(f"{report.connector}: APISmith offers no APIs ({verb} nothing)")
+
+
+@app.command("discover")
+@guarded
+def discover(
+    ctx: typer.Context,
+    connectors: Annotated[
+        list[str] | None, typer.Argument(help="Connectors to discover [default: all in the file].")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan/result as JSON.")] = False,
+    rebuild: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rebuild",
+            help="Apply a breaking change to this entity (SLUG or CONNECTOR.SLUG) by building its "
+            "table anew; the old table is kept as a backup. Repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Ask each APISmith what APIs it has; create or evolve one table per entity.
+
+    Exit code 1 when a connector cannot be reached or an entity's change fails.
+    """
+    runtime = _state(ctx).runtime()
+    names = connectors or sorted(runtime.config.settings.connectors)
+    if not names:
+        raise UsageError(
+            f"{runtime.config.path}: no connectors configured; add one with 'syncflow connector add'"
+        )
+    for n in names:
+        runtime.config.connector(n)
+    reports: list[DiscoveryReport] = []
+    failures: list[str] = []
+    with runtime.metadata() as conn:
+        for name in names:
+            wanted = frozenset(
+                r.split(".", 1)[1] if r.startswith(f"{name}.") else r
+                for r in (rebuild or [])
+                if "." not in r or r.startswith(f"{name}.")
+            )
+            try:
+                with runtime.client(name) as client:
+                    report = discover_connector(
+                        conn, runtime.schema, runtime.config, name, client, dry_run=dry_run, rebuild=wanted
+                    )
+            except SyncFlowError as exc:
+                if len(names) == 1:
+                    raise
+                failures.append(str(exc))
+                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                continue
+            reports.append(report)
+            if not as_json:
+                _render_report(report)
+            failures += [o.error for o in report.outcomes if o.error]
+    if as_json:
+        emit_json([r.to_json() for r in reports])
+    if failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+# -- entities -------------------------------------------------------------------------------
+
+
+def _effective(runtime: Runtime, e: store.Entity) -> dict[str, Any]:
+    """The entity's settings after file overrides, and which ones the file set."""
+    sync = runtime.config.settings.sync
+    override = None
+    conn_cfg = runtime.config.settings.connectors.get(e.connector)
+    if conn_cfg is not None:
+        override = conn_cfg.entities.get(e.slug)
+    interval = e.sync_interval_seconds or sync.interval_seconds
+    enabled = e.sync_enabled
+    page_size = e.page_size or sync.page_size
+    from_file: list[str] = []
+    if override is not None:
+        if override.interval_seconds is not None:
+            interval = override.interval_seconds
+            from_file.append("interval_seconds")
+        if override.enabled is not None:
+            enabled = override.enabled
+            from_file.append("enabled")
+        if override.page_size is not None:
+            page_size = override.page_size
+            from_file.append("page_size")
+    return {
+        "interval_seconds": interval,
+        "enabled": enabled,
+        "page_size": page_size,
+        "overridden_by_file": from_file,
+    }
+
+
+def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "entity": e.ref,
+        "name": e.api_name,
+        "description": e.description,
+        "table": f"{e.target_schema}.{e.target_table}",
+        "delta_strategy": e.delta_strategy,
+        "business_keys": e.business_keys,
+        **_effective(runtime, e),
+        "syncable": e.syncable,
+        "unsyncable_reason": e.unsyncable_reason,
+        "needs_attention": e.needs_attention,
+        "missing_at_source": e.missing_at_source,
+        "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+        "last_sync_status": e.last_sync_status,
+        "last_rowversion": e.last_rowversion,
+    }
+    if columns:
+        data["columns"] = [c.to_json() for c in e.columns]
+    return data
+
+
+@app.command("entities")
+@guarded
+def entities(
+    ctx: typer.Context,
+    connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List discovered entities with strategy, keys, interval and last sync."""
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        rows = [
+            _entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Entities")
+    for col in ("entity", "table", "strategy", "keys", "interval", "enabled", "last sync", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = r["last_sync_status"] or "never"
+        if r["needs_attention"]:
+            status = "[red]needs attention[/]"
+        elif not r["syncable"]:
+            status = "[yellow]not syncable[/]"
+        elif r["missing_at_source"]:
+            status = "[yellow]missing at source[/]"
+        mark = " (file)"
+        table.add_row(
+            r["entity"],
+            r["table"],
+            r["delta_strategy"],
+            ", ".join(r["business_keys"]),
+            f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
+            ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
+            r["last_sync_at"] or "-",
+            status,
+        )
+    out.print(table)
+
+
+@entity_app.command("show")
+@guarded
+def entity_show(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show an entity's columns: source type, PostgreSQL type and name mapping."""
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True)
+    if as_json:
+        emit_json(data)
+        return
+    for key in (
+        "entity",
+        "table",
+        "delta_strategy",
+        "business_keys",
+        "interval_seconds",
+        "enabled",
+        "page_size",
+        "last_sync_status",
+        "last_rowversion",
+    ):
+        value = data[key]
+        shown = ", ".join(value) if isinstance(value, list) else value
+        note = " (from syncflow.toml)" if key in data["overridden_by_file"] else ""
+        out.print(f"[bold]{key}[/]: {escape(str(shown))}{note}")
+    for key in ("needs_attention", "unsyncable_reason"):
+        if data[key]:
+            out.print(f"[bold red]{key}[/]: {escape(str(data[key]))}")
+    table = Table(title="Columns")
+    for col in (
+        "API name",
+        "source name",
+        "source type",
+        "PostgreSQL name",
+        "PostgreSQL type",
+        "key",
+        "state",
+    ):
+        table.add_column(col)
+    for c in data["columns"]:
+        table.add_row(
+            escape(c["api_name"]),
+            escape(c["source_name"]),
+            escape(c["data_type"]),
+            c["pg_name"],
+            c["pg_type"],
+            "yes" if c["is_business_key"] else "",
+            "retired" if c["retired"] else "",
+        )
+    out.print(table)
+
+
+@entity_app.command("set")
+@guarded
+def entity_set(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
+    interval: Annotated[int | None, typer.Option("--interval", min=1, help="Seconds between syncs.")] = None,
+    enable: Annotated[
+        bool | None,
+        typer.Option("--enable/--disable", help="Include in 'sync --all' or not.", show_default=False),
+    ] = None,
+    page_size: Annotated[
+        int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")
+    ] = None,
+) -> None:
+    """Change an entity's sync settings in the database (syncflow.toml overrides still win)."""
+    if interval is None and enable is None and page_size is None:
+        raise UsageError("nothing to change: give --interval, --enable/--disable or --page-size")
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        entity = store.get_entity(conn, runtime.schema, ref)
+        store.update_settings(
+            conn, runtime.schema, entity, interval_seconds=interval, enabled=enable, page_size=page_size
+        )
+        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref))
+    err.print(
+        f"{ref}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
+        f"page size {data['page_size']}"
+    )
+    for key in data["overridden_by_file"]:
+        err.print(
+            f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database"
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main", "resolve"]

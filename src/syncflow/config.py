@@ -1,0 +1,301 @@
+"""Configuration: ``syncflow.toml`` read into pydantic models, resolved once.
+
+Precedence, lowest first: built-in defaults < the TOML file < environment
+variables (``SYNCFLOW_DATABASE_URL``, ``SYNCFLOW_SYNC_WORKERS``, ... — any
+``SYNCFLOW_<SECTION>_<KEY>`` of the ``database`` and ``sync`` sections) <
+command-line options. :func:`resolve` is the only place that merges them, so
+every command sees the same answer.
+
+Every problem is reported at once, one line each, naming the file and the key
+(and line and column for TOML syntax errors), as a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syncflow.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "syncflow.toml"
+CONFIG_ENV = "SYNCFLOW_CONFIG"
+ENV_PREFIX = "SYNCFLOW_"
+CONNECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Keys that would put a secret in the file in plain text.
+LITERAL_SECRET_KEYS = ("token", "auth_token", "api_token", "bearer_token", "password")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    """Where SyncFlow keeps its metadata and the synced tables."""
+
+    url: str | None = None
+    schema_: str = Field(default="bridge", alias="schema", min_length=1, max_length=63)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if "://" in value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL or a libpq key=value string")
+        return value
+
+
+class SyncConfig(_Strict):
+    """Defaults for every sync run; per-entity settings may override some."""
+
+    page_size: int = Field(default=1000, ge=1, le=100_000)
+    workers: int = Field(default=4, ge=1, le=64)
+    interval_seconds: int = Field(default=300, ge=1)
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1, le=20)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
+
+
+class EntityOverride(_Strict):
+    """Per-entity settings in the file; they win over the database."""
+
+    interval_seconds: int | None = Field(default=None, ge=1)
+    enabled: bool | None = None
+    page_size: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class ConnectorConfig(_Strict):
+    """One APISmith instance."""
+
+    base_url: str
+    token_env: str | None = None
+    target_schema: str | None = Field(default=None, min_length=1, max_length=63)
+    verify_tls: bool | str = True
+    entities: dict[str, EntityOverride] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid URL {value!r}: expected http://host[:port][/path] or https://...")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"invalid URL {value!r}: {exc}") from None
+        return value
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_token_env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid environment variable name")
+        return value
+
+    @field_validator("verify_tls")
+    @classmethod
+    def _check_verify(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and not value:
+            raise ValueError("give true, false or the path of a CA bundle")
+        return value
+
+
+class Settings(_Strict):
+    """The whole resolved configuration."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Settings plus where they came from, for messages and file edits."""
+
+    settings: Settings
+    path: Path
+    exists: bool
+
+    def connector(self, name: str) -> ConnectorConfig:
+        """The named connector, or a usage error listing the known ones."""
+        try:
+            return self.settings.connectors[name]
+        except KeyError:
+            from syncflow.errors import UsageError
+
+            known = ", ".join(sorted(self.settings.connectors)) or "none"
+            raise UsageError(f"{self.path}: no connector named {name!r} (configured: {known})") from None
+
+    def target_schema(self, name: str) -> str:
+        """The connector's target schema: configured, else the connector's name."""
+        return self.connector(name).target_schema or name
+
+    def token(self, name: str, env: Mapping[str, str] | None = None) -> str | None:
+        """The connector's bearer token from its environment variable.
+
+        A variable that is named but unset is a configuration error, because a
+        request without the token would only fail later with a vaguer 401.
+        """
+        conn = self.connector(name)
+        if conn.token_env is None:
+            return None
+        value = (os.environ if env is None else env).get(conn.token_env)
+        if not value:
+            raise ConfigError(
+                f"{self.path}: connectors.{name}.token_env: environment variable {conn.token_env} is not set"
+            )
+        return value
+
+
+def config_path(cli_path: Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--config``, else ``$SYNCFLOW_CONFIG``, else ``./syncflow.toml``."""
+    env = os.environ if env is None else env
+    if cli_path is not None:
+        return cli_path
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def _toml_syntax_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    # Python 3.11 puts the position only in the message: "... (at line 2, column 5)".
+    text = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", text)
+    reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", text)
+    if m:
+        return f"{path}:{m.group(1)}:{m.group(2)}: TOML syntax error: {reason}"
+    return f"{path}: TOML syntax error: {reason}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse the file, turning every failure into a one-line ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_syntax_problem(path, exc)) from None
+
+
+def _secret_problems(path: Path, data: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    connectors = data.get("connectors")
+    if isinstance(connectors, dict):
+        for name, conn in connectors.items():
+            if not isinstance(conn, dict):
+                continue
+            for key in LITERAL_SECRET_KEYS:
+                if key in conn:
+                    problems.append(
+                        f"{path}: connectors.{name}.{key}: a literal token is not allowed in the "
+                        f"file; put it in an environment variable and name that variable with "
+                        f'token_env = "{name.upper()}_APISMITH_TOKEN"'
+                    )
+            if not CONNECTOR_NAME_RE.match(str(name)):
+                problems.append(
+                    f"{path}: connectors.{name}: connector names are lower-case letters, digits "
+                    f"and '_', starting with a letter"
+                )
+    database = data.get("database")
+    if isinstance(database, dict) and "password" in database:
+        problems.append(
+            f"{path}: database.password: a literal password is not allowed in the file; "
+            "use PGPASSWORD or ~/.pgpass"
+        )
+    return problems
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Environment values for the database and sync sections, and their sources."""
+    overrides: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
+    for section, model in (("database", DatabaseConfig), ("sync", SyncConfig)):
+        for field_name, info in model.model_fields.items():
+            key = info.alias or field_name
+            var = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            if var in env and env[var] != "":
+                overrides.setdefault(section, {})[key] = env[var]
+                sources[f"{section}.{key}"] = var
+    return overrides, sources
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _validation_problems(path: Path, exc: ValidationError, sources: Mapping[str, str]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(loc)
+        where = f"environment {origin} ({loc})" if origin else loc
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        problems.append(f"{path}: {where}: {msg}")
+    return problems
+
+
+def resolve(
+    *,
+    cli_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    require_file: bool = False,
+) -> LoadedConfig:
+    """Merge defaults, file, environment and command line into one Settings.
+
+    A missing file is fine unless it was named explicitly (``--config`` or
+    ``$SYNCFLOW_CONFIG``) or ``require_file`` is set: the database can come
+    from the environment alone.
+    """
+    env = os.environ if env is None else env
+    path = config_path(cli_path, env)
+    explicit = cli_path is not None or bool(env.get(CONFIG_ENV))
+    exists = path.exists()
+    data: dict[str, Any] = {}
+    if exists or explicit or require_file:
+        data = read_toml(path)
+    problems = _secret_problems(path, data)
+    for name in (data.get("connectors") or {}) if isinstance(data.get("connectors"), dict) else {}:
+        conn = data["connectors"][name]
+        if isinstance(conn, dict):
+            data["connectors"][name] = {k: v for k, v in conn.items() if k not in LITERAL_SECRET_KEYS}
+    if isinstance(data.get("database"), dict):
+        data["database"].pop("password", None)
+    env_data, sources = _env_overrides(env)
+    merged = _merge(data, env_data)
+    cli_data = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in (overrides or {}).items()}
+    merged = _merge(merged, {k: v for k, v in cli_data.items() if v})
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(path, exc, sources))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(settings=settings, path=path, exists=exists)

@@ -1,0 +1,219 @@
+"""Discovery: ask APISmith what it has, plan each entity, apply the plan.
+
+Each entity's change (DDL and its ``entities`` row) is applied in one
+transaction, so a failure midway leaves no half-made table; the failure is
+reported against that entity and the others go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from syncflow import ddl, store
+from syncflow.client import APISmithClient
+from syncflow.config import LoadedConfig
+from syncflow.metadata import parse_apis
+from syncflow.plan import EntityPlan, LiveTable, choose_table, plan_entity
+from syncflow.store import Conn, Entity
+
+
+@dataclass
+class EntityOutcome:
+    plan: EntityPlan
+    error: str | None = None
+    backup_table: str | None = None
+
+
+@dataclass
+class DiscoveryReport:
+    """What discovery found and did for one connector."""
+
+    connector: str
+    dry_run: bool
+    outcomes: list[EntityOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(o.error for o in self.outcomes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connector": self.connector,
+            "dry_run": self.dry_run,
+            "entities": [
+                {**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table} for o in self.outcomes
+            ],
+            "warnings": self.warnings,
+            "missing_at_source": self.missing,
+        }
+
+
+def attention_message(plan: EntityPlan) -> str:
+    return (
+        "; ".join(plan.breaking)
+        + f". Nothing was changed for this. To apply it, run 'syncflow discover {plan.connector}"
+        f" --rebuild {plan.slug}': it builds the table anew (the old one is kept as a backup)"
+        " and the next sync reloads every row."
+    )
+
+
+def discover_connector(
+    conn: Conn,
+    schema: str,
+    config: LoadedConfig,
+    name: str,
+    client: APISmithClient,
+    *,
+    dry_run: bool = False,
+    rebuild: frozenset[str] = frozenset(),
+) -> DiscoveryReport:
+    """Discover one connector's APIs and create or evolve their tables."""
+    items, _ = client.list_apis()
+    parsed = parse_apis(items)
+    report = DiscoveryReport(connector=name, dry_run=dry_run, warnings=list(parsed.warnings))
+    cuid = store.connector_uid(conn, schema, name)
+    stored = {e.slug: e for e in store.list_entities(conn, schema, connector=name)}
+    target_schema = config.target_schema(name)
+    claimed: set[str] = set()
+    for spec in parsed.apis:
+        old = stored.get(spec.slug)
+        taken = store.taken_tables(conn, schema, target_schema, old.uid if old else None) | claimed
+        table = choose_table(spec.slug, old, target_schema, taken)
+        claimed.add(table)
+        live = ddl.read_live_table(conn, target_schema, table)
+        plan = plan_entity(
+            connector=name, target_schema=target_schema, spec=spec, stored=old, live=live, table=table
+        )
+        outcome = EntityOutcome(plan)
+        report.outcomes.append(outcome)
+        if dry_run:
+            continue
+        try:
+            with conn.transaction():
+                outcome.backup_table = _apply(
+                    conn,
+                    schema,
+                    cuid,
+                    spec_api_name=spec.name,
+                    description=spec.description,
+                    plan=plan,
+                    old=old,
+                    live=live,
+                    rebuild=spec.slug in rebuild,
+                )
+        except psycopg.Error as exc:
+            outcome.error = (
+                f"{plan.ref}: could not apply the schema change to "
+                f"{plan.target_schema}.{plan.target_table}: {str(exc).strip().splitlines()[0]}"
+            )
+    if not dry_run:
+        with conn.transaction():
+            report.missing = store.mark_missing(conn, schema, cuid, [a.slug for a in parsed.apis])
+    return report
+
+
+def _apply(
+    conn: Conn,
+    schema: str,
+    cuid: str,
+    *,
+    spec_api_name: str,
+    description: str,
+    plan: EntityPlan,
+    old: Entity | None,
+    live: LiveTable | None,
+    rebuild: bool,
+) -> str | None:
+    """Run one entity's DDL and save its row; returns a backup table's name, if any."""
+    backup: str | None = None
+    checkpoint = old.last_rowversion if old else None
+    attention: str | None = None
+    pending: dict[str, Any] | None = None
+    columns = plan.columns
+    if plan.action != "unsyncable":
+        conn.execute(ddl.create_schema(plan.target_schema))
+        if plan.action == "breaking" and rebuild:
+            backup = _rebuild(conn, plan)
+            checkpoint = None
+            columns = plan.desired_columns
+        elif plan.action == "create":
+            conn.execute(
+                ddl.create_table(plan.target_schema, plan.target_table, plan.columns, plan.business_keys)
+            )
+        else:
+            for col in plan.add_columns:
+                conn.execute(ddl.add_column(plan.target_schema, plan.target_table, col))
+            for column, _old_type, new_type in plan.widen:
+                conn.execute(ddl.widen_column(plan.target_schema, plan.target_table, column, new_type))
+            if plan.breaking:
+                attention = attention_message(plan)
+                pending = plan.to_json()
+        if plan.create_rowversion_index or (backup and plan.delta_strategy == "rowversion"):
+            conn.execute(ddl.create_rowversion_index(plan.target_schema, plan.target_table))
+    if plan.strategy_change:
+        checkpoint = None
+    keys = plan.business_keys
+    if attention and old is not None and live is not None:
+        # Until the operator rebuilds, keep syncing against what the table really is.
+        keys = list(live.unique_keys[0]) if live.unique_keys else old.business_keys
+    entity = Entity(
+        uid=old.uid if old else "",
+        connector=plan.connector,
+        connector_uid=cuid,
+        slug=plan.slug,
+        api_name=spec_api_name,
+        description=description,
+        delta_strategy=plan.delta_strategy,
+        business_keys=keys,
+        target_schema=plan.target_schema,
+        target_table=plan.target_table,
+        columns=columns,
+        syncable=plan.action != "unsyncable",
+        unsyncable_reason=plan.unsyncable_reason,
+        needs_attention=attention,
+        pending_change=pending,
+        last_rowversion=checkpoint,
+    )
+    store.save_entity(conn, schema, entity)
+    return backup
+
+
+def _rebuild(conn: Conn, plan: EntityPlan) -> str:
+    """Build the table anew with the new definition and swap it in; keep the old one.
+
+    Runs inside the entity's transaction, so readers see either the old table
+    or the new one. The new table starts empty and the checkpoint is reset, so
+    the next sync is a full load; the old rows stay in the backup table until
+    an operator drops it.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    backup = ddl.derived_name(plan.target_table, f"old_{stamp}")
+    indexes = conn.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = to_regclass(format('%%I.%%I', %s::text, %s::text)) ORDER BY c.relname",
+        [plan.target_schema, plan.target_table],
+    ).fetchall()
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            sql.Identifier(plan.target_schema, plan.target_table), sql.Identifier(backup)
+        )
+    )
+    # Index and constraint names are per schema: move the old ones out of the way.
+    for n, (index_name,) in enumerate(indexes):
+        conn.execute(
+            sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                sql.Identifier(plan.target_schema, str(index_name)),
+                sql.Identifier(ddl.derived_name(backup, f"idx{n}")),
+            )
+        )
+    conn.execute(
+        ddl.create_table(plan.target_schema, plan.target_table, plan.desired_columns, plan.business_keys)
+    )
+    return backup

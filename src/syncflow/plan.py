@@ -1,0 +1,219 @@
+"""The schema plan: what discovery would change, computed without side effects.
+
+Input: the API's metadata, what SyncFlow stored last time, and the live table
+as the catalog shows it. Output: an :class:`EntityPlan` that ``--dry-run``
+prints and :mod:`syncflow.discovery` applies. Nothing is ever dropped: a
+column gone from the metadata is retired (kept, no longer written), and a
+narrowing type change or a new business key is *breaking* — reported with
+what to do, never applied silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncflow.metadata import ApiSpec
+from syncflow.naming import assign_names
+from syncflow.store import Entity, StoredColumn
+from syncflow.typemap import is_widening, normalize
+
+AUDIT_COLUMNS = (
+    "_bridge_id",
+    "_bridge_created_at",
+    "_bridge_updated_at",
+    "_bridge_hash",
+    "_bridge_deleted",
+    "_bridge_rowversion",
+)
+
+
+@dataclass(frozen=True)
+class LiveColumn:
+    name: str
+    pg_type: str
+    not_null: bool
+
+
+@dataclass(frozen=True)
+class LiveTable:
+    """A target table as the catalog shows it."""
+
+    columns: dict[str, LiveColumn]
+    unique_keys: list[tuple[str, ...]]
+    rowversion_index: bool
+    rows_estimate: int = 0
+
+
+@dataclass
+class EntityPlan:
+    """Everything discovery would do to one entity."""
+
+    connector: str
+    slug: str
+    target_schema: str
+    target_table: str
+    delta_strategy: str
+    business_keys: list[str]
+    columns: list[StoredColumn]
+    action: str  # create | alter | breaking | unchanged | unsyncable
+    desired_columns: list[StoredColumn] = field(default_factory=list)
+    add_columns: list[StoredColumn] = field(default_factory=list)
+    widen: list[tuple[str, str, str]] = field(default_factory=list)
+    retire: list[str] = field(default_factory=list)
+    restore: list[str] = field(default_factory=list)
+    breaking: list[str] = field(default_factory=list)
+    strategy_change: tuple[str, str] | None = None
+    create_rowversion_index: bool = False
+    warnings: list[str] = field(default_factory=list)
+    unsyncable_reason: str | None = None
+    is_new_entity: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.connector}.{self.slug}"
+
+    @property
+    def changes_table(self) -> bool:
+        return bool(self.action == "create" or self.add_columns or self.widen or self.create_rowversion_index)
+
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable plan for ``discover --dry-run --json``."""
+        return {
+            "entity": self.ref,
+            "action": self.action,
+            "table": f"{self.target_schema}.{self.target_table}",
+            "delta_strategy": self.delta_strategy,
+            "business_keys": self.business_keys,
+            "add_columns": [{"name": c.pg_name, "type": c.pg_type} for c in self.add_columns],
+            "widen": [{"name": n, "from": a, "to": b} for n, a, b in self.widen],
+            "retire": self.retire,
+            "restore": self.restore,
+            "breaking": self.breaking,
+            "strategy_change": list(self.strategy_change) if self.strategy_change else None,
+            "create_rowversion_index": self.create_rowversion_index,
+            "warnings": self.warnings,
+            "unsyncable_reason": self.unsyncable_reason,
+        }
+
+
+def plan_entity(
+    *,
+    connector: str,
+    target_schema: str,
+    spec: ApiSpec,
+    stored: Entity | None,
+    live: LiveTable | None,
+    table: str,
+) -> EntityPlan:
+    """Compare metadata with what is stored and what is live; decide, do nothing."""
+    existing = {c.api_name: c.pg_name for c in stored.columns} if stored else {}
+    names = assign_names([c.api_name for c in spec.columns], existing, taken=AUDIT_COLUMNS)
+
+    columns: list[StoredColumn] = []
+    for c in spec.columns:
+        columns.append(
+            StoredColumn(
+                api_name=c.api_name,
+                source_name=c.source_name,
+                data_type=c.data_type,
+                pg_name=names[c.api_name],
+                pg_type=c.pg_type,
+                is_nullable=c.is_nullable,
+                is_business_key=c.is_business_key,
+            )
+        )
+    spec_names = {c.api_name for c in spec.columns}
+    retire: list[str] = []
+    restore: list[str] = []
+    if stored:
+        for old in stored.columns:
+            if old.api_name not in spec_names:
+                columns.append(
+                    StoredColumn(
+                        api_name=old.api_name,
+                        source_name=old.source_name,
+                        data_type=old.data_type,
+                        pg_name=old.pg_name,
+                        pg_type=old.pg_type,
+                        is_nullable=True,
+                        is_business_key=False,
+                        retired=True,
+                    )
+                )
+                if not old.retired:
+                    retire.append(old.pg_name)
+            elif old.retired:
+                restore.append(old.pg_name)
+    keys = [names[k] for k in spec.business_keys]
+    plan = EntityPlan(
+        connector=connector,
+        slug=spec.slug,
+        target_schema=target_schema,
+        target_table=table,
+        delta_strategy=spec.delta_strategy,
+        business_keys=keys,
+        columns=columns,
+        desired_columns=list(columns),
+        action="unchanged",
+        retire=retire,
+        restore=restore,
+        warnings=list(spec.warnings),
+        unsyncable_reason=spec.unsyncable_reason,
+        is_new_entity=stored is None,
+    )
+    if stored and stored.delta_strategy != spec.delta_strategy:
+        plan.strategy_change = (stored.delta_strategy, spec.delta_strategy)
+    if spec.unsyncable_reason:
+        plan.action = "unsyncable"
+        return plan
+    if live is None:
+        plan.action = "create"
+        plan.create_rowversion_index = spec.delta_strategy == "rowversion"
+        return plan
+
+    final: list[StoredColumn] = []
+    for col in columns:
+        have = live.columns.get(col.pg_name)
+        if have is None:
+            plan.add_columns.append(col)
+            final.append(col)
+            continue
+        live_type = normalize(have.pg_type)
+        if live_type == normalize(col.pg_type):
+            final.append(col)
+        elif col.retired:
+            final.append(_with_type(col, live_type))
+        elif is_widening(live_type, col.pg_type):
+            plan.widen.append((col.pg_name, live_type, normalize(col.pg_type)))
+            final.append(col)
+        else:
+            plan.breaking.append(
+                f"column {col.pg_name}: type changes from {live_type} to {normalize(col.pg_type)}"
+                " (narrowing or incompatible)"
+            )
+            final.append(_with_type(col, live_type))
+    plan.columns = final
+    live_keys = live.unique_keys[0] if live.unique_keys else ()
+    if tuple(keys) != tuple(live_keys) and set(keys) != set(live_keys):
+        plan.breaking.append(
+            f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})"
+        )
+    if spec.delta_strategy == "rowversion" and not live.rowversion_index:
+        plan.create_rowversion_index = True
+    if plan.breaking:
+        plan.action = "breaking"
+    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change:
+        plan.action = "alter"
+    return plan
+
+
+def choose_table(slug: str, stored: Entity | None, target_schema: str, taken: set[str]) -> str:
+    """The entity's table: the stored one, else the slug through the naming rule."""
+    if stored is not None and stored.target_schema == target_schema:
+        return stored.target_table
+    return assign_names([slug], taken=taken)[slug]
+
+
+def _with_type(col: StoredColumn, pg_type: str) -> StoredColumn:
+    return StoredColumn(**{**col.to_json(), "pg_type": pg_type})

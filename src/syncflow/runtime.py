@@ -1,0 +1,100 @@
+"""Wiring shared by every command: config → database → clients.
+
+The CLI builds one :class:`Runtime` per invocation; tests build it directly
+to drive the core without the CLI.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from syncflow import db, store
+from syncflow.client import APISmithClient
+from syncflow.config import LoadedConfig, resolve
+from syncflow.errors import SourceError
+from syncflow.store import Conn
+
+
+@dataclass
+class Runtime:
+    """Resolved configuration plus factories for connections and clients."""
+
+    config: LoadedConfig
+    http_transport: httpx.BaseTransport | None = None
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        config_path: Path | None = None,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Runtime:
+        overrides = {"database": {"url": database_url}} if database_url else None
+        return cls(resolve(cli_path=config_path, env=env, overrides=overrides))
+
+    @property
+    def schema(self) -> str:
+        return self.config.settings.database.schema_
+
+    @contextmanager
+    def metadata(self) -> Iterator[Conn]:
+        """A migrated metadata connection with connectors mirrored from the file."""
+        conn = db.open_metadata(self.config.settings.database.url, self.schema)
+        try:
+            store.mirror_connectors(conn, self.schema, self.config)
+            yield conn
+        finally:
+            conn.close()
+
+    def connect(self) -> Conn:
+        """A plain connection (no migration check), e.g. for a sync worker."""
+        return db.connect(self.config.settings.database.url)
+
+    def client(self, name: str) -> APISmithClient:
+        """An APISmith client for the connector, with its token from the environment."""
+        conn_cfg = self.config.connector(name)
+        sync = self.config.settings.sync
+        token = self.config.token(name)
+        http = None
+        if self.http_transport is not None:
+            http = httpx.Client(
+                base_url=conn_cfg.base_url, transport=self.http_transport, timeout=sync.http_timeout_seconds
+            )
+        return APISmithClient(
+            connector=name,
+            base_url=conn_cfg.base_url,
+            token=token,
+            timeout=sync.http_timeout_seconds,
+            attempts=sync.retry_attempts,
+            backoff=sync.retry_backoff_seconds,
+            verify=conn_cfg.verify_tls,
+            http=http,
+        )
+
+
+def check_connector(runtime: Runtime, name: str) -> dict[str, Any]:
+    """Reach the connector's APISmith once: reachability, TLS, auth, API count, latency."""
+    cfg = runtime.config.connector(name)
+    result: dict[str, Any] = {"connector": name, "base_url": cfg.base_url, "ok": False}
+    started = time.monotonic()
+    try:
+        with runtime.client(name) as client:
+            client.attempts = 1
+            apis, resp = client.list_apis()
+    except SourceError as exc:
+        result["error"] = exc.message
+        result["error_kind"] = type(exc).__name__
+        result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return result
+    result.update(ok=True, apis=len(apis), latency_ms=round(resp.elapsed * 1000, 1))
+    if cfg.verify_tls is False and cfg.base_url.startswith("https"):
+        result["warning"] = "TLS certificate verification is turned off for this connector"
+    return result

@@ -1,0 +1,277 @@
+"""SyncFlow's own metadata tables: connectors and entities.
+
+Plain functions over a psycopg connection. Every query names the metadata
+schema through ``sql.Identifier``; values are always parameters.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from syncflow.config import LoadedConfig
+from syncflow.errors import UsageError
+
+Conn = psycopg.Connection[Any]
+
+
+@dataclass(frozen=True)
+class StoredColumn:
+    """A column's mapping as stored with its entity; ``pg_name`` never changes."""
+
+    api_name: str
+    source_name: str
+    data_type: str
+    pg_name: str
+    pg_type: str
+    is_nullable: bool = True
+    is_business_key: bool = False
+    retired: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredColumn:
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Entity:
+    """One discovered API and its sync state."""
+
+    uid: str
+    connector: str
+    connector_uid: str
+    slug: str
+    api_name: str
+    description: str
+    delta_strategy: str
+    business_keys: list[str]
+    target_schema: str
+    target_table: str
+    columns: list[StoredColumn]
+    syncable: bool = True
+    unsyncable_reason: str | None = None
+    needs_attention: str | None = None
+    pending_change: dict[str, Any] | None = None
+    missing_at_source: bool = False
+    sync_enabled: bool = True
+    sync_interval_seconds: int | None = None
+    page_size: int | None = None
+    last_sync_at: datetime | None = None
+    last_sync_status: str | None = None
+    last_success_at: datetime | None = None
+    last_rowversion: str | None = None
+    consecutive_failures: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """``connector.slug``, how every command names an entity."""
+        return f"{self.connector}.{self.slug}"
+
+    @property
+    def active_columns(self) -> list[StoredColumn]:
+        return [c for c in self.columns if not c.retired]
+
+
+_ENTITY_SELECT = """
+SELECT e.uid::text AS uid, c.name AS connector, e.connector_uid::text AS connector_uid,
+       e.slug, e.api_name, e.description, e.delta_strategy, e.business_keys,
+       e.target_schema, e.target_table, e.columns, e.syncable, e.unsyncable_reason,
+       e.needs_attention, e.pending_change, e.missing_at_source, e.sync_enabled,
+       e.sync_interval_seconds, e.page_size, e.last_sync_at, e.last_sync_status,
+       e.last_success_at, e.last_rowversion, e.consecutive_failures
+FROM {entities} e JOIN {connectors} c ON c.uid = e.connector_uid
+"""
+
+
+def _entity(row: dict[str, Any]) -> Entity:
+    row = dict(row)
+    row["columns"] = [StoredColumn.from_json(c) for c in row["columns"]]
+    row["business_keys"] = list(row["business_keys"])
+    return Entity(**row)
+
+
+def _q(schema: str, text: str) -> sql.Composed:
+    return sql.SQL(text).format(
+        entities=sql.Identifier(schema, "entities"),
+        connectors=sql.Identifier(schema, "connectors"),
+        runs=sql.Identifier(schema, "sync_runs"),
+        rejects=sql.Identifier(schema, "sync_rejects"),
+    )
+
+
+def mirror_connectors(conn: Conn, schema: str, config: LoadedConfig) -> None:
+    """Make ``connectors`` match the file; ones gone from the file turn inactive."""
+    names = list(config.settings.connectors)
+    with conn.transaction():
+        for name, c in config.settings.connectors.items():
+            conn.execute(
+                _q(
+                    schema,
+                    "INSERT INTO {connectors} (name, base_url, token_env, target_schema, verify_tls)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (name) DO UPDATE SET base_url = EXCLUDED.base_url,"
+                    " token_env = EXCLUDED.token_env, target_schema = EXCLUDED.target_schema,"
+                    " verify_tls = EXCLUDED.verify_tls, is_active = true, updated_at = now()"
+                    " WHERE ({connectors}.base_url, {connectors}.token_env,"
+                    " {connectors}.target_schema, {connectors}.verify_tls, {connectors}.is_active)"
+                    " IS DISTINCT FROM (EXCLUDED.base_url, EXCLUDED.token_env,"
+                    " EXCLUDED.target_schema, EXCLUDED.verify_tls, true)",
+                ),
+                [name, c.base_url, c.token_env, c.target_schema or name, str(c.verify_tls).lower()],
+            )
+        conn.execute(
+            _q(
+                schema,
+                "UPDATE {connectors} SET is_active = false, updated_at = now()"
+                " WHERE is_active AND NOT (name = ANY(%s))",
+            ),
+            [names],
+        )
+
+
+def connector_rows(conn: Conn, schema: str) -> list[dict[str, Any]]:
+    """Every connector the database knows, active or not."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _q(
+                schema,
+                "SELECT c.uid::text AS uid, c.name, c.base_url, c.token_env, c.target_schema,"
+                " c.verify_tls, c.is_active, c.created_at, c.updated_at,"
+                " (SELECT count(*) FROM {entities} e WHERE e.connector_uid = c.uid) AS entities"
+                " FROM {connectors} c ORDER BY c.name",
+            )
+        )
+        return cur.fetchall()
+
+
+def connector_uid(conn: Conn, schema: str, name: str) -> str:
+    row = conn.execute(_q(schema, "SELECT uid::text FROM {connectors} WHERE name = %s"), [name]).fetchone()
+    if row is None:
+        raise UsageError(f"connector {name!r} is not registered")
+    return str(row[0])
+
+
+def list_entities(conn: Conn, schema: str, *, connector: str | None = None) -> list[Entity]:
+    """Entities, optionally of one connector, ordered by reference."""
+    query = _ENTITY_SELECT + (" WHERE c.name = %s" if connector else "") + " ORDER BY c.name, e.slug"
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(schema, query), [connector] if connector else [])
+        return [_entity(r) for r in cur.fetchall()]
+
+
+def get_entity(conn: Conn, schema: str, ref: str, *, for_update: bool = False) -> Entity:
+    """The entity named ``connector.slug``, or a usage error saying what exists."""
+    connector, dot, slug = ref.partition(".")
+    if not dot or not connector or not slug:
+        raise UsageError(f"{ref!r} is not an entity reference: use CONNECTOR.SLUG, e.g. erp.items")
+    query = _ENTITY_SELECT + " WHERE c.name = %s AND e.slug = %s" + (" FOR UPDATE OF e" if for_update else "")
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(schema, query), [connector, slug])
+        row = cur.fetchone()
+    if row is None:
+        raise UsageError(f"no entity {ref!r}: run 'syncflow discover {connector}' or see 'syncflow entities'")
+    return _entity(row)
+
+
+def save_entity(conn: Conn, schema: str, entity: Entity) -> str:
+    """Insert or update the entity's discovered definition; returns its uid."""
+    row = conn.execute(
+        _q(
+            schema,
+            "INSERT INTO {entities} (connector_uid, slug, api_name, description, delta_strategy,"
+            " business_keys, target_schema, target_table, columns, syncable, unsyncable_reason,"
+            " needs_attention, pending_change, missing_at_source, last_rowversion, discovered_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, now())"
+            " ON CONFLICT (connector_uid, slug) DO UPDATE SET api_name = EXCLUDED.api_name,"
+            " description = EXCLUDED.description, delta_strategy = EXCLUDED.delta_strategy,"
+            " business_keys = EXCLUDED.business_keys, target_schema = EXCLUDED.target_schema,"
+            " target_table = EXCLUDED.target_table, columns = EXCLUDED.columns,"
+            " syncable = EXCLUDED.syncable, unsyncable_reason = EXCLUDED.unsyncable_reason,"
+            " needs_attention = EXCLUDED.needs_attention, pending_change = EXCLUDED.pending_change,"
+            " missing_at_source = false, last_rowversion = EXCLUDED.last_rowversion,"
+            " discovered_at = now(), updated_at = now()"
+            " RETURNING uid::text",
+        ),
+        [
+            entity.connector_uid,
+            entity.slug,
+            entity.api_name,
+            entity.description,
+            entity.delta_strategy,
+            Jsonb(entity.business_keys),
+            entity.target_schema,
+            entity.target_table,
+            Jsonb([c.to_json() for c in entity.columns]),
+            entity.syncable,
+            entity.unsyncable_reason,
+            entity.needs_attention,
+            Jsonb(entity.pending_change) if entity.pending_change is not None else None,
+            entity.last_rowversion,
+        ],
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def mark_missing(conn: Conn, schema: str, connector_uid_: str, present: list[str]) -> list[str]:
+    """Flag entities whose API is gone from discovery; their tables are kept."""
+    rows = conn.execute(
+        _q(
+            schema,
+            "UPDATE {entities} SET missing_at_source = true, updated_at = now()"
+            " WHERE connector_uid = %s AND NOT (slug = ANY(%s)) AND NOT missing_at_source"
+            " RETURNING slug",
+        ),
+        [connector_uid_, present],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def update_settings(
+    conn: Conn,
+    schema: str,
+    entity: Entity,
+    *,
+    interval_seconds: int | None = None,
+    enabled: bool | None = None,
+    page_size: int | None = None,
+) -> None:
+    """Change an entity's sync settings in the database (file overrides still win)."""
+    conn.execute(
+        _q(
+            schema,
+            "UPDATE {entities} SET sync_interval_seconds = COALESCE(%s, sync_interval_seconds),"
+            " sync_enabled = COALESCE(%s, sync_enabled), page_size = COALESCE(%s, page_size),"
+            " updated_at = now() WHERE uid = %s",
+        ),
+        [interval_seconds, enabled, page_size, entity.uid],
+    )
+
+
+def taken_tables(conn: Conn, schema: str, target_schema: str, exclude_uid: str | None) -> set[str]:
+    """Table names other entities already use in a target schema."""
+    rows = conn.execute(
+        _q(
+            schema,
+            "SELECT target_table FROM {entities} WHERE target_schema = %s"
+            " AND (%s::uuid IS NULL OR uid <> %s::uuid)",
+        ),
+        [target_schema, exclude_uid, exclude_uid],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def hostname() -> str:
+    return socket.gethostname()
