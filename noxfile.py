@@ -1,0 +1,34 @@
+"""Developer sessions: tests, lint, typecheck, demo (and bench, once it exists)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite against the local PostgreSQL (PG* variables; default 127.0.0.1, postgres)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".", "mypy")
+    session.run("mypy", "src")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's first command: the demo APISmith, discovery and sync, end to end."""
+    session.run("bash", "scripts/demo.sh", external=True)

@@ -1,0 +1,118 @@
+"""Bad configuration exits 2 with one line per problem naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncflow.config import resolve
+from syncflow.errors import ConfigError
+from tests.conftest import Cli
+
+
+def write(cli: Cli, text: str) -> str:
+    cli.config.write_text(text, encoding="utf-8")
+    return str(cli.config)
+
+
+def test_toml_syntax_error_names_line_and_column(cli: Cli) -> None:
+    path = write(cli, '[database]\nschema = "bridge"\n[sync]\npage_size = \n')
+    r = cli("connector", "list")
+    assert r.exit_code == 2
+    assert r.stderr == f"error: {path}:4:13: TOML syntax error: Invalid value\n"
+
+
+def test_unknown_key_and_wrong_type_reported_together(cli: Cli) -> None:
+    path = write(cli, '[sync]\npage_size = "lots"\nworkerz = 3\n')
+    r = cli("connector", "list")
+    assert r.exit_code == 2
+    lines = r.stderr.splitlines()
+    assert (
+        f"error: {path}: sync.page_size: Input should be a valid integer, unable to parse string as an integer"
+        in lines
+    )
+    assert f"error: {path}: sync.workerz: unknown key" in lines
+    assert len(lines) == 2
+
+
+def test_literal_token_is_refused(cli: Cli) -> None:
+    path = write(cli, '[connectors.erp]\nbase_url = "https://x.example"\ntoken = "eyJsecret"\n')
+    r = cli("connector", "list")
+    assert r.exit_code == 2
+    assert "eyJsecret" not in r.stderr + r.stdout
+    assert r.stderr == (
+        f"error: {path}: connectors.erp.token: a literal token is not allowed in the file; put it in an "
+        'environment variable and name that variable with token_env = "ERP_APISMITH_TOKEN"\n'
+    )
+
+
+def test_invalid_url(cli: Cli) -> None:
+    path = write(cli, '[connectors.erp]\nbase_url = "ftp://x.example"\n')
+    r = cli("connector", "list")
+    assert r.exit_code == 2
+    assert r.stderr == (
+        f"error: {path}: connectors.erp.base_url: invalid URL 'ftp://x.example': "
+        "expected http://host[:port][/path] or https://...\n"
+    )
+
+
+def test_token_variable_not_set(cli: Cli) -> None:
+    path = write(cli, '[connectors.erp]\nbase_url = "http://127.0.0.1:9"\ntoken_env = "NOPE_NOT_SET"\n')
+    r = cli("connector", "test", "erp", env={"NOPE_NOT_SET": ""})
+    assert r.exit_code == 2
+    assert (
+        r.stderr == f"error: {path}: connectors.erp.token_env: environment variable NOPE_NOT_SET is not set\n"
+    )
+
+
+def test_missing_explicit_file(cli: Cli) -> None:
+    cli.config.unlink()
+    r = cli("connector", "list")
+    assert r.exit_code == 2
+    assert r.stderr == f"error: {cli.config}: configuration file not found\n"
+
+
+def test_environment_overrides_file_and_is_named_in_errors(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[sync]\nworkers = 2\npage_size = 10\n", encoding="utf-8")
+    loaded = resolve(cli_path=path, env={"SYNCFLOW_SYNC_WORKERS": "7"})
+    assert loaded.settings.sync.workers == 7
+    assert loaded.settings.sync.page_size == 10
+    with pytest.raises(ConfigError) as info:
+        resolve(cli_path=path, env={"SYNCFLOW_SYNC_WORKERS": "many"})
+    assert info.value.problems == [
+        f"{path}: environment SYNCFLOW_SYNC_WORKERS (sync.workers): "
+        "Input should be a valid integer, unable to parse string as an integer"
+    ]
+
+
+def test_command_line_beats_environment(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[database]\nurl = "postgresql://file/db"\n', encoding="utf-8")
+    env = {"SYNCFLOW_DATABASE_URL": "postgresql://env/db"}
+    assert resolve(cli_path=path, env=env).settings.database.url == "postgresql://env/db"
+    loaded = resolve(cli_path=path, env=env, overrides={"database": {"url": "postgresql://cli/db"}})
+    assert loaded.settings.database.url == "postgresql://cli/db"
+
+
+def test_config_file_from_environment_variable(tmp_path: Path) -> None:
+    path = tmp_path / "other.toml"
+    path.write_text("[sync]\nworkers = 3\n", encoding="utf-8")
+    assert resolve(env={"SYNCFLOW_CONFIG": str(path)}).settings.sync.workers == 3
+
+
+def test_example_file_is_valid_and_documents_every_key() -> None:
+    root = Path(__file__).resolve().parents[1]
+    example = root / "syncflow.toml.example"
+    loaded = resolve(cli_path=example, env={})
+    assert "erp" in loaded.settings.connectors
+    text = example.read_text(encoding="utf-8")
+    from syncflow.config import ConnectorConfig, DatabaseConfig, EntityOverride, SyncConfig
+
+    for model in (DatabaseConfig, SyncConfig, ConnectorConfig, EntityOverride):
+        for name, info in model.model_fields.items():
+            if name == "entities":
+                assert "[connectors.erp.entities." in text
+                continue
+            assert f"{info.alias or name} =" in text, f"{name} is not documented in the example"
