@@ -486,9 +486,7 @@ class DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(
-        self, addr: tuple[str, int], state: DemoState, *, prefix: str = "", verbose: bool = False
-    ) -> None:
+    def __init__(self, addr: tuple[str, int], state: DemoState, *, prefix: str = "", verbose: bool = False) -> None:
         super().__init__(addr, Handler)
         self.state = state
         self.prefix = prefix.rstrip("/")

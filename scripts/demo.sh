@@ -54,12 +54,14 @@ step $SF connector add demo --url "$URL" --token-env DEMO_APISMITH_TOKEN
 step $SF connector test demo
 step $SF discover
 step $SF entities
-if $SF --help | grep -q " sync "; then
-  step $SF sync demo.items demo.customers demo.orders
-  step curl -fsS -X POST -H "Authorization: Bearer $DEMO_APISMITH_TOKEN" \
-    "$URL/_demo/mutate?entity=items&update=150&insert=20&delete=5"
-  echo
-  step $SF sync demo.items
-  step $SF runs --limit 5
-fi
+step $SF sync demo.items demo.customers demo.orders
+step .venv/bin/python - "$URL" <<'PYEOF'
+# Change data at the source: 150 updated items, 20 new, 5 deleted.
+import os, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/_demo/mutate?entity=items&update=150&insert=20&delete=5",
+                             method="POST", headers={"Authorization": "Bearer " + os.environ["DEMO_APISMITH_TOKEN"]})
+print(urllib.request.urlopen(req).read().decode())
+PYEOF
+step $SF sync demo.items
+step $SF runs --limit 5
 printf '\nDone. Database %s holds the synced tables (schema demo); config in %s.\n' "$DEMO_DB" "$SYNCFLOW_CONFIG"

@@ -25,9 +25,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def client(sleeps: list[float]) -> APISmithClient:
-    return APISmithClient(
-        connector="erp", base_url=BASE, token=TOKEN, attempts=3, backoff=0.5, sleep=sleeps.append
-    )
+    return APISmithClient(connector="erp", base_url=BASE, token=TOKEN, attempts=3, backoff=0.5, sleep=sleeps.append)
 
 
 @pytest.mark.parametrize("envelope", [None, "apis", "items", "data"])

@@ -29,8 +29,7 @@ def test_unknown_key_and_wrong_type_reported_together(cli: Cli) -> None:
     assert r.exit_code == 2
     lines = r.stderr.splitlines()
     assert (
-        f"error: {path}: sync.page_size: Input should be a valid integer, unable to parse string as an integer"
-        in lines
+        f"error: {path}: sync.page_size: Input should be a valid integer, unable to parse string as an integer" in lines
     )
     assert f"error: {path}: sync.workerz: unknown key" in lines
     assert len(lines) == 2
@@ -61,9 +60,7 @@ def test_token_variable_not_set(cli: Cli) -> None:
     path = write(cli, '[connectors.erp]\nbase_url = "http://127.0.0.1:9"\ntoken_env = "NOPE_NOT_SET"\n')
     r = cli("connector", "test", "erp", env={"NOPE_NOT_SET": ""})
     assert r.exit_code == 2
-    assert (
-        r.stderr == f"error: {path}: connectors.erp.token_env: environment variable NOPE_NOT_SET is not set\n"
-    )
+    assert r.stderr == f"error: {path}: connectors.erp.token_env: environment variable NOPE_NOT_SET is not set\n"
 
 
 def test_missing_explicit_file(cli: Cli) -> None:

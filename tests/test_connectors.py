@@ -107,9 +107,7 @@ def test_connectors_mirrored_and_removed_ones_become_inactive(demo_cli: Cli, db_
     demo_cli("connector", "add", "crm", "--url", "http://127.0.0.1:9")
     assert demo_cli("entities").exit_code == 0
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute(
-            "SELECT name, is_active, target_schema FROM bridge.connectors ORDER BY name"
-        ).fetchall()
+        rows = conn.execute("SELECT name, is_active, target_schema FROM bridge.connectors ORDER BY name").fetchall()
     assert rows == [("crm", True, "crm"), ("erp", True, "erp")]
     demo_cli("connector", "remove", "crm")
     assert demo_cli("entities").exit_code == 0

@@ -20,10 +20,7 @@ def test_upgrade_twice_is_a_noop(db_url: str) -> None:
         first = db.upgrade(conn, "bridge")
         assert [m.version for m in first] == [m.version for m in db.available_migrations()]
         assert db.upgrade(conn, "bridge") == []
-        tables = {
-            r[0]
-            for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'bridge'").fetchall()
-        }
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'bridge'").fetchall()}
     assert {"connectors", "entities", "sync_runs", "sync_rejects", "schema_migrations"} <= tables
 
 
@@ -74,9 +71,7 @@ def test_unreachable_database_one_line_exit_2(cli: Cli) -> None:
     url = "postgresql://postgres:hunter2@127.0.0.1:9/nodb"
     r = cli("entities", env={"SYNCFLOW_DATABASE_URL": url})
     assert r.exit_code == 2
-    assert r.stderr.startswith(
-        "error: cannot connect to PostgreSQL at host 127.0.0.1, port 9, database nodb: "
-    )
+    assert r.stderr.startswith("error: cannot connect to PostgreSQL at host 127.0.0.1, port 9, database nodb: ")
     assert "hunter2" not in r.stderr
     assert len(r.stderr.splitlines()) == 1
 

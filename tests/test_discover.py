@@ -55,12 +55,10 @@ def test_discover_creates_tables_and_entities(demo_cli: Cli, db_url: str) -> Non
     assert unique_keys(db_url, "erp", "orders") == [["order_no", "line_no"]]
     with psycopg.connect(db_url) as conn:
         idx = conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = 'erp' AND indexname LIKE"
-            " '%%rowversion%%' ORDER BY 1"
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'erp' AND indexname LIKE '%%rowversion%%' ORDER BY 1"
         ).fetchall()
         nn = conn.execute(
-            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'erp.orders'::regclass"
-            " AND attname = 'line_no'"
+            "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'erp.orders'::regclass AND attname = 'line_no'"
         ).fetchone()
     assert idx == [("items_rowversion_idx",)]  # only the rowversion entity
     assert nn == (True,)
@@ -130,13 +128,9 @@ def test_schema_evolution(demo_cli: Cli, demo: Any, db_url: str) -> None:
     assert cols_now["qty_on_hand"] == "bigint"
     assert "category" in cols_now  # retired, never dropped
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT item_number, base_uom, qty_on_hand FROM erp.items").fetchall() == [
-            ("A1", "EA", 5)
-        ]
+        assert conn.execute("SELECT item_number, base_uom, qty_on_hand FROM erp.items").fetchall() == [("A1", "EA", 5)]
         assert unique_keys(db_url, "erp", "orders") == [["order_no", "line_no"]]  # not applied silently
-        attention = conn.execute(
-            "SELECT needs_attention FROM bridge.entities WHERE slug = 'orders'"
-        ).fetchone()
+        attention = conn.execute("SELECT needs_attention FROM bridge.entities WHERE slug = 'orders'").fetchone()
     assert attention is not None and "--rebuild orders" in attention[0]
     shown = json.loads(demo_cli("entity", "show", "erp.items", "--json").stdout)
     assert {c["pg_name"]: c["retired"] for c in shown["columns"]}["category"] is True
@@ -151,9 +145,7 @@ def test_schema_evolution(demo_cli: Cli, demo: Any, db_url: str) -> None:
         ).fetchall()
         assert len(backups) == 1
         assert conn.execute(f'SELECT order_no FROM erp."{backups[0][0]}"').fetchall() == [("SO1",)]
-        attention = conn.execute(
-            "SELECT needs_attention FROM bridge.entities WHERE slug = 'orders'"
-        ).fetchone()
+        attention = conn.execute("SELECT needs_attention FROM bridge.entities WHERE slug = 'orders'").fetchone()
     assert attention == (None,)
 
 
@@ -234,10 +226,7 @@ def test_failure_midway_leaves_nothing_half_made(demo_cli: Cli, demo: Any, db_ur
     )
     r = demo_cli("discover")
     assert r.exit_code == 1
-    assert (
-        "erp.wide: could not apply the schema change to erp.wide: tables can have at most 1600 columns"
-        in r.stdout
-    )
+    assert "erp.wide: could not apply the schema change to erp.wide: tables can have at most 1600 columns" in r.stdout
     assert columns(db_url, "erp", "wide") == {}
     assert columns(db_url, "erp", "items")  # the others were applied
     with psycopg.connect(db_url) as conn:
@@ -263,8 +252,7 @@ def test_path_prefix_and_envelope(cli: Cli, db_url: str) -> None:
     state.envelope = "apis"
     with DemoServer(state, prefix="/smith") as server:
         cli.config.write_text(
-            f'[connectors.erp]\nbase_url = "{server.url}/"\ntoken_env = "{TOKEN_ENV}"\n'
-            'target_schema = "erp_data"\n',
+            f'[connectors.erp]\nbase_url = "{server.url}/"\ntoken_env = "{TOKEN_ENV}"\ntarget_schema = "erp_data"\n',
             encoding="utf-8",
         )
         r = cli("discover")
@@ -286,6 +274,4 @@ def test_entity_set_and_file_overrides(demo_cli: Cli) -> None:
     assert "note: interval_seconds is set in" in r.stderr
     r = demo_cli("entity", "set", "erp.nothing", "--interval", "90")
     assert r.exit_code == 2
-    assert (
-        r.stderr == "error: no entity 'erp.nothing': run 'syncflow discover erp' or see 'syncflow entities'\n"
-    )
+    assert r.stderr == "error: no entity 'erp.nothing': run 'syncflow discover erp' or see 'syncflow entities'\n"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -19,23 +21,36 @@ import psycopg
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from syncflow import __version__, db, store, tomledit
+from syncflow import runs as runs_mod
 from syncflow.config import config_path, resolve
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import EXIT_FAILED, SyncFlowError, UsageError
+from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
+from syncflow.sync import Progress as SyncProgress
+from syncflow.sync import SyncOptions, sync_entity
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-out = Console(highlight=False)
+# Piped output (cron logs, CI) gets wide tables instead of rich's 80-column default.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable."
-)
+EXIT_CODES_HELP = "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable."
 
 app = typer.Typer(
     name="syncflow",
@@ -147,9 +162,7 @@ def connector_add(
     ] = None,
     target_schema: Annotated[
         str | None,
-        typer.Option(
-            "--target-schema", help="PostgreSQL schema for this connector's tables [default: NAME]."
-        ),
+        typer.Option("--target-schema", help="PostgreSQL schema for this connector's tables [default: NAME]."),
     ] = None,
     ca_bundle: Annotated[
         Path | None, typer.Option("--ca-bundle", help="CA bundle that signs the APISmith certificate.")
@@ -197,9 +210,7 @@ def connector_add(
 
 @connector_app.command("remove")
 @guarded
-def connector_remove(
-    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]
-) -> None:
+def connector_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]) -> None:
     """Remove a connector from the file; its tables and history stay in PostgreSQL."""
     path = config_path(_state(ctx).config_path)
     tomledit.remove_connector(path, name)
@@ -237,9 +248,7 @@ def connector_list(
         emit_json(rows)
         return
     if not rows:
-        err.print(
-            f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'"
-        )
+        err.print(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
         return
     table = Table(title="Connectors")
     for col in ("name", "base URL", "token", "target schema", "TLS"):
@@ -315,9 +324,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 @db_app.command("status")
 @guarded
-def db_status(
-    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
-) -> None:
+def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied."""
     runtime = _state(ctx).runtime()
     conn = db.connect(runtime.config.settings.database.url, autocommit=True)
@@ -325,9 +332,7 @@ def db_status(
         status = db.migration_status(conn, runtime.schema)
     finally:
         conn.close()
-    rows: list[dict[str, Any]] = [
-        {"version": m.version, "name": m.name, "applied_at": at} for m, at in status
-    ]
+    rows: list[dict[str, Any]] = [{"version": m.version, "name": m.name, "applied_at": at} for m, at in status]
     if as_json:
         emit_json(
             {
@@ -386,8 +391,7 @@ def _render_report(report: DiscoveryReport) -> None:
         err.print(f"[yellow]warning:[/] {report.connector}: {escape(w)}")
     for slug in report.missing:
         err.print(
-            f"[yellow]warning:[/] {report.connector}.{escape(slug)} is no longer offered by APISmith;"
-            " its table is kept"
+            f"[yellow]warning:[/] {report.connector}.{escape(slug)} is no longer offered by APISmith; its table is kept"
         )
     for o in report.outcomes:
         if o.plan.breaking and not o.backup_table and not report.dry_run and not o.error:
@@ -423,9 +427,7 @@ def discover(
     runtime = _state(ctx).runtime()
     names = connectors or sorted(runtime.config.settings.connectors)
     if not names:
-        raise UsageError(
-            f"{runtime.config.path}: no connectors configured; add one with 'syncflow connector add'"
-        )
+        raise UsageError(f"{runtime.config.path}: no connectors configured; add one with 'syncflow connector add'")
     for n in names:
         runtime.config.connector(n)
     reports: list[DiscoveryReport] = []
@@ -522,9 +524,7 @@ def entities(
     """List discovered entities with strategy, keys, interval and last sync."""
     runtime = _state(ctx).runtime()
     with runtime.metadata() as conn:
-        rows = [
-            _entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)
-        ]
+        rows = [_entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)]
     if as_json:
         emit_json(rows)
         return
@@ -619,9 +619,7 @@ def entity_set(
         bool | None,
         typer.Option("--enable/--disable", help="Include in 'sync --all' or not.", show_default=False),
     ] = None,
-    page_size: Annotated[
-        int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")
-    ] = None,
+    page_size: Annotated[int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")] = None,
 ) -> None:
     """Change an entity's sync settings in the database (syncflow.toml overrides still win)."""
     if interval is None and enable is None and page_size is None:
@@ -638,9 +636,286 @@ def entity_set(
         f"page size {data['page_size']}"
     )
     for key in data["overridden_by_file"]:
-        err.print(
-            f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database"
+        err.print(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
+
+
+# -- sync ---------------------------------------------------------------------------------
+
+
+def _select(
+    runtime: Runtime, conn: store.Conn, refs: list[str], all_: bool, force: bool, connector: str | None
+) -> list[store.Entity]:
+    """The entities to sync: the named ones, or with --all the enabled ones that are due."""
+    if refs and all_:
+        raise UsageError("give entity references or --all, not both")
+    if not refs and not all_:
+        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
+    if refs:
+        return [store.get_entity(conn, runtime.schema, ref) for ref in refs]
+    now = datetime.now(UTC)
+    due: list[tuple[bool, datetime, store.Entity]] = []
+    for e in store.list_entities(conn, runtime.schema, connector=connector):
+        eff = _effective(runtime, e)
+        if not eff["enabled"] or not e.syncable or e.connector not in runtime.config.settings.connectors:
+            continue
+        last = e.last_sync_at
+        if force or last is None or last + timedelta(seconds=eff["interval_seconds"]) <= now:
+            due.append((last is not None, last or now, e))
+    due.sort(key=lambda d: (d[0], d[1]))
+    return [d[2] for d in due]
+
+
+def _run_syncs(
+    ctx: typer.Context,
+    refs: list[str] | None,
+    *,
+    full_refresh: bool,
+    as_json: bool,
+    all_: bool = False,
+    force: bool = False,
+    connector: str | None = None,
+    max_delete_fraction: float | None = None,
+) -> None:
+    runtime = _state(ctx).runtime()
+    settings = runtime.config.settings
+    results: list[RunResult] = []
+    with runtime.metadata() as meta:
+        entities = _select(runtime, meta, list(refs or []), all_, force, connector)
+        if not entities:
+            err.print("nothing is due")
+            return
+        for entity in entities:
+            runtime.config.connector(entity.connector)
+        worker = runtime.connect()
+        try:
+            for entity in entities:
+                eff = _effective(runtime, entity)
+                options = SyncOptions(
+                    page_size=eff["page_size"],
+                    full_refresh=full_refresh,
+                    max_delete_fraction=(
+                        settings.sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction
+                    ),
+                )
+                with runtime.client(entity.connector) as client, _progress(entity.ref) as on_progress:
+                    result = sync_entity(
+                        worker,
+                        runtime.schema,
+                        entity,
+                        client,
+                        options=options,
+                        on_progress=on_progress,
+                        reconnect=runtime.connect,
+                    )
+                if worker.closed or worker.broken:
+                    worker = runtime.connect()
+                results.append(result)
+                _report(result, as_json)
+        finally:
+            worker.close()
+    if any(r.status != "success" for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+class _progress:  # noqa: N801 - used like a function
+    """A rich progress bar on a terminal; nothing otherwise (the summary line follows)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> Callable[[SyncProgress], None] | None:
+        if not err.is_terminal:
+            return None
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows · {task.fields[pages]} pages"),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
         )
+        self.bar.start()
+        self.task = self.bar.add_task(self.ref, total=None, pages=0)
+
+        def update(p: SyncProgress) -> None:
+            assert self.bar is not None and self.task is not None
+            self.bar.update(self.task, completed=p.rows, total=p.total, pages=p.pages)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _report(result: RunResult, as_json: bool) -> None:
+    c = result.counts
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), default=str, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    colour = {"success": "green", "partial": "yellow"}.get(result.status, "red")
+    err.print(
+        f"[{colour}]{result.status}[/] {escape(result.entity)}: {c.fetched} fetched, {c.inserted} inserted, "
+        f"{c.updated} updated, {c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected "
+        f"in {result.duration:.1f}s (run {result.uid})"
+    )
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {escape(result.entity)}: {escape(w)}")
+    if result.error_message:
+        err.print(f"[bold red]error:[/] {escape(result.error_message)}")
+
+
+@app.command("sync")
+@guarded
+def sync(
+    ctx: typer.Context,
+    refs: Annotated[list[str] | None, typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every enabled entity that is due.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --all: ignore the intervals.")] = False,
+    connector: Annotated[str | None, typer.Option("--connector", help="With --all: only this connector.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")] = False,
+    max_delete_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--max-delete-fraction",
+            min=0.0,
+            max=1.0,
+            help="Allow a full sync to soft-delete up to this share of the table [default: config].",
+        ),
+    ] = None,
+) -> None:
+    """Sync entities with their delta strategy (full, rowversion or hash).
+
+    Exit codes: 0 every run succeeded (or nothing was due); 1 a run failed or was partial;
+    2 usage, configuration or database unreachable.
+    """
+    _run_syncs(
+        ctx,
+        refs,
+        full_refresh=False,
+        as_json=as_json,
+        all_=all_,
+        force=force,
+        connector=connector,
+        max_delete_fraction=max_delete_fraction,
+    )
+
+
+@app.command("full-refresh")
+@guarded
+def full_refresh(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")] = False,
+    max_delete_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--max-delete-fraction",
+            min=0.0,
+            max=1.0,
+            help="Allow soft-deleting up to this share of the table [default: config].",
+        ),
+    ] = None,
+) -> None:
+    """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
+    _run_syncs(ctx, refs, full_refresh=True, as_json=as_json, max_delete_fraction=max_delete_fraction)
+
+
+@app.command("runs")
+@guarded
+def runs_command(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONNECTOR.SLUG] to filter, or 'show RUN_UID' for one run.", show_default=False),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Show the history of runs, newest first; 'runs show RUN_UID' shows one with its rejects."""
+    args = list(args or [])
+    if status is not None and status not in runs_mod.STATUSES:
+        raise UsageError(f"--status must be one of {', '.join(runs_mod.STATUSES)}")
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        if args and args[0] == "show":
+            if len(args) != 2:
+                raise UsageError("usage: syncflow runs show RUN_UID")
+            run = runs_mod.get_run(conn, runtime.schema, args[1])
+            if run is None:
+                raise UsageError(f"no run {args[1]!r}")
+            _show_run(run, as_json)
+            return
+        if len(args) > 1:
+            raise UsageError("give at most one CONNECTOR.SLUG")
+        if args:
+            store.get_entity(conn, runtime.schema, args[0])
+        rows = runs_mod.list_runs(conn, runtime.schema, ref=args[0] if args else None, status=status, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Sync runs", caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)")
+    for col in (
+        "started",
+        "entity",
+        "kind",
+        "status",
+        "fetched",
+        "ins",
+        "upd",
+        "unch",
+        "del",
+        "rej",
+        "seconds",
+        "run",
+    ):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
+        table.add_row(
+            (r["started_at"] or "")[:19],
+            r["entity"],
+            r["kind"],
+            f"[{colour}]{r['status']}[/]",
+            str(r["records_fetched"]),
+            str(r["records_inserted"]),
+            str(r["records_updated"]),
+            str(r["records_unchanged"]),
+            str(r["records_deleted"]),
+            str(r["records_rejected"]),
+            f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
+            r["uid"],
+        )
+    out.print(table)
+
+
+def _show_run(run: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(run)
+        return
+    for key, value in run.items():
+        if key in ("rejects", "error_details"):
+            continue
+        out.print(f"[bold]{key}[/]: {escape(str(value))}")
+    if run["error_details"]:
+        out.print(f"[bold]error_details[/]: {escape(json.dumps(run['error_details'], default=str))}")
+    if run["rejects"]:
+        table = Table(title=f"Rejected rows ({len(run['rejects'])})")
+        for col in ("business key", "column", "value", "reason"):
+            table.add_column(col, overflow="fold")
+        for rej in run["rejects"]:
+            table.add_row(
+                escape(json.dumps(rej["business_key"])),
+                rej["column"] or "-",
+                escape(str(rej["value"])),
+                escape(rej["reason"]),
+            )
+        out.print(table)
 
 
 def main() -> None:

@@ -239,9 +239,7 @@ class APISmithClient:
                 details=details,
             )
         if status == 404:
-            raise SourceNotFound(
-                f"connector {self.connector}: not found (HTTP 404): {shown}", details=details
-            )
+            raise SourceNotFound(f"connector {self.connector}: not found (HTTP 404): {shown}", details=details)
         if status == 429:
             raise SourceTransientError(
                 f"connector {self.connector}: rate limited (HTTP 429) at {shown}",
@@ -249,9 +247,7 @@ class APISmithClient:
                 retry_after=parse_retry_after(resp.headers.get("retry-after")),
             )
         if status in _TRANSIENT_STATUSES:
-            raise SourceTransientError(
-                f"connector {self.connector}: HTTP {status} from {shown}", details=details
-            )
+            raise SourceTransientError(f"connector {self.connector}: HTTP {status} from {shown}", details=details)
         raise SourceError(f"connector {self.connector}: HTTP {status} from {shown}", details=details)
 
     # -- protocol ---------------------------------------------------------------------

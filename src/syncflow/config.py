@@ -215,8 +215,7 @@ def _secret_problems(path: Path, data: Mapping[str, Any]) -> list[str]:
     database = data.get("database")
     if isinstance(database, dict) and "password" in database:
         problems.append(
-            f"{path}: database.password: a literal password is not allowed in the file; "
-            "use PGPASSWORD or ~/.pgpass"
+            f"{path}: database.password: a literal password is not allowed in the file; use PGPASSWORD or ~/.pgpass"
         )
     return problems
 

@@ -50,9 +50,7 @@ def connect(url: str | None, *, autocommit: bool = False) -> psycopg.Connection[
     except psycopg.ProgrammingError as exc:
         raise DatabaseUnreachable(f"invalid database URL: {_first_line(exc)}") from None
     except psycopg.OperationalError as exc:
-        raise DatabaseUnreachable(
-            f"cannot connect to PostgreSQL at {describe_target(url)}: {_reason(exc)}"
-        ) from None
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL at {describe_target(url)}: {_reason(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -91,22 +89,16 @@ def available_migrations() -> list[Migration]:
 
 
 def _applied(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[int, str]:
-    row = conn.execute(
-        "SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL", [schema]
-    ).fetchone()
+    row = conn.execute("SELECT to_regclass(format('%%I.schema_migrations', %s::text)) IS NOT NULL", [schema]).fetchone()
     if not row or not row[0]:
         return {}
     rows = conn.execute(
-        sql.SQL("SELECT version, applied_at::text FROM {}").format(
-            sql.Identifier(schema, "schema_migrations")
-        )
+        sql.SQL("SELECT version, applied_at::text FROM {}").format(sql.Identifier(schema, "schema_migrations"))
     ).fetchall()
     return {int(str(v)): str(at) for v, at in rows}
 
 
-def migration_status(
-    conn: psycopg.Connection[tuple[object, ...]], schema: str
-) -> list[tuple[Migration, str | None]]:
+def migration_status(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> list[tuple[Migration, str | None]]:
     """Each shipped migration with the time it was applied, or None."""
     applied = _applied(conn, schema)
     return [(mig, applied.get(mig.version)) for mig in available_migrations()]

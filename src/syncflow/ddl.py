@@ -45,9 +45,7 @@ def create_schema(schema: str) -> sql.Composed:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
 
 
-def create_table(
-    schema: str, table: str, columns: Sequence[StoredColumn], keys: Sequence[str]
-) -> sql.Composed:
+def create_table(schema: str, table: str, columns: Sequence[StoredColumn], keys: Sequence[str]) -> sql.Composed:
     """The target table: mapped columns, audit columns, UNIQUE over the business key."""
     parts: list[sql.Composable] = [
         sql.SQL("_bridge_id uuid PRIMARY KEY DEFAULT gen_random_uuid()"),
@@ -71,9 +69,7 @@ def create_table(
             sql.SQL(", ").join(sql.Identifier(k) for k in keys),
         ),
     ]
-    return sql.SQL("CREATE TABLE {} (\n    {}\n)").format(
-        sql.Identifier(schema, table), sql.SQL(",\n    ").join(parts)
-    )
+    return sql.SQL("CREATE TABLE {} (\n    {}\n)").format(sql.Identifier(schema, table), sql.SQL(",\n    ").join(parts))
 
 
 def add_column(schema: str, table: str, col: StoredColumn) -> sql.Composed:

@@ -47,9 +47,7 @@ class DiscoveryReport:
         return {
             "connector": self.connector,
             "dry_run": self.dry_run,
-            "entities": [
-                {**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table} for o in self.outcomes
-            ],
+            "entities": [{**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table} for o in self.outcomes],
             "warnings": self.warnings,
             "missing_at_source": self.missing,
         }
@@ -88,9 +86,7 @@ def discover_connector(
         table = choose_table(spec.slug, old, target_schema, taken)
         claimed.add(table)
         live = ddl.read_live_table(conn, target_schema, table)
-        plan = plan_entity(
-            connector=name, target_schema=target_schema, spec=spec, stored=old, live=live, table=table
-        )
+        plan = plan_entity(connector=name, target_schema=target_schema, spec=spec, stored=old, live=live, table=table)
         outcome = EntityOutcome(plan)
         report.outcomes.append(outcome)
         if dry_run:
@@ -144,9 +140,7 @@ def _apply(
             checkpoint = None
             columns = plan.desired_columns
         elif plan.action == "create":
-            conn.execute(
-                ddl.create_table(plan.target_schema, plan.target_table, plan.columns, plan.business_keys)
-            )
+            conn.execute(ddl.create_table(plan.target_schema, plan.target_table, plan.columns, plan.business_keys))
         else:
             for col in plan.add_columns:
                 conn.execute(ddl.add_column(plan.target_schema, plan.target_table, col))
@@ -213,7 +207,5 @@ def _rebuild(conn: Conn, plan: EntityPlan) -> str:
                 sql.Identifier(ddl.derived_name(backup, f"idx{n}")),
             )
         )
-    conn.execute(
-        ddl.create_table(plan.target_schema, plan.target_table, plan.desired_columns, plan.business_keys)
-    )
+    conn.execute(ddl.create_table(plan.target_schema, plan.target_table, plan.desired_columns, plan.business_keys))
     return backup

@@ -196,9 +196,7 @@ def plan_entity(
     plan.columns = final
     live_keys = live.unique_keys[0] if live.unique_keys else ()
     if tuple(keys) != tuple(live_keys) and set(keys) != set(live_keys):
-        plan.breaking.append(
-            f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})"
-        )
+        plan.breaking.append(f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})")
     if spec.delta_strategy == "rowversion" and not live.rowversion_index:
         plan.create_rowversion_index = True
     if plan.breaking:

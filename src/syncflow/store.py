@@ -265,8 +265,7 @@ def taken_tables(conn: Conn, schema: str, target_schema: str, exclude_uid: str |
     rows = conn.execute(
         _q(
             schema,
-            "SELECT target_table FROM {entities} WHERE target_schema = %s"
-            " AND (%s::uuid IS NULL OR uid <> %s::uuid)",
+            "SELECT target_table FROM {entities} WHERE target_schema = %s AND (%s::uuid IS NULL OR uid <> %s::uuid)",
         ),
         [target_schema, exclude_uid, exclude_uid],
     ).fetchall()

@@ -1,0 +1,257 @@
+"""Run records: one ``sync_runs`` row per run, its rejects, and the entity's last_sync_*."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from syncflow.store import Conn, Entity, hostname
+
+STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
+
+
+@dataclass
+class Counts:
+    """Outcome counters of one run; each fetched row counts once."""
+
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    tombstones: int = 0  # part of ``deleted``: rows the source reported as deleted
+    duplicates: int = 0
+    pages: int = 0
+    bytes: int = 0
+
+    @property
+    def unchanged(self) -> int:
+        return max(self.fetched - self.inserted - self.updated - self.rejected - self.tombstones, 0)
+
+
+@dataclass
+class Reject:
+    business_key: dict[str, Any] | None
+    column: str | None
+    reason: str
+    value: str | None
+
+
+@dataclass
+class RunResult:
+    """What a run did, for the CLI and for tests."""
+
+    uid: str
+    entity: str
+    kind: str
+    status: str
+    counts: Counts = field(default_factory=Counts)
+    rowversion_start: str | None = None
+    rowversion_end: str | None = None
+    error_message: str | None = None
+    error_details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "uid": self.uid,
+            "entity": self.entity,
+            "kind": self.kind,
+            "status": self.status,
+            "records_fetched": c.fetched,
+            "records_inserted": c.inserted,
+            "records_updated": c.updated,
+            "records_unchanged": c.unchanged,
+            "records_deleted": c.deleted,
+            "records_rejected": c.rejected,
+            "pages": c.pages,
+            "bytes": c.bytes,
+            "rowversion_start": self.rowversion_start,
+            "rowversion_end": self.rowversion_end,
+            "duration_seconds": round(self.duration, 3),
+            "error_message": self.error_message,
+            "warnings": self.warnings,
+        }
+
+
+def _t(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+def start(conn: Conn, schema: str, entity: Entity, *, kind: str, rowversion_start: str | None) -> str:
+    """Insert the run as ``running`` and commit, so it is visible while it runs."""
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (entity_uid, kind, status, rowversion_start, hostname, pid)"
+            " VALUES (%s, %s, 'running', %s, %s, %s) RETURNING uid::text"
+        ).format(_t(schema, "sync_runs")),
+        [entity.uid, kind, rowversion_start, hostname(), os.getpid()],
+    ).fetchone()
+    conn.commit()
+    assert row is not None
+    return str(row[0])
+
+
+def progress(conn: Conn, schema: str, run_uid: str, counts: Counts) -> None:
+    """Counters so far, written in the batch's own transaction."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET records_fetched = %s, records_inserted = %s, records_updated = %s,"
+            " records_unchanged = %s, records_deleted = %s, records_rejected = %s, pages = %s, bytes = %s"
+            " WHERE uid = %s"
+        ).format(_t(schema, "sync_runs")),
+        [
+            counts.fetched,
+            counts.inserted,
+            counts.updated,
+            counts.unchanged,
+            counts.deleted,
+            counts.rejected,
+            counts.pages,
+            counts.bytes,
+            run_uid,
+        ],
+    )
+
+
+def add_rejects(conn: Conn, schema: str, run_uid: str, rejects: list[Reject]) -> None:
+    if not rejects:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (run_uid, business_key, column_name, reason, value) VALUES (%s, %s, %s, %s, %s)"
+            ).format(_t(schema, "sync_rejects")),
+            [
+                [
+                    run_uid,
+                    Jsonb(r.business_key) if r.business_key is not None else None,
+                    r.column,
+                    r.reason,
+                    r.value,
+                ]
+                for r in rejects
+            ],
+        )
+
+
+def finish(
+    conn: Conn,
+    schema: str,
+    entity: Entity,
+    result: RunResult,
+    *,
+    checkpoint: str | None,
+    set_checkpoint: bool,
+) -> None:
+    """Close the run and update the entity, in the caller's transaction."""
+    progress(conn, schema, result.uid, result.counts)
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET status = %s, completed_at = now(), rowversion_end = %s, duration_seconds = %s,"
+            " error_message = %s, error_details = %s WHERE uid = %s"
+        ).format(_t(schema, "sync_runs")),
+        [
+            result.status,
+            result.rowversion_end,
+            result.duration,
+            result.error_message,
+            Jsonb(result.error_details) if result.error_details else None,
+            result.uid,
+        ],
+    )
+    ok = result.status == "success"
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET last_sync_at = now(), last_sync_status = %s,"
+            " last_success_at = CASE WHEN %s THEN now() ELSE last_success_at END,"
+            " consecutive_failures = CASE WHEN %s THEN 0 ELSE consecutive_failures + 1 END,"
+            " last_rowversion = CASE WHEN %s THEN %s ELSE last_rowversion END,"
+            " missing_at_source = missing_at_source OR %s, updated_at = now() WHERE uid = %s"
+        ).format(_t(schema, "entities")),
+        [
+            result.status,
+            ok,
+            ok,
+            set_checkpoint,
+            checkpoint,
+            bool(result.error_details.get("missing_at_source")),
+            entity.uid,
+        ],
+    )
+
+
+def list_runs(
+    conn: Conn,
+    schema: str,
+    *,
+    ref: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+) -> list[dict[str, Any]]:
+    """Runs, newest first, as plain dicts ready for JSON."""
+    where = []
+    params: list[Any] = []
+    if ref:
+        connector, _, slug = ref.partition(".")
+        where.append("c.name = %s AND e.slug = %s")
+        params += [connector, slug]
+    if status:
+        where.append("r.status = %s")
+        params.append(status)
+    query = sql.SQL(
+        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
+        " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
+        " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
+        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
+        " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
+        " {where} ORDER BY r.started_at DESC, r.created_at DESC LIMIT %s"
+    ).format(
+        runs=_t(schema, "sync_runs"),
+        entities=_t(schema, "entities"),
+        connectors=_t(schema, "connectors"),
+        where=sql.SQL("WHERE " + " AND ".join(where)) if where else sql.SQL(""),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, [*params, limit])
+        rows = cur.fetchall()
+    for r in rows:
+        for key in ("started_at", "completed_at"):
+            r[key] = r[key].isoformat() if r[key] else None
+    return rows
+
+
+def get_run(conn: Conn, schema: str, uid: str) -> dict[str, Any] | None:
+    """One run with its rejects, or None."""
+    query = sql.SQL(
+        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
+        " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
+        " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
+        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
+        " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
+        " WHERE r.uid::text LIKE %s || '%%' ORDER BY r.started_at DESC LIMIT 2"
+    ).format(runs=_t(schema, "sync_runs"), entities=_t(schema, "entities"), connectors=_t(schema, "connectors"))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, [uid.strip().lower()])
+        found = cur.fetchall()
+        if len(found) != 1 or not uid.strip():
+            return None
+        run = found[0]
+        uid = run["uid"]
+        cur.execute(
+            sql.SQL(
+                "SELECT business_key, column_name AS column, reason, value FROM {} WHERE run_uid = %s ORDER BY id"
+            ).format(_t(schema, "sync_rejects")),
+            [uid],
+        )
+        run["rejects"] = cur.fetchall()
+    for key in ("started_at", "completed_at"):
+        run[key] = run[key].isoformat() if run[key] else None
+    return run
