@@ -239,6 +239,8 @@ class DemoState:
         # Called with (slug, page, params) before a data page is served.
         self.before_page: Callable[[str, int, dict[str, str]], None] | None = None
         self.envelope = "list"  # how /api/v1/apis is wrapped: list | apis | items | data
+        # Injected failures, served in order to the next GET requests: (status, body, headers).
+        self.faults: list[tuple[int, bytes, dict[str, str]]] = []
         counts = {"items": 1000, "customers": 200, "orders": 800} if rows is None else rows
         apis = default_apis()
         for slug, count in counts.items():
@@ -335,7 +337,7 @@ class DemoState:
             for row in rows:
                 k = ent.key(row)
                 ent.rows[k] = dict(row)
-                ent.versions[k] = rv
+                self._set_version(ent, k, rv)
                 ent.tombstones.pop(k, None)
             ent.invalidate()
 
@@ -343,6 +345,22 @@ class DemoState:
         """A copy of the live rows by key, for comparing with the target table."""
         with self.lock:
             return copy.deepcopy(self.entities[slug].rows)
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        body: bytes = b'{"detail": "injected"}',
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Make the next ``count`` GET requests answer ``status`` with ``body``."""
+        with self.lock:
+            self.faults += [(status, body, headers or {})] * count
+
+    def take_fault(self) -> tuple[int, bytes, dict[str, str]] | None:
+        with self.lock:
+            return self.faults.pop(0) if self.faults else None
 
     # -- serving -----------------------------------------------------------------------------------
 
@@ -446,6 +464,18 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         state.requests.append(self.path)
         if not self._authorized():
+            return
+        fault = state.take_fault()
+        if fault is not None:
+            status, body, headers = fault
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            ctype = "text/html" if body.lstrip().startswith(b"<") else "application/json"
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         if path == "/api/v1/apis":
             self._send(200, dumps(state.apis_body()))

@@ -111,5 +111,8 @@ def cli(tmp_path: Path, db_url: str) -> Cli:
 @pytest.fixture
 def demo_cli(cli: Cli, demo: DemoServer) -> Cli:
     """The CLI with connector ``erp`` pointing at the demo server."""
-    cli.config.write_text(f'[connectors.erp]\nbase_url = "{demo.url}"\ntoken_env = "{TOKEN_ENV}"\n', encoding="utf-8")
+    cli.config.write_text(
+        f'[sync]\nretry_backoff_seconds = 0\n\n[connectors.erp]\nbase_url = "{demo.url}"\ntoken_env = "{TOKEN_ENV}"\n',
+        encoding="utf-8",
+    )
     return cli

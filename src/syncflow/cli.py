@@ -889,7 +889,7 @@ def runs_command(
             str(r["records_deleted"]),
             str(r["records_rejected"]),
             f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
-            r["uid"],
+            r["uid"][:8],
         )
     out.print(table)
 

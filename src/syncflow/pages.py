@@ -32,6 +32,8 @@ from syncflow.client import APISmithClient, body_preview
 from syncflow.errors import SourceProtocolError
 
 # (data, row_version, is_tombstone, oracle_keys)
+MAX_PASSES = 3
+
 RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None]
 
 
@@ -126,11 +128,13 @@ class StreamState:
     checkpoint_cap: str | None = None
     capped: bool = False
     keyset: bool = False
+    passes: int = 1
+    missing_rowversions: bool = False
     warnings: list[str] = field(default_factory=list)
 
     def checkpoint(self, previous: str | None) -> str | None:
         """The checkpoint this stream earned: every row at or below it was read."""
-        if not self.complete:
+        if not self.complete or self.missing_rowversions:
             return previous
         if self.capped:
             cap = self.checkpoint_cap
@@ -176,7 +180,20 @@ class PageStream:
 
     def __iter__(self) -> Iterator[Page]:
         st = self.state
-        cursor = self.start
+        start = self.start
+        for attempt in range(MAX_PASSES):
+            st.capped, st.checkpoint_cap, st.complete = False, None, False
+            yield from self._pass(start)
+            if not st.complete or not st.capped or self._stop.is_set() or attempt == MAX_PASSES - 1:
+                return
+            # Rows may have shifted past us: read again from the last safe point, so that
+            # rows nobody changed are stored by this run rather than left to the next one.
+            st.passes += 1
+            start = st.checkpoint_cap if st.checkpoint_cap is not None else self.start
+
+    def _pass(self, start: str | None) -> Iterator[Page]:
+        st = self.state
+        cursor = start
         page = 1
         query_rows = 0
         query_total: int | None = None
@@ -238,7 +255,7 @@ class PageStream:
                     "rows carry no row_version; paging by page number and keeping the checkpoint"
                 )
                 self.state.keyset = False
-                self._cap(self.start)
+            self.state.missing_rowversions = True
             return None
         ordered = all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(rvs))  # type: ignore[arg-type]
         if not ordered:
