@@ -96,7 +96,9 @@ def test_second_sync_with_no_change_writes_nothing(synced: Cli, demo: Any, db_ur
     code, runs, _ = sync_json(synced, "erp.orders", "erp.customers", "erp.items")
     assert code == 0
     assert [(r["records_inserted"], r["records_updated"], r["records_deleted"]) for r in runs] == [(0, 0, 0)] * 3
-    assert runs[0]["records_unchanged"] == 40 and runs[1]["records_unchanged"] == 30
+    by_entity = {r["entity"]: r for r in runs}
+    assert by_entity["erp.orders"]["records_unchanged"] == 40
+    assert by_entity["erp.customers"]["records_unchanged"] == 30
     for t in ("orders", "customers"):
         assert rows(db_url, f"erp.{t}", "xmin::text AS x, _bridge_updated_at") == before[t]
 

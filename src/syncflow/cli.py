@@ -7,13 +7,16 @@ with ``--json``, JSON only.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -25,22 +28,29 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
 
-from syncflow import __version__, db, store, tomledit
+from syncflow import __version__, claims, db, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
 from syncflow.config import config_path, resolve
 from syncflow.discovery import DiscoveryReport, discover_connector
-from syncflow.errors import EXIT_FAILED, SyncFlowError, UsageError
+from syncflow.errors import (
+    EXIT_CLAIMED,
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    SyncFlowError,
+    UsageError,
+)
+from syncflow.health import entity_health
+from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
 from syncflow.sync import Progress as SyncProgress
-from syncflow.sync import SyncOptions, sync_entity
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,12 +79,28 @@ app.add_typer(db_app, name="db")
 app.add_typer(entity_app, name="entity")
 
 
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+log = logging.getLogger("syncflow.cli")
+
+
 @dataclass
 class State:
     """Global options, kept until a command needs the configuration."""
 
     config_path: Path | None = None
     database_url: str | None = None
+    log_format: str = "text"
 
     def runtime(self) -> Runtime:
         return Runtime.load(config_path=self.config_path, database_url=self.database_url)
@@ -94,15 +120,15 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except SyncFlowError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
-                err.print(f"[bold red]error:[/] {escape(line)}")
+                log.error(line, extra={"event": "error", "error": type(exc).__name__})
             raise typer.Exit(exc.exit_code) from None
         except psycopg.Error as exc:
             translated = db.translate(exc, "database error")
-            err.print(f"[bold red]error:[/] {escape(str(translated))}")
+            log.error(str(translated), extra={"event": "error", "error": type(exc).__name__})
             raise typer.Exit(translated.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
+            log.error("interrupted", extra={"event": "interrupted"})
+            raise typer.Exit(EXIT_SIGINT) from None
 
     return wrapper
 
@@ -138,13 +164,18 @@ def main_callback(
             show_default=False,
         ),
     ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="Logs on stderr: readable text or one JSON object per line.")
+    ] = LogFormat.text,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Least severe log level shown.")] = LogLevel.info,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Global options come before the command: syncflow --config F sync --all."""
-    ctx.obj = State(config_path=config, database_url=database_url)
+    logs.setup(log_format.value, log_level.value)
+    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value)
 
 
 # -- connectors -----------------------------------------------------------------------------
@@ -463,35 +494,6 @@ def discover(
 # -- entities -------------------------------------------------------------------------------
 
 
-def _effective(runtime: Runtime, e: store.Entity) -> dict[str, Any]:
-    """The entity's settings after file overrides, and which ones the file set."""
-    sync = runtime.config.settings.sync
-    override = None
-    conn_cfg = runtime.config.settings.connectors.get(e.connector)
-    if conn_cfg is not None:
-        override = conn_cfg.entities.get(e.slug)
-    interval = e.sync_interval_seconds or sync.interval_seconds
-    enabled = e.sync_enabled
-    page_size = e.page_size or sync.page_size
-    from_file: list[str] = []
-    if override is not None:
-        if override.interval_seconds is not None:
-            interval = override.interval_seconds
-            from_file.append("interval_seconds")
-        if override.enabled is not None:
-            enabled = override.enabled
-            from_file.append("enabled")
-        if override.page_size is not None:
-            page_size = override.page_size
-            from_file.append("page_size")
-    return {
-        "interval_seconds": interval,
-        "enabled": enabled,
-        "page_size": page_size,
-        "overridden_by_file": from_file,
-    }
-
-
 def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "entity": e.ref,
@@ -500,7 +502,7 @@ def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) ->
         "table": f"{e.target_schema}.{e.target_table}",
         "delta_strategy": e.delta_strategy,
         "business_keys": e.business_keys,
-        **_effective(runtime, e),
+        **effective_settings(runtime, e),
         "syncable": e.syncable,
         "unsyncable_reason": e.unsyncable_reason,
         "needs_attention": e.needs_attention,
@@ -642,27 +644,89 @@ def entity_set(
 # -- sync ---------------------------------------------------------------------------------
 
 
-def _select(
-    runtime: Runtime, conn: store.Conn, refs: list[str], all_: bool, force: bool, connector: str | None
-) -> list[store.Entity]:
-    """The entities to sync: the named ones, or with --all the enabled ones that are due."""
-    if refs and all_:
-        raise UsageError("give entity references or --all, not both")
-    if not refs and not all_:
-        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
-    if refs:
-        return [store.get_entity(conn, runtime.schema, ref) for ref in refs]
-    now = datetime.now(UTC)
-    due: list[tuple[bool, datetime, store.Entity]] = []
-    for e in store.list_entities(conn, runtime.schema, connector=connector):
-        eff = _effective(runtime, e)
-        if not eff["enabled"] or not e.syncable or e.connector not in runtime.config.settings.connectors:
-            continue
-        last = e.last_sync_at
-        if force or last is None or last + timedelta(seconds=eff["interval_seconds"]) <= now:
-            due.append((last is not None, last or now, e))
-    due.sort(key=lambda d: (d[0], d[1]))
-    return [d[2] for d in due]
+class _Board:
+    """Rich progress bars (one per entity) on a terminal; nothing when logs are piped."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Progress | None = None
+        if enabled:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("rows · {task.fields[pages]} pages"),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+
+    def __enter__(self) -> _Board:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def for_entity(self, ref: str) -> Callable[[SyncProgress], None] | None:
+        bar = self.bar
+        if bar is None:
+            return None
+        task = bar.add_task(ref, total=None, pages=0)
+
+        def update(p: SyncProgress) -> None:
+            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{ref} {p.rows} rows")
+
+        return update
+
+
+def _report(outcome: Outcome, as_json: bool) -> None:
+    if outcome.result is None:
+        log.info(
+            "skipped %s: %s", outcome.entity, outcome.skipped, extra={"event": "skipped", "entity": outcome.entity}
+        )
+        if as_json:
+            sys.stdout.write(
+                json.dumps({"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}) + "\n"
+            )
+            sys.stdout.flush()
+        return
+    result = outcome.result
+    c = result.counts
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), default=str, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    fields = {
+        "event": "run_finished",
+        "entity": result.entity,
+        "connector": result.entity.split(".", 1)[0],
+        "run_id": result.uid,
+        "status": result.status,
+        "duration_seconds": round(result.duration, 3),
+        "counts": {k: v for k, v in result.to_json().items() if k.startswith("records_")},
+    }
+    summary = (
+        f"{result.status} {result.entity}: {c.fetched} fetched, {c.inserted} inserted, {c.updated} updated, "
+        f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {result.duration:.1f}s "
+        f"(run {result.uid})"
+    )
+    log.info(summary, extra=fields)
+    for w in result.warnings:
+        log.warning(
+            "%s: %s", result.entity, w, extra={"event": "run_warning", "entity": result.entity, "run_id": result.uid}
+        )
+    if result.error_message:
+        log.error(
+            result.error_message,
+            extra={
+                "event": "run_failed",
+                "entity": result.entity,
+                "run_id": result.uid,
+                "error": result.error_details.get("error"),
+            },
+        )
 
 
 def _run_syncs(
@@ -674,102 +738,112 @@ def _run_syncs(
     all_: bool = False,
     force: bool = False,
     connector: str | None = None,
+    workers: int | None = None,
+    wait: bool = False,
     max_delete_fraction: float | None = None,
+    metrics_file: Path | None = None,
+    pushgateway: str | None = None,
 ) -> None:
-    runtime = _state(ctx).runtime()
-    settings = runtime.config.settings
-    results: list[RunResult] = []
+    refs = list(refs or [])
+    if refs and all_:
+        raise UsageError("give entity references or --all, not both")
+    if not refs and not all_:
+        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
+    if (force or connector) and not all_:
+        raise UsageError("--force and --connector go with --all")
+    state = _state(ctx)
+    runtime = state.runtime()
     with runtime.metadata() as meta:
-        entities = _select(runtime, meta, list(refs or []), all_, force, connector)
-        if not entities:
-            err.print("nothing is due")
-            return
+        if all_:
+            if connector is not None:
+                runtime.config.connector(connector)
+            claims.sweep_abandoned(meta, runtime.schema)
+            entities = due_entities(runtime, meta, force=force, connector=connector)
+        else:
+            entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(refs)]
         for entity in entities:
             runtime.config.connector(entity.connector)
-        worker = runtime.connect()
-        try:
-            for entity in entities:
-                eff = _effective(runtime, entity)
-                options = SyncOptions(
-                    page_size=eff["page_size"],
-                    full_refresh=full_refresh,
-                    max_delete_fraction=(
-                        settings.sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction
-                    ),
-                )
-                with runtime.client(entity.connector) as client, _progress(entity.ref) as on_progress:
-                    result = sync_entity(
-                        worker,
-                        runtime.schema,
-                        entity,
-                        client,
-                        options=options,
-                        on_progress=on_progress,
-                        reconnect=runtime.connect,
-                    )
-                if worker.closed or worker.broken:
-                    worker = runtime.connect()
-                results.append(result)
-                _report(result, as_json)
-        finally:
-            worker.close()
+            runtime.config.token(entity.connector)
+    if not entities:
+        log.info("nothing is due", extra={"event": "nothing_due"})
+        _publish_metrics(runtime, [], metrics_file, pushgateway)
+        return
+    cancel = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        cancel.set()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _Board(err.is_terminal and state.log_format == "text") as board:
+            outcomes = run_entities(
+                runtime,
+                entities,
+                full_refresh=full_refresh,
+                workers=workers or runtime.config.settings.sync.workers,
+                wait=wait,
+                explicit=not all_,
+                max_delete_fraction=max_delete_fraction,
+                cancel=cancel,
+                progress=board.for_entity,
+                on_outcome=lambda o: _report(o, as_json),
+            )
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    results = [o.result for o in outcomes if o.result is not None]
+    _publish_metrics(runtime, results, metrics_file, pushgateway)
+    if received:
+        raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
     if any(r.status != "success" for r in results):
         raise typer.Exit(EXIT_FAILED)
+    if not all_ and any(o.held_elsewhere for o in outcomes):
+        raise typer.Exit(EXIT_CLAIMED)
 
 
-class _progress:  # noqa: N801 - used like a function
-    """A rich progress bar on a terminal; nothing otherwise (the summary line follows)."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-        self.bar: Progress | None = None
-        self.task: TaskID | None = None
-
-    def __enter__(self) -> Callable[[SyncProgress], None] | None:
-        if not err.is_terminal:
-            return None
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("rows · {task.fields[pages]} pages"),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task(self.ref, total=None, pages=0)
-
-        def update(p: SyncProgress) -> None:
-            assert self.bar is not None and self.task is not None
-            self.bar.update(self.task, completed=p.rows, total=p.total, pages=p.pages)
-
-        return update
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path | None, gateway: str | None) -> None:
+    if textfile is None and not gateway:
+        return
+    with runtime.metadata() as meta:
+        entities = {e.ref: e for e in store.list_entities(meta, runtime.schema)}
+    metrics.publish(metrics.build_registry(results, entities), textfile=textfile, pushgateway=gateway)
 
 
-def _report(result: RunResult, as_json: bool) -> None:
-    c = result.counts
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), default=str, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-    colour = {"success": "green", "partial": "yellow"}.get(result.status, "red")
-    err.print(
-        f"[{colour}]{result.status}[/] {escape(result.entity)}: {c.fetched} fetched, {c.inserted} inserted, "
-        f"{c.updated} updated, {c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected "
-        f"in {result.duration:.1f}s (run {result.uid})"
-    )
-    for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {escape(result.entity)}: {escape(w)}")
-    if result.error_message:
-        err.print(f"[bold red]error:[/] {escape(result.error_message)}")
+SYNC_EXIT_HELP = (
+    "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it; "
+    "1 a run failed or was partial; 2 usage, configuration or database unreachable; 75 an entity named "
+    "explicitly is being synced by another process (use --wait); 130/143 stopped by SIGINT/SIGTERM."
+)
+MetricsFileOpt = Annotated[
+    Path | None,
+    typer.Option("--metrics-file", help="Write Prometheus metrics to this node_exporter textfile (atomically)."),
+]
+PushgatewayOpt = Annotated[
+    str | None, typer.Option("--pushgateway", help="Push Prometheus metrics to this Pushgateway URL.")
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, max=64, help="Entities synced at once [default: config].")
+]
+WaitOpt = Annotated[
+    bool, typer.Option("--wait", help="Wait for an entity another process is syncing, instead of skipping it.")
+]
+JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
+DeleteFractionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-delete-fraction",
+        min=0.0,
+        max=1.0,
+        help="Allow a full sync to soft-delete up to this share of the table [default: config].",
+    ),
+]
 
 
-@app.command("sync")
+@app.command("sync", epilog=SYNC_EXIT_HELP)
 @guarded
 def sync(
     ctx: typer.Context,
@@ -777,22 +851,14 @@ def sync(
     all_: Annotated[bool, typer.Option("--all", help="Every enabled entity that is due.")] = False,
     force: Annotated[bool, typer.Option("--force", help="With --all: ignore the intervals.")] = False,
     connector: Annotated[str | None, typer.Option("--connector", help="With --all: only this connector.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")] = False,
-    max_delete_fraction: Annotated[
-        float | None,
-        typer.Option(
-            "--max-delete-fraction",
-            min=0.0,
-            max=1.0,
-            help="Allow a full sync to soft-delete up to this share of the table [default: config].",
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
+    wait: WaitOpt = False,
+    as_json: JsonRunsOpt = False,
+    max_delete_fraction: DeleteFractionOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    pushgateway: PushgatewayOpt = None,
 ) -> None:
-    """Sync entities with their delta strategy (full, rowversion or hash).
-
-    Exit codes: 0 every run succeeded (or nothing was due); 1 a run failed or was partial;
-    2 usage, configuration or database unreachable.
-    """
+    """Sync entities with their delta strategy (full, rowversion or hash)."""
     _run_syncs(
         ctx,
         refs,
@@ -801,28 +867,79 @@ def sync(
         all_=all_,
         force=force,
         connector=connector,
+        workers=workers,
+        wait=wait,
         max_delete_fraction=max_delete_fraction,
+        metrics_file=metrics_file,
+        pushgateway=pushgateway,
     )
 
 
-@app.command("full-refresh")
+@app.command("full-refresh", epilog=SYNC_EXIT_HELP)
 @guarded
 def full_refresh(
     ctx: typer.Context,
     refs: Annotated[list[str], typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")] = False,
-    max_delete_fraction: Annotated[
-        float | None,
-        typer.Option(
-            "--max-delete-fraction",
-            min=0.0,
-            max=1.0,
-            help="Allow soft-deleting up to this share of the table [default: config].",
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
+    wait: WaitOpt = False,
+    as_json: JsonRunsOpt = False,
+    max_delete_fraction: DeleteFractionOpt = None,
+    metrics_file: MetricsFileOpt = None,
+    pushgateway: PushgatewayOpt = None,
 ) -> None:
     """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
-    _run_syncs(ctx, refs, full_refresh=True, as_json=as_json, max_delete_fraction=max_delete_fraction)
+    _run_syncs(
+        ctx,
+        refs,
+        full_refresh=True,
+        as_json=as_json,
+        workers=workers,
+        wait=wait,
+        max_delete_fraction=max_delete_fraction,
+        metrics_file=metrics_file,
+        pushgateway=pushgateway,
+    )
+
+
+@app.command("status")
+@guarded
+def status(
+    ctx: typer.Context,
+    connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
+    stale_factor: Annotated[
+        float | None,
+        typer.Option("--stale-factor", min=0.01, help="Stale after this many intervals [default: config]."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Health of every entity. Exit 1 when one failed 3 times in a row or is stale (a health check)."""
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        claims.sweep_abandoned(conn, runtime.schema)
+        rows = entity_health(
+            runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor
+        )
+    if as_json:
+        emit_json(rows)
+    else:
+        table = Table(title="SyncFlow status")
+        for col in ("entity", "strategy", "last run", "result", "rows", "next due", "failures", "health"):
+            table.add_column(col)
+        for r in rows:
+            colour = {"success": "green", "partial": "yellow", None: "dim"}.get(r["last_run_status"], "red")
+            table.add_row(
+                r["entity"],
+                r["strategy"],
+                (r["last_run_started_at"] or "never")[:19],
+                f"[{colour}]{r['last_run_status'] or '-'}[/]",
+                str(r["rows"] if r["rows"] is not None else "-"),
+                (r["next_due_at"] or "disabled")[:19],
+                str(r["consecutive_failures"]),
+                "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+            )
+        out.print(table)
+    if any(not r["healthy"] for r in rows):
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("runs")

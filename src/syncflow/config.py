@@ -64,6 +64,7 @@ class SyncConfig(_Strict):
     retry_attempts: int = Field(default=3, ge=1, le=20)
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
+    stale_factor: float = Field(default=3.0, gt=0)
 
 
 class EntityOverride(_Strict):

@@ -17,7 +17,8 @@ one place and exits with ``exit_code``::
     │   ├── SourceNotFound (1)          404: the API is gone
     │   └── SourceProtocolError (1)     200 with a body that is not the protocol
     ├── DiscoveryError (1)              an entity's metadata or DDL failed
-    └── SyncRunError (1)                a sync run failed or was partial
+    ├── SyncRunError (1)                a sync run failed or was partial
+    └── Cancelled (130)                 SIGINT/SIGTERM stopped a run (143 for SIGTERM)
 
 Third-party errors (httpx, psycopg, pydantic, tomllib) are translated into this
 tree at the boundary where they occur (``raise X(...) from exc``); no other
@@ -31,6 +32,9 @@ from typing import Any
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_CLAIMED = 75  # EX_TEMPFAIL: a named entity is being synced by another process
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 
 class SyncFlowError(Exception):
@@ -122,3 +126,9 @@ class DiscoveryError(SyncFlowError):
 
 class SyncRunError(SyncFlowError):
     """A sync run ended failed or partial; details are in the run record."""
+
+
+class Cancelled(SyncFlowError):
+    """A signal asked SyncFlow to stop; the run is recorded as ``cancelled``."""
+
+    exit_code = EXIT_SIGINT

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncflow.client import APISmithClient, body_preview
-from syncflow.errors import SourceProtocolError
+from syncflow.errors import Cancelled, SourceProtocolError
 
 # (data, row_version, is_tombstone, oracle_keys)
 MAX_PASSES = 3
@@ -288,8 +288,12 @@ class PageStream:
 _END = object()
 
 
-def prefetch(stream: PageStream, depth: int = 2) -> Iterator[Page]:
-    """Run the stream in a thread, ``depth`` pages ahead of the consumer."""
+def prefetch(stream: PageStream, depth: int = 2, *, cancel: threading.Event | None = None) -> Iterator[Page]:
+    """Run the stream in a thread, ``depth`` pages ahead of the consumer.
+
+    The consumer wakes up regularly to notice ``cancel`` (set by a signal
+    handler), so a stop request is honoured even while a page is downloading.
+    """
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
 
     def produce() -> None:
@@ -305,7 +309,12 @@ def prefetch(stream: PageStream, depth: int = 2) -> Iterator[Page]:
     thread.start()
     try:
         while True:
-            item = q.get()
+            try:
+                item = q.get(timeout=0.2)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{stream.client.connector}.{stream.slug}: cancelled by a signal") from None
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):

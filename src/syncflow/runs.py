@@ -57,6 +57,9 @@ class RunResult:
     error_details: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
+    http_requests: int = 0
+    http_retries: int = 0
+    http_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         c = self.counts
@@ -76,6 +79,8 @@ class RunResult:
             "rowversion_start": self.rowversion_start,
             "rowversion_end": self.rowversion_end,
             "duration_seconds": round(self.duration, 3),
+            "http_requests": self.http_requests,
+            "http_retries": self.http_retries,
             "error_message": self.error_message,
             "warnings": self.warnings,
         }

@@ -21,7 +21,7 @@ import psycopg
 
 from syncflow import merge, runs
 from syncflow.client import APISmithClient
-from syncflow.errors import SourceError, SourceNotFound, SyncFlowError
+from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
 from syncflow.pages import Page, PageStream, prefetch
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Stage
@@ -53,12 +53,6 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-
-
-class Cancelled(SyncFlowError):
-    """The run was stopped by a signal; it is recorded as ``cancelled``."""
-
-    exit_code = 130
 
 
 def sync_entity(
@@ -150,7 +144,7 @@ def _run(
             counts.fetched += len(rejects)
             rejects = []
 
-    for page in prefetch(stream, options.prefetch_pages):
+    for page in prefetch(stream, options.prefetch_pages, cancel=cancel):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"{entity.ref}: cancelled by a signal")
         _stage_page(stage, page, rejects)

@@ -1,0 +1,81 @@
+"""`syncflow status`: is every entity healthy? Made for health checks and alerting.
+
+An entity is unhealthy when its last three runs or more failed in a row, or
+when it is stale: its last success (or, never synced, its discovery) is older
+than ``stale_factor`` times its interval.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from syncflow import store
+from syncflow.runner import effective_settings
+from syncflow.runtime import Runtime
+from syncflow.store import Conn
+
+FAILURE_THRESHOLD = 3
+
+
+def entity_health(
+    runtime: Runtime, conn: Conn, *, stale_factor: float, connector: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per entity with its last run, next due time and health verdict."""
+    schema = runtime.schema
+    now = datetime.now(UTC)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL(
+                "SELECT DISTINCT ON (entity_uid) entity_uid::text AS uid, status, started_at, completed_at,"
+                " records_fetched FROM {} ORDER BY entity_uid, started_at DESC"
+            ).format(sql.Identifier(schema, "sync_runs"))
+        )
+        last_runs = {r["uid"]: r for r in cur.fetchall()}
+        cur.execute(
+            sql.SQL(
+                "SELECT e.uid::text AS uid, e.discovered_at, c.reltuples::bigint AS rows FROM {} e"
+                " LEFT JOIN pg_namespace n ON n.nspname = e.target_schema"
+                " LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = e.target_table"
+            ).format(sql.Identifier(schema, "entities"))
+        )
+        extra = {r["uid"]: r for r in cur.fetchall()}
+    out = []
+    for e in store.list_entities(conn, schema, connector=connector):
+        eff = effective_settings(runtime, e)
+        interval = timedelta(seconds=eff["interval_seconds"])
+        run = last_runs.get(e.uid)
+        reference = e.last_success_at or extra.get(e.uid, {}).get("discovered_at")
+        active = eff["enabled"] and e.syncable and e.connector in runtime.config.settings.connectors
+        stale = bool(active and reference is not None and now - reference > interval * stale_factor)
+        failing = e.consecutive_failures >= FAILURE_THRESHOLD
+        problems = []
+        if failing:
+            problems.append(f"{e.consecutive_failures} failures in a row")
+        if stale:
+            problems.append(f"no success for more than {stale_factor:g} × {eff['interval_seconds']}s")
+        if e.needs_attention:
+            problems.append("needs attention (breaking schema change)")
+        next_due = (e.last_sync_at + interval) if e.last_sync_at else now
+        rows = extra.get(e.uid, {}).get("rows")
+        out.append(
+            {
+                "entity": e.ref,
+                "strategy": e.delta_strategy,
+                "enabled": eff["enabled"],
+                "last_run_status": run["status"] if run else None,
+                "last_run_started_at": run["started_at"].isoformat() if run else None,
+                "last_run_fetched": run["records_fetched"] if run else None,
+                "last_success_at": e.last_success_at.isoformat() if e.last_success_at else None,
+                "next_due_at": next_due.isoformat() if active else None,
+                "consecutive_failures": e.consecutive_failures,
+                "rows": max(int(rows), 0) if rows is not None else None,
+                "stale": stale,
+                "healthy": not (failing or stale),
+                "problems": problems,
+            }
+        )
+    return out

@@ -1,0 +1,87 @@
+"""Prometheus metrics for one invocation, written when it ends.
+
+A node_exporter textfile (written atomically by prometheus-client: a
+temporary file renamed into place) and/or a Pushgateway. A fresh registry
+per invocation: a cron job's metrics describe its own pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
+
+from syncflow.errors import ConfigError, SyncFlowError
+from syncflow.runs import RunResult
+from syncflow.store import Entity
+
+JOB = "syncflow"
+
+
+def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) -> CollectorRegistry:
+    """Gauges per entity (and per connector for HTTP), labelled for alerting."""
+    reg = CollectorRegistry()
+    duration = Gauge(
+        "syncflow_run_duration_seconds", "Duration of the entity's last run in this pass", ["entity"], registry=reg
+    )
+    rows = Gauge("syncflow_rows", "Rows of the entity's last run by outcome", ["entity", "outcome"], registry=reg)
+    failed = Gauge(
+        "syncflow_run_failed",
+        "1 when the entity's last run failed, was partial or cancelled",
+        ["entity", "status"],
+        registry=reg,
+    )
+    last_success = Gauge(
+        "syncflow_last_success_timestamp_seconds",
+        "Unix time of the entity's last successful run",
+        ["entity"],
+        registry=reg,
+    )
+    consecutive = Gauge(
+        "syncflow_consecutive_failures", "Failed runs in a row for the entity", ["entity"], registry=reg
+    )
+    retries = Gauge("syncflow_http_retries", "HTTP retries during this pass", ["connector"], registry=reg)
+    latency = Gauge(
+        "syncflow_apismith_latency_seconds", "Mean APISmith response time during this pass", ["connector"], registry=reg
+    )
+    per_connector: dict[str, tuple[int, int, float]] = {}
+    for r in results:
+        c = r.counts
+        duration.labels(r.entity).set(r.duration)
+        for outcome, n in (
+            ("fetched", c.fetched),
+            ("inserted", c.inserted),
+            ("updated", c.updated),
+            ("unchanged", c.unchanged),
+            ("deleted", c.deleted),
+            ("rejected", c.rejected),
+        ):
+            rows.labels(r.entity, outcome).set(n)
+        failed.labels(r.entity, r.status).set(0 if r.status == "success" else 1)
+        connector = r.entity.split(".", 1)[0]
+        req, ret, secs = per_connector.get(connector, (0, 0, 0.0))
+        per_connector[connector] = (req + r.http_requests, ret + r.http_retries, secs + r.http_seconds)
+    for ref, e in entities.items():
+        consecutive.labels(ref).set(e.consecutive_failures)
+        if e.last_success_at is not None:
+            last_success.labels(ref).set(e.last_success_at.timestamp())
+    for connector, (req, ret, secs) in per_connector.items():
+        retries.labels(connector).set(ret)
+        if req:
+            latency.labels(connector).set(secs / req)
+    return reg
+
+
+def publish(reg: CollectorRegistry, *, textfile: Path | None, pushgateway: str | None) -> None:
+    """Write and/or push; a failure is reported, it does not change the runs' outcome."""
+    if textfile is not None:
+        try:
+            write_to_textfile(str(textfile), reg)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-file {textfile}: cannot write: {exc.strerror}") from None
+    if pushgateway:
+        try:
+            push_to_gateway(pushgateway, job=JOB, registry=reg, timeout=10)
+        except OSError as exc:
+            raise SyncFlowError(f"--pushgateway {pushgateway}: push failed: {exc}") from None

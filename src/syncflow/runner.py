@@ -1,0 +1,207 @@
+"""Many entities in one invocation: selection, claims, a bounded worker pool.
+
+Each worker has its own database connection, on which it holds the claim of
+the entity it is syncing. Several processes started together share the due
+entities between them: whoever claims an entity first syncs it, and a
+process that gets a claim only after another process finished that entity
+in the meantime skips it, so ``sync --all`` from many pods syncs each
+entity once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from syncflow import claims, store
+from syncflow.runs import RunResult
+from syncflow.runtime import Runtime
+from syncflow.store import Conn, Entity
+from syncflow.sync import ProgressFn, SyncOptions, sync_entity
+
+log = logging.getLogger("syncflow.runner")
+
+
+@dataclass
+class Outcome:
+    """One entity's result in this invocation: a run, or a reason it was skipped."""
+
+    entity: str
+    result: RunResult | None = None
+    skipped: str | None = None
+    held_elsewhere: bool = False
+
+
+def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
+    """The entity's settings after file overrides, and which ones the file set."""
+    sync = runtime.config.settings.sync
+    conn_cfg = runtime.config.settings.connectors.get(e.connector)
+    override = conn_cfg.entities.get(e.slug) if conn_cfg is not None else None
+    values = {
+        "interval_seconds": e.sync_interval_seconds or sync.interval_seconds,
+        "enabled": e.sync_enabled,
+        "page_size": e.page_size or sync.page_size,
+    }
+    from_file: list[str] = []
+    if override is not None:
+        for key in ("interval_seconds", "enabled", "page_size"):
+            value = getattr(override, key)
+            if value is not None:
+                values[key] = value
+                from_file.append(key)
+    return {**values, "overridden_by_file": from_file}
+
+
+def due_entities(runtime: Runtime, conn: Conn, *, force: bool = False, connector: str | None = None) -> list[Entity]:
+    """Enabled, syncable entities whose interval has passed; never-synced first."""
+    now = datetime.now(UTC)
+    due: list[tuple[bool, datetime, str, Entity]] = []
+    for e in store.list_entities(conn, runtime.schema, connector=connector):
+        eff = effective_settings(runtime, e)
+        if not eff["enabled"] or not e.syncable or e.connector not in runtime.config.settings.connectors:
+            continue
+        last = e.last_sync_at
+        if force or last is None or last + timedelta(seconds=eff["interval_seconds"]) <= now:
+            due.append((last is not None, last or now, e.ref, e))
+    due.sort(key=lambda d: (d[0], d[1], d[2]))
+    return [d[3] for d in due]
+
+
+def run_entities(
+    runtime: Runtime,
+    entities: list[Entity],
+    *,
+    full_refresh: bool = False,
+    workers: int = 1,
+    wait: bool = False,
+    explicit: bool = False,
+    max_delete_fraction: float | None = None,
+    cancel: threading.Event | None = None,
+    progress: Callable[[str], ProgressFn | None] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Sync the entities on up to ``workers`` threads; returns one outcome per entity."""
+    started = datetime.now(UTC)
+    todo: queue.Queue[Entity] = queue.Queue()
+    for e in entities:
+        todo.put(e)
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    cancel = cancel or threading.Event()
+
+    def record(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+
+    def work() -> None:
+        conn: Conn | None = None
+        try:
+            while not cancel.is_set():
+                try:
+                    entity = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if conn is None or conn.closed or conn.broken:
+                    conn = runtime.connect()
+                record(
+                    _one(
+                        runtime,
+                        conn,
+                        entity,
+                        started,
+                        full_refresh,
+                        wait,
+                        explicit,
+                        max_delete_fraction,
+                        cancel,
+                        progress,
+                    )
+                )
+        except BaseException as exc:
+            errors.append(exc)
+            cancel.set()
+        finally:
+            if conn is not None and not conn.closed:
+                conn.close()
+
+    threads = [
+        threading.Thread(target=work, name=f"sync-worker-{i}") for i in range(max(1, min(workers, len(entities))))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(timeout=0.2)
+    if errors:
+        raise errors[0]
+    order = {e.ref: i for i, e in enumerate(entities)}
+    return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
+
+
+def _one(
+    runtime: Runtime,
+    conn: Conn,
+    entity: Entity,
+    started: datetime,
+    full_refresh: bool,
+    wait: bool,
+    explicit: bool,
+    max_delete_fraction: float | None,
+    cancel: threading.Event,
+    progress: Callable[[str], ProgressFn | None] | None,
+) -> Outcome:
+    schema = runtime.schema
+    got = claims.wait_claim(conn, entity.uid) if wait else claims.try_claim(conn, entity.uid)
+    if not got:
+        log.info(
+            "skipped %s: another process is syncing it", entity.ref, extra={"event": "skipped", "entity": entity.ref}
+        )
+        return Outcome(entity.ref, skipped="another process is syncing it", held_elsewhere=True)
+    try:
+        dead = claims.abandon_dead_runs(conn, schema, entity.uid)
+        if dead:
+            log.warning(
+                "%s: marked %d run(s) left running by a dead process as abandoned",
+                entity.ref,
+                dead,
+                extra={"event": "abandoned", "entity": entity.ref},
+            )
+        fresh = store.get_entity(conn, schema, entity.ref)  # the checkpoint as it is now
+        conn.commit()
+        if not explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= started:
+            return Outcome(entity.ref, skipped="another process synced it meanwhile")
+        eff = effective_settings(runtime, fresh)
+        sync = runtime.config.settings.sync
+        options = SyncOptions(
+            page_size=eff["page_size"],
+            full_refresh=full_refresh,
+            max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
+        )
+        with runtime.client(fresh.connector) as client:
+            result = sync_entity(
+                conn,
+                schema,
+                fresh,
+                client,
+                options=options,
+                on_progress=progress(fresh.ref) if progress else None,
+                cancel=cancel,
+                reconnect=runtime.connect,
+            )
+            result.http_retries = client.stats.retries
+            result.http_requests = client.stats.requests
+            result.http_seconds = client.stats.seconds
+        return Outcome(entity.ref, result=result)
+    finally:
+        try:
+            claims.release(conn, entity.uid)
+        except Exception:
+            conn.close()
