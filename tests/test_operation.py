@@ -1,0 +1,247 @@
+"""Cron-grade operation: concurrent processes, claims, crash recovery, signals, status, metrics, logs.
+
+These tests run the real ``syncflow`` command in subprocesses against the demo
+APISmith served from this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncflow.claims import LOCK_NAMESPACE
+from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+
+
+def wide_demo(demo: Any, n: int = 10, rows: int = 60) -> None:
+    for i in range(n):
+        slug = f"e{i}"
+        demo.state.set_api(
+            slug,
+            {
+                "slug": slug,
+                "delta_strategy": "full",
+                "columns": [
+                    {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
+                    {"name": "VAL", "output_alias": "val", "data_type": "VARCHAR2(20)"},
+                ],
+            },
+        )
+        demo.state.put_rows(slug, [{"id": j, "val": f"{slug}-{j}"} for j in range(rows)])
+
+
+def spawn(cli: Cli, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, **cli.env, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncflow", "--config", str(cli.config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+
+
+def query(db_url: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        cur = conn.execute(sql, params or [])  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+@pytest.fixture
+def slow_pages(demo: Any) -> Iterator[None]:
+    def slow(slug: str, page: int, params: dict[str, str]) -> None:
+        if slug == "items":
+            time.sleep(0.15)
+
+    demo.state.before_page = slow
+    yield
+    demo.state.before_page = None
+
+
+def test_two_concurrent_sync_all_processes_sync_each_entity_once(demo_cli: Cli, demo: Any, db_url: str) -> None:
+    wide_demo(demo)
+    assert demo_cli("discover").exit_code == 0
+    procs = [spawn(demo_cli, "sync", "--all", "--force", "--json", "--workers", "2") for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (_out, errtext) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, errtext
+    synced: list[str] = []
+    for out, _ in outputs:
+        for line in out.splitlines():
+            item = json.loads(line)
+            if item["status"] != "skipped":
+                assert item["status"] == "success"
+                synced.append(item["entity"])
+    expected = sorted([f"erp.e{i}" for i in range(10)] + ["erp.customers", "erp.items", "erp.orders"])
+    assert sorted(synced) == expected  # every entity exactly once across both processes
+    counts = query(
+        db_url,
+        "SELECT e.slug, count(*) FROM bridge.sync_runs r JOIN bridge.entities e"
+        " ON e.uid = r.entity_uid GROUP BY e.slug",
+    )
+    assert all(n == 1 for _, n in counts) and len(counts) == 13
+    for i in range(10):
+        assert query(db_url, f"SELECT count(*), count(DISTINCT id) FROM erp.e{i}") == [(60, 60)]
+
+
+def test_sigkill_leaves_an_abandoned_run_and_the_next_run_completes(
+    demo_cli: Cli, demo: Any, db_url: str, slow_pages: None
+) -> None:
+    demo.state.insert("items", 400)
+    demo_cli.config.write_text(demo_cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
+    assert demo_cli("discover").exit_code == 0
+    proc = spawn(demo_cli, "sync", "erp.items")
+    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'") == [(None,)]
+    demo.state.before_page = None
+    r = demo_cli("sync", "erp.items", "--json")
+    assert r.exit_code == 0, r.stderr
+    statuses = query(db_url, "SELECT status FROM bridge.sync_runs ORDER BY started_at")
+    assert statuses == [("abandoned",), ("success",)]
+    assert "marked 1 run(s) left running by a dead process as abandoned" in r.stderr
+    assert query(db_url, "SELECT count(*) FROM erp.items") == [(520,)]
+
+
+def test_sigterm_cancels_the_run_and_exits_143(demo_cli: Cli, demo: Any, db_url: str, slow_pages: None) -> None:
+    demo.state.insert("items", 400)
+    demo_cli.config.write_text(demo_cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
+    assert demo_cli("discover").exit_code == 0
+    proc = spawn(demo_cli, "sync", "erp.items")
+    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, errtext = proc.communicate(timeout=20)
+    assert proc.returncode == 143, errtext
+    assert time.monotonic() - started < 5
+    assert query(db_url, "SELECT status FROM bridge.sync_runs") == [("cancelled",)]
+    # Consistent: no half batch, checkpoint untouched, claim released so the next run goes ahead.
+    assert query(db_url, "SELECT count(*) FROM erp.items") == [(0,)]
+    assert query(db_url, "SELECT last_rowversion, last_sync_status FROM bridge.entities WHERE slug = 'items'") == [
+        (None, "cancelled")
+    ]
+    demo.state.before_page = None
+    assert demo_cli("sync", "erp.items").exit_code == 0
+    assert query(db_url, "SELECT count(*) FROM erp.items") == [(520,)]
+
+
+def test_exit_codes_when_another_process_holds_the_claim(demo_cli: Cli, db_url: str) -> None:
+    assert demo_cli("discover").exit_code == 0
+    (uid,) = query(db_url, "SELECT uid::text FROM bridge.entities WHERE slug = 'items'")[0]
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        r = demo_cli("sync", "erp.items")
+        assert r.exit_code == 75
+        assert "skipped erp.items: another process is syncing it" in r.stderr
+        r = demo_cli("sync", "--all", "--json")
+        assert r.exit_code == 0  # sharing work is normal under --all
+        statuses = {json.loads(x)["entity"]: json.loads(x)["status"] for x in r.stdout.splitlines()}
+        assert statuses == {"erp.items": "skipped", "erp.orders": "success", "erp.customers": "success"}
+        proc = spawn(demo_cli, "sync", "erp.items", "--wait", "--json")
+        time.sleep(1.0)
+        assert proc.poll() is None  # still waiting for the claim
+        holder.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        out, errtext = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errtext
+    assert json.loads(out)["status"] == "success"
+
+
+def test_exit_code_matrix(demo_cli: Cli, demo: Any, db_url: str) -> None:
+    assert demo_cli("discover").exit_code == 0
+    assert demo_cli("sync", "--all").exit_code == 0
+    r = demo_cli("sync", "--all")
+    assert (r.exit_code, r.stderr) == (0, "nothing is due\n")
+    demo.state.fail_next(503, count=3)
+    assert demo_cli("sync", "erp.orders").exit_code == 1
+    assert demo_cli("sync", "erp.nope").exit_code == 2
+    assert demo_cli("sync", "erp.items", env={"SYNCFLOW_DATABASE_URL": "postgresql://x@127.0.0.1:9/db"}).exit_code == 2
+
+
+def test_status_fails_after_three_failures_in_a_row(demo_cli: Cli, demo: Any) -> None:
+    assert demo_cli("discover").exit_code == 0
+    assert demo_cli("sync", "--all").exit_code == 0
+    r = demo_cli("status", "--json")
+    assert r.exit_code == 0, r.stdout
+    assert all(row["healthy"] for row in json.loads(r.stdout))
+    for attempt in range(3):
+        assert demo_cli("sync", "erp.items", env={TOKEN_ENV: "expired"}).exit_code == 1
+        r = demo_cli("status", "--json")
+        assert r.exit_code == (1 if attempt == 2 else 0)
+    items = next(x for x in json.loads(r.stdout) if x["entity"] == "erp.items")
+    assert items["consecutive_failures"] == 3 and items["problems"] == ["3 failures in a row"]
+    assert "3 failures in a row" in demo_cli("status").stdout
+    assert demo_cli("sync", "erp.items").exit_code == 0
+    assert demo_cli("status").exit_code == 0
+
+
+def test_status_reports_stale_entities(demo_cli: Cli, db_url: str) -> None:
+    assert demo_cli("discover").exit_code == 0
+    assert demo_cli("sync", "--all").exit_code == 0
+    query(db_url, "UPDATE bridge.entities SET last_success_at = now() - interval '2 hours' WHERE slug = 'orders'")
+    r = demo_cli("status", "--json")
+    assert r.exit_code == 1
+    orders = next(x for x in json.loads(r.stdout) if x["entity"] == "erp.orders")
+    assert orders["stale"] is True
+
+
+def test_metrics_file_parses(demo_cli: Cli, tmp_path: Path) -> None:
+    assert demo_cli("discover").exit_code == 0
+    path = tmp_path / "syncflow.prom"
+    r = demo_cli("sync", "--all", "--metrics-file", str(path))
+    assert r.exit_code == 0, r.stderr
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    rows = {(s.labels["entity"], s.labels["outcome"]): s.value for s in families["syncflow_rows"].samples}
+    assert rows[("erp.items", "inserted")] == 120
+    assert {s.labels["entity"] for s in families["syncflow_last_success_timestamp_seconds"].samples} == {
+        "erp.items",
+        "erp.orders",
+        "erp.customers",
+    }
+    for name in (
+        "syncflow_run_duration_seconds",
+        "syncflow_run_failed",
+        "syncflow_consecutive_failures",
+        "syncflow_http_retries",
+        "syncflow_apismith_latency_seconds",
+    ):
+        assert name in families
+    assert DEMO_TOKEN not in path.read_text()
+
+
+def test_json_logs_one_object_per_line_without_token(demo_cli: Cli, demo: Any) -> None:
+    assert demo_cli("discover").exit_code == 0
+    demo.state.fail_next(503)
+    r = demo_cli("--log-format", "json", "sync", "erp.items", "erp.orders")
+    assert r.exit_code == 0
+    records = [json.loads(line) for line in r.stderr.splitlines()]
+    finished = [x for x in records if x["event"] == "run_finished"]
+    assert {x["entity"] for x in finished} == {"erp.items", "erp.orders"}
+    assert all({"time", "level", "run_id", "counts", "connector"} <= set(x) for x in finished)
+    assert DEMO_TOKEN not in r.stderr and DEMO_TOKEN not in r.stdout
+    r = demo_cli("--log-format", "json", "sync", "erp.items", env={TOKEN_ENV: "bad-token"})
+    assert r.exit_code == 1
+    assert all(json.loads(line) for line in r.stderr.splitlines())
+    assert "bad-token" not in r.stderr
+
+
+def _wait_for(check: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
