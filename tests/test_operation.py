@@ -72,8 +72,14 @@ def slow_pages(demo: Any) -> Iterator[None]:
 def test_two_concurrent_sync_all_processes_sync_each_entity_once(demo_cli: Cli, demo: Any, db_url: str) -> None:
     wide_demo(demo)
     assert demo_cli("discover").exit_code == 0
+
+    def slow(slug: str, page: int, params: dict[str, str]) -> None:
+        time.sleep(0.3)  # the two processes really overlap, even on a slow machine
+
+    demo.state.before_page = slow
     procs = [spawn(demo_cli, "sync", "--all", "--force", "--json", "--workers", "2") for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]
+    demo.state.before_page = None
     for p, (_out, errtext) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, errtext
     synced: list[str] = []

@@ -86,7 +86,7 @@ def run_entities(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Sync the entities on up to ``workers`` threads; returns one outcome per entity."""
-    started = datetime.now(UTC)
+    started = runtime.started_at or datetime.now(UTC)
     todo: queue.Queue[Entity] = queue.Queue()
     for e in entities:
         todo.put(e)

@@ -160,7 +160,7 @@ def finish(
     progress(conn, schema, result.uid, result.counts)
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET status = %s, completed_at = now(), rowversion_end = %s, duration_seconds = %s,"
+            "UPDATE {} SET status = %s, completed_at = clock_timestamp(), rowversion_end = %s, duration_seconds = %s,"
             " error_message = %s, error_details = %s WHERE uid = %s"
         ).format(_t(schema, "sync_runs")),
         [
@@ -175,8 +175,8 @@ def finish(
     ok = result.status == "success"
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET last_sync_at = now(), last_sync_status = %s,"
-            " last_success_at = CASE WHEN %s THEN now() ELSE last_success_at END,"
+            "UPDATE {} SET last_sync_at = clock_timestamp(), last_sync_status = %s,"
+            " last_success_at = CASE WHEN %s THEN clock_timestamp() ELSE last_success_at END,"
             " consecutive_failures = CASE WHEN %s THEN 0 ELSE consecutive_failures + 1 END,"
             " last_rowversion = CASE WHEN %s THEN %s ELSE last_rowversion END,"
             " missing_at_source = missing_at_source OR %s, updated_at = now() WHERE uid = %s"

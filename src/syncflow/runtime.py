@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ class Runtime:
 
     config: LoadedConfig
     http_transport: httpx.BaseTransport | None = None
+    # The database clock when this invocation first reached PostgreSQL: "since we began".
+    started_at: datetime | None = None
 
     @classmethod
     def load(
@@ -48,6 +51,9 @@ class Runtime:
     def metadata(self) -> Iterator[Conn]:
         """A migrated metadata connection with connectors mirrored from the file."""
         conn = db.open_metadata(self.config.settings.database.url, self.schema)
+        if self.started_at is None:
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+            self.started_at = row[0] if row and isinstance(row[0], datetime) else None
         try:
             store.mirror_connectors(conn, self.schema, self.config)
             yield conn
