@@ -23,6 +23,7 @@ two page requests (``state.before_page``).
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
 import random
 import sys
@@ -135,27 +136,39 @@ def default_apis() -> dict[str, dict[str, Any]]:
     }
 
 
+TEMPLATES = ("items", "customers", "orders")
+
+
 def _maybe(rng: random.Random, value: Any, null_share: float = 0.2) -> Any:
     return None if rng.random() < null_share else value
 
 
+BASE_TIME = datetime(2020, 1, 1, tzinfo=UTC)
+_CYCLE = 10_000
+_DATES = [(BASE_TIME + timedelta(days=i)).date().isoformat() for i in range(2000)]
+_STAMPS = [(BASE_TIME + timedelta(minutes=i * 7)).strftime("%Y-%m-%dT%H:%M:%S") for i in range(_CYCLE)]
+_STAMPS_TZ = [(BASE_TIME + timedelta(seconds=i * 13)).isoformat() for i in range(_CYCLE)]
+_UOMS = ["EA", "KG", "M", "BOX"]
+
+
 def make_row(slug: str, n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
-    """Row number ``n`` of an entity; ``version`` varies the non-key values."""
-    base = datetime(2020, 1, 1, tzinfo=UTC)
+    """Row number ``n`` of an entity; ``version`` varies the non-key values. About 20 % nulls."""
+    base = BASE_TIME
     if slug == "items":
+        r = rng.random
         word = WORDS[(n + version) % len(WORDS)]
         return {
             "item_number": f"P{n:08d}",
-            "item_description": _maybe(rng, f'{word} M{n % 40 + 1} v{version} — ¼" zinc-plated'),
-            "base_uom": _maybe(rng, ["EA", "KG", "M", "BOX"][n % 4]),
-            "weight_per_unit": _maybe(rng, f"{(n % 9973) / 1000 + version:.3f}"),
-            "unit_price": _maybe(rng, f"{(n % 50000) / 100 + version:.2f}"),
-            "qty_on_hand": _maybe(rng, (n * 7 + version) % 100000),
-            "is_active": _maybe(rng, "Y" if (n + version) % 5 else "N"),
-            "category": _maybe(rng, f"CAT-{n % 17}"),
-            "launch_date": _maybe(rng, (base + timedelta(days=n % 2000)).date().isoformat()),
-            "created_on": _maybe(rng, (base + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%S")),
-            "modified_at": _maybe(rng, (base + timedelta(seconds=n * 13 + version)).isoformat()),
+            "item_description": None if r() < 0.2 else f'{word} M{n % 40 + 1} v{version} — ¼" zinc-plated',
+            "base_uom": None if r() < 0.2 else _UOMS[n % 4],
+            "weight_per_unit": None if r() < 0.2 else f"{(n % 9973) / 1000 + version:.3f}",
+            "unit_price": None if r() < 0.2 else f"{(n % 50000) / 100 + version:.2f}",
+            "qty_on_hand": None if r() < 0.2 else (n * 7 + version) % 100000,
+            "is_active": None if r() < 0.2 else ("Y" if (n + version) % 5 else "N"),
+            "category": None if r() < 0.2 else f"CAT-{n % 17}",
+            "launch_date": None if r() < 0.2 else _DATES[n % 2000],
+            "created_on": None if r() < 0.2 else _STAMPS[n % _CYCLE],
+            "modified_at": None if r() < 0.2 else _STAMPS_TZ[(n + version) % _CYCLE],
         }
     if slug == "customers":
         return {
@@ -183,18 +196,37 @@ def make_row(slug: str, n: int, rng: random.Random, version: int = 0) -> dict[st
 
 
 class Entity:
-    """One API's metadata and rows. Rows are kept by key with their row version."""
+    """One API's metadata and rows, with a change log ordered by row version.
+
+    Every change appends ``(row_version, key)`` to ``log``; row versions only
+    grow, so the log stays sorted and serving a page is a bisect plus a slice
+    of a compacted copy that is rebuilt once after each batch of changes.
+    """
 
     def __init__(self, api: dict[str, Any]) -> None:
         self.api = api
+        slug = str(api.get("slug", ""))
+        self.template = slug if slug in TEMPLATES else slug.rsplit("_", 1)[0]
         self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.versions: dict[tuple[Any, ...], int] = {}
         self.tombstones: dict[tuple[Any, ...], int] = {}
         self.next_n = 0
-        self._sorted: list[tuple[int, tuple[Any, ...]]] | None = None
+        self.log: list[tuple[int, tuple[Any, ...]]] = []
+        self._log_sorted = True
+        self._valid: list[tuple[int, tuple[Any, ...]]] | None = None
+        self._valid_rvs: list[int] = []
+        self._live: list[tuple[int, tuple[Any, ...]]] | None = None
 
     @property
     def key_columns(self) -> list[str]:
+        cached = getattr(self, "_keys_for", None)
+        if cached is not None and cached[0] is self.api:
+            return cached[1]
+        keys = self._key_columns()
+        self._keys_for = (self.api, keys)
+        return keys
+
+    def _key_columns(self) -> list[str]:
         keys = self.api.get("business_key_columns")
         cols = self.api.get("columns", [])
         if not keys:
@@ -203,19 +235,38 @@ class Entity:
         return [by_source.get(k, k) for k in keys]
 
     def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row.get(k) for k in self.key_columns)
+        return tuple([row.get(k) for k in self.key_columns])
+
+    def touch(self, key: tuple[Any, ...], rv: int) -> None:
+        if self.log and rv < self.log[-1][0]:
+            self._log_sorted = False
+        self.log.append((rv, key))
 
     def invalidate(self) -> None:
-        self._sorted = None
+        self._valid = None
+        self._live = None
 
-    def ordered(self) -> list[tuple[int, tuple[Any, ...]]]:
-        """(row version, key) of live rows and tombstones, in serving order."""
-        if self._sorted is None:
-            entries = [(v, k) for k, v in self.versions.items()]
-            entries += [(v, k) for k, v in self.tombstones.items()]
-            entries.sort(key=lambda e: (e[0], tuple(str(x) for x in e[1])))
-            self._sorted = entries
-        return self._sorted
+    def _current(self, entry: tuple[int, tuple[Any, ...]]) -> bool:
+        rv, k = entry
+        return self.versions.get(k) == rv or self.tombstones.get(k) == rv
+
+    def ordered(self) -> tuple[list[tuple[int, tuple[Any, ...]]], list[int]]:
+        """(row version, key) of live rows and tombstones in serving order, and their versions."""
+        if self._valid is None:
+            if not self._log_sorted:
+                self.log.sort(key=lambda e: (e[0], tuple(str(x) for x in e[1])))
+                self._log_sorted = True
+            versions, tombs = self.versions, self.tombstones
+            valid = [e for e in self.log if versions.get(e[1]) == e[0] or tombs.get(e[1]) == e[0]]
+            self.log = list(valid)
+            self._valid = valid
+            self._valid_rvs = [e[0] for e in valid]
+        return self._valid, self._valid_rvs
+
+    def live(self) -> list[tuple[int, tuple[Any, ...]]]:
+        if self._live is None:
+            self._live = [e for e in self.ordered()[0] if e[1] in self.rows]
+        return self._live
 
 
 class DemoState:
@@ -228,6 +279,7 @@ class DemoState:
         token: str | None = None,
         seed: int = 42,
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        strategies: dict[str, str] | None = None,
     ) -> None:
         self.lock = threading.RLock()
         self.token = token
@@ -244,7 +296,12 @@ class DemoState:
         counts = {"items": 1000, "customers": 200, "orders": 800} if rows is None else rows
         apis = default_apis()
         for slug, count in counts.items():
-            self.entities[slug] = Entity(apis.get(slug) or {"slug": slug, "columns": []})
+            template = apis.get(slug) or apis.get(slug.rsplit("_", 1)[0])  # items_3: a copy of items
+            api = copy.deepcopy(template) if template else {"slug": slug, "columns": []}
+            api["slug"] = slug
+            if strategies and slug in strategies:
+                api["delta_strategy"] = strategies[slug]
+            self.entities[slug] = Entity(api)
             self.insert(slug, count, new_version=False)
 
     # -- changing data --------------------------------------------------------------------------
@@ -260,7 +317,7 @@ class DemoState:
             rv = self._bump() if new_version else None
             keys = []
             for _ in range(count):
-                row = make_row(slug, ent.next_n, self.rng)
+                row = make_row(ent.template, ent.next_n, self.rng)
                 ent.next_n += 1
                 k = ent.key(row)
                 ent.rows[k] = row
@@ -290,7 +347,7 @@ class DemoState:
                 if changes:
                     row.update(changes)
                 else:
-                    for col, value in make_row(slug, rv % 1000, self.rng, version=rv - RV_BASE).items():
+                    for col, value in make_row(ent.template, rv % 1000, self.rng, version=rv - RV_BASE).items():
                         if col not in ent.key_columns:
                             row[col] = value
                 self._set_version(ent, k, rv)
@@ -311,12 +368,14 @@ class DemoState:
                 ent.versions.pop(k, None)
                 if str(ent.api.get("delta_strategy", "")).lower() == "rowversion":
                     ent.tombstones[k] = rv
+                    ent.touch(k, rv)
             ent.invalidate()
             return keys
 
     def _set_version(self, ent: Entity, k: tuple[Any, ...], rv: int) -> None:
         ent.versions[k] = rv
-        if ent.api.get("slug") == "items":  # the items API also carries its version as a column
+        ent.touch(k, rv)
+        if ent.template == "items":  # the items API also carries its version as a column
             ent.rows[k]["erp_rowversion"] = str(rv)
 
     def set_api(self, slug: str, api: dict[str, Any]) -> None:
@@ -382,24 +441,17 @@ class DemoState:
             ent = self.entities.get(slug)
             if ent is None or not ent.api.get("slug"):
                 return None
-            entries = ent.ordered()
             if gt is not None:
+                entries, rvs = ent.ordered()
                 try:
                     threshold = int(gt)
                 except ValueError:
                     threshold = -1
-                lo, hi = 0, len(entries)
-                while lo < hi:  # first entry with version > threshold
-                    mid = (lo + hi) // 2
-                    if entries[mid][0] <= threshold:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                entries = entries[lo:]
+                start = bisect.bisect_right(rvs, threshold)  # first entry with version > threshold
             else:
-                entries = [e for e in entries if e[1] in ent.rows]
-            total = len(entries)
-            chunk = entries[(page - 1) * size : page * size]
+                entries, start = ent.live(), 0
+            total = len(entries) - start
+            chunk = entries[start + (page - 1) * size : start + page * size]
             key_cols = ent.key_columns
             source_of = {(c.get("output_alias") or c["name"]): c["name"] for c in ent.api.get("columns", [])}
             rows = []
@@ -548,12 +600,23 @@ class DemoServer:
 
 
 def _parse_rows(text: str) -> dict[str, int]:
+    """``items=1000,orders=50`` or ``items*10=100000`` (ten copies: items_1 ... items_10)."""
     out = {}
     for part in text.split(","):
         if part.strip():
             slug, _, count = part.partition("=")
-            out[slug.strip()] = int(count)
+            slug = slug.strip()
+            if "*" in slug:
+                base, _, copies = slug.partition("*")
+                for i in range(1, int(copies) + 1):
+                    out[f"{base}_{i}"] = int(count)
+            else:
+                out[slug] = int(count)
     return out
+
+
+def _parse_strategies(text: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -568,9 +631,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--prefix", default="", help="serve under a path prefix, e.g. /smith")
     parser.add_argument("--max-page-size", type=int, default=DEFAULT_MAX_PAGE_SIZE)
+    parser.add_argument("--strategy", default="", help="override delta strategies, e.g. items=full")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    state = DemoState(_parse_rows(args.rows), token=args.token, max_page_size=args.max_page_size)
+    rows = _parse_rows(args.rows)
+    strategies = _parse_strategies(args.strategy)
+    for slug in list(strategies):
+        if slug not in rows:  # items=full applies to the copies items_1 ... too
+            strategies.update({s: strategies[slug] for s in rows if s.rsplit("_", 1)[0] == slug})
+    state = DemoState(rows, token=args.token, max_page_size=args.max_page_size, strategies=strategies)
     httpd = DemoHTTPServer((args.host, args.port), state, prefix=args.prefix, verbose=args.verbose)
     host, port = httpd.server_address[:2]
     print(f"demo APISmith listening on http://{host}:{port}{httpd.prefix}", flush=True)

@@ -24,9 +24,9 @@ import functools
 import itertools
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from syncflow.client import APISmithClient, body_preview
 from syncflow.errors import Cancelled, SourceProtocolError
@@ -288,18 +288,30 @@ class PageStream:
 _END = object()
 
 
-def prefetch(stream: PageStream, depth: int = 2, *, cancel: threading.Event | None = None) -> Iterator[Page]:
+T = TypeVar("T")
+
+
+def prefetch(
+    stream: PageStream,
+    depth: int = 2,
+    *,
+    cancel: threading.Event | None = None,
+    prepare: Callable[[Page], T],
+) -> Iterator[T]:
     """Run the stream in a thread, ``depth`` pages ahead of the consumer.
 
-    The consumer wakes up regularly to notice ``cancel`` (set by a signal
-    handler), so a stop request is honoured even while a page is downloading.
+    ``prepare`` runs in that thread too (turning rows into COPY tuples), so the
+    download, the JSON decoding and the tuple building of the next pages
+    overlap with PostgreSQL's work on the current batch. The consumer wakes up
+    regularly to notice ``cancel`` (set by a signal handler), so a stop
+    request is honoured even while a page is downloading.
     """
     q: queue.Queue[Any] = queue.Queue(maxsize=depth)
 
     def produce() -> None:
         try:
             for page in stream:
-                q.put(page)
+                q.put(prepare(page))
         except BaseException as exc:
             q.put(exc)
             return

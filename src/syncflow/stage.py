@@ -29,6 +29,7 @@ from syncflow.store import Conn, StoredColumn
 BAD_VALUE = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
 _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
 SMALL = 8
+COPY_CHUNK = 5000  # rows per COPY statement: few round trips, small bisect on a bad value
 VALUE_PREVIEW = 200
 Row = tuple[Any, ...]
 
@@ -77,8 +78,10 @@ class Stage:
         table: str,
         columns: Sequence[StoredColumn],
         keys: Sequence[str],
+        track_seen: bool = True,
     ) -> None:
         self.conn = conn
+        self.track_seen = track_seen
         self.columns = list(columns)
         self.keys = list(keys)
         self.names = [c.pg_name for c in self.columns]
@@ -91,12 +94,20 @@ class Stage:
         self._copy_sql = merge.copy_sql(self.columns)
         self.seq = 0
         self.staged = 0
+        self.has_dups = False
+        self._pending: list[Row] = []
+        self._batch_keys: set[Any] = set()
+        self._key_of: Callable[[Row], Any] = (
+            itemgetter(3 + self._key_index[0])
+            if len(self._key_index) == 1
+            else itemgetter(*(3 + i for i in self._key_index))
+        )
         self.drift: set[str] = set()
         for name in (merge.STAGE, merge.SEEN):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(merge.stage_ddl(self.columns, self.keys))
-        conn.execute(merge.seen_ddl(schema, table, self.keys))
-        conn.execute(merge.seen_pk(self.keys))
+        if track_seen:
+            conn.execute(merge.seen_ddl(schema, table, self.keys))
 
     def close(self) -> None:
         for name in (merge.STAGE, merge.SEEN):
@@ -152,6 +163,26 @@ class Stage:
             for r in rows:
                 cp.write_row(r)
 
+    def add(self, rows: Sequence[Row], rejects: list[Reject]) -> None:
+        """Queue rows for staging; they are sent in chunks of ``COPY_CHUNK`` rows."""
+        keys = self._batch_keys
+        before = len(keys)
+        keys.update(map(self._key_of, rows))
+        if len(keys) - before < len(rows):
+            self.has_dups = True  # this batch needs deduplication before the merge
+        self._pending.extend(rows)
+        if len(self._pending) >= COPY_CHUNK:
+            self.send(rejects)
+
+    def send(self, rejects: list[Reject]) -> None:
+        """COPY what is queued."""
+        pending, self._pending = self._pending, []
+        self.load(pending, rejects)
+
+    @property
+    def queued(self) -> int:
+        return self.staged + len(self._pending)
+
     def load(self, rows: Sequence[Row], rejects: list[Reject]) -> int:
         """COPY rows into staging; bad ones become rejects. Returns rows staged."""
         if not rows:
@@ -204,6 +235,8 @@ class Stage:
     def truncate(self) -> None:
         self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.STAGE)))
         self.staged = 0
+        self.has_dups = False
+        self._batch_keys = set()
 
 
 def _preview(value: Any) -> Any:

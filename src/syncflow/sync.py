@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from syncflow import merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
 from syncflow.pages import Page, PageStream, prefetch
 from syncflow.runs import Reject, RunResult
-from syncflow.stage import Stage
+from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
 
 BATCH_ROWS = 50_000
@@ -107,8 +108,27 @@ def _run(
     columns = entity.active_columns
     keys = entity.business_keys
     key_api = [c.api_name for c in columns if c.pg_name in keys]
-    stage = Stage(conn, schema=entity.target_schema, table=entity.target_table, columns=columns, keys=keys)
-    merge_sql = merge.merge(entity.target_schema, entity.target_table, columns, keys)
+    target = sql.Identifier(entity.target_schema, entity.target_table)
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
+    # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
+    track_seen = bool(row and row[0])
+    stage = Stage(
+        conn,
+        schema=entity.target_schema,
+        table=entity.target_table,
+        columns=columns,
+        keys=keys,
+        track_seen=track_seen,
+    )
+    merge_plain, merge_dedup = (
+        merge.merge(entity.target_schema, entity.target_table, columns, keys, dedup=d, prefilter=track_seen)
+        for d in (False, True)
+    )
+    # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
+    merge_fresh = merge.merge(
+        entity.target_schema, entity.target_table, columns, keys, dedup=False, prefilter=False, plain_insert=True
+    )
+    fresh = not track_seen
     seen_sql = merge.seen_insert(keys)
     conn.commit()
     counts = result.counts
@@ -122,17 +142,31 @@ def _run(
     )
     rejects: list[Reject] = []
     rows_seen = 0
+    staged_total = 0
+
+    def run_merge() -> tuple[Any, ...] | None:
+        nonlocal fresh
+        if fresh and not stage.has_dups:
+            try:
+                with conn.transaction():
+                    return conn.execute(merge_fresh).fetchone()
+            except psycopg.errors.UniqueViolation:
+                fresh = False  # a key came again (rows shifted between pages): upsert from now on
+        return conn.execute(merge_dedup if stage.has_dups else merge_plain).fetchone()
 
     def flush() -> None:
-        nonlocal rejects
+        nonlocal rejects, staged_total
+        stage.send(rejects)
         if stage.staged:
-            cur = conn.execute(seen_sql)
-            new = cur.rowcount
-            row = conn.execute(merge_sql).fetchone()
+            if track_seen:
+                conn.execute(seen_sql)
+                conn.execute(merge.INDEX_PROBES)
+            row = run_merge()
             assert row is not None
-            _distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
-            counts.duplicates += stage.staged - new
-            counts.fetched += new
+            distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
+            counts.duplicates += stage.staged - distinct
+            staged_total += stage.staged
+            counts.fetched += distinct
             counts.inserted += inserted
             counts.updated += updated
             counts.tombstones += tombs
@@ -144,19 +178,33 @@ def _run(
             counts.fetched += len(rejects)
             rejects = []
 
-    for page in prefetch(stream, options.prefetch_pages, cancel=cancel):
+    def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
+        bad: list[Reject] = []
+        return page, stage.build(page.rows, bad), bad
+
+    for page, tuples, bad in prefetch(stream, options.prefetch_pages, cancel=cancel, prepare=prepare):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"{entity.ref}: cancelled by a signal")
-        _stage_page(stage, page, rejects)
+        rejects += bad
+        stage.add(tuples, rejects)
         rows_seen += len(page.rows)
         counts.pages, counts.bytes = stream.state.pages, stream.state.bytes
-        if stage.staged >= options.batch_rows:
+        if stage.queued >= options.batch_rows:
             flush()
             runs.progress(conn, schema, result.uid, counts)
             conn.commit()
         if on_progress is not None:
             on_progress(Progress(entity.ref, counts.pages, rows_seen, counts.bytes, stream.state.first_total))
     flush()
+    if track_seen:
+        # Fresh statistics, so that the anti-join of the delete step is planned as a hash join.
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
+        row = conn.execute(merge.seen_stats(keys)).fetchone()
+        assert row is not None
+        total_keys, distinct_keys = int(row[0]), int(row[1])
+        # Keys that came in more than one batch: counted once.
+        counts.duplicates += total_keys - distinct_keys
+        counts.fetched = distinct_keys + counts.rejected
     st = stream.state
     result.warnings += st.warnings
     if stage.drift:
@@ -165,7 +213,7 @@ def _run(
             + ", ".join(sorted(stage.drift))
         )
         result.error_details["schema_drift"] = sorted(stage.drift)
-    if reconcile:
+    if reconcile and track_seen:
         _reconcile_deletes(conn, entity, options, result, st.first_total, st.total_changed)
     partial = counts.rejected > 0
     result.status = "partial" if partial else "success"
@@ -192,11 +240,6 @@ def _run(
     conn.commit()
     stage.close()
     conn.commit()
-
-
-def _stage_page(stage: Stage, page: Page, rejects: list[Reject]) -> None:
-    rows = stage.build(page.rows, rejects)
-    stage.load(rows, rejects)
 
 
 def _reconcile_deletes(
