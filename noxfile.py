@@ -32,3 +32,10 @@ def typecheck(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The README's first command: the demo APISmith, discovery and sync, end to end."""
     session.run("bash", "scripts/demo.sh", external=True)
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (writes docs/benchmarks.md); pass e.g. -- --sizes 20000 --repeat 1 for a smoke run."""
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".", external=True)
+    session.run("python", "benchmarks/bench.py", *session.posargs, external=True)

@@ -170,6 +170,7 @@ def merge(
 # The join that filters unchanged rows must probe the key index: a hash join would
 # scan the whole target for every batch. Planner settings, scoped to the transaction.
 INDEX_PROBES = sql.SQL("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+ANY_JOIN = sql.SQL("RESET enable_hashjoin; RESET enable_mergejoin")
 
 
 def _not_seen(keys: Sequence[str]) -> sql.Composed:
