@@ -26,6 +26,8 @@ import argparse
 import bisect
 import copy
 import random
+import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - orjson is a SyncFlow dependency
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
+DROP = -1  # a fault status: the connection is dropped in the middle of the body
 RV_BASE = 20251208120000  # row versions look like fixed-width timestamps
 DEFAULT_MAX_PAGE_SIZE = 5000
 WORDS = [
@@ -520,6 +523,17 @@ class Handler(BaseHTTPRequestHandler):
         fault = state.take_fault()
         if fault is not None:
             status, body, headers = fault
+            if status == DROP:
+                # Promise a body, send a little of it, and hang up.
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body) + 100_000))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -579,16 +593,28 @@ class DemoServer:
     """The demo server on a free local port, in a background thread."""
 
     def __init__(
-        self, state: DemoState | None = None, *, host: str = "127.0.0.1", port: int = 0, prefix: str = ""
+        self,
+        state: DemoState | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        prefix: str = "",
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.state = state or DemoState()
         self.httpd = DemoHTTPServer((host, port), self.state, prefix=prefix)
+        self.scheme = "http"
+        if tls is not None:  # (certificate file, key file)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="demo-apismith", daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}{self.httpd.prefix}"
+        return f"{self.scheme}://{host}:{port}{self.httpd.prefix}"
 
     def __enter__(self) -> DemoServer:
         self.thread.start()

@@ -8,13 +8,7 @@
 # the database syncflow_demo; nothing else is touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+. scripts/_venv.sh
 DEMO_DB=${DEMO_DB:-syncflow_demo}
 
 .venv/bin/python - "$DEMO_DB" <<'PYEOF'

@@ -4,14 +4,8 @@
 # PostgreSQL (libpq PG* variables; default 127.0.0.1:5432, user postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
-export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
-.venv/bin/ruff check src tests examples noxfile.py
-.venv/bin/ruff format --check src tests examples noxfile.py
+. scripts/_venv.sh dev
+.venv/bin/ruff check src tests examples benchmarks noxfile.py
+.venv/bin/ruff format --check src tests examples benchmarks noxfile.py
 .venv/bin/mypy src
 exec .venv/bin/pytest "$@"

@@ -91,6 +91,7 @@ class Response:
     nbytes: int
     url: str
     elapsed: float
+    preview: str = ""  # the first bytes of the body, for error messages about its shape
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
@@ -225,7 +226,7 @@ class APISmithClient:
                 f"(content-type {resp.headers.get('content-type', '?')}): {body_preview(body)!r}",
                 details={"url": shown, "status": resp.status_code, "body": body_preview(body)},
             ) from None
-        return Response(data=data, nbytes=len(body), url=shown, elapsed=elapsed)
+        return Response(data=data, nbytes=len(body), url=shown, elapsed=elapsed, preview=body_preview(body))
 
     def _check_status(self, resp: httpx.Response, body: bytes, shown: str) -> None:
         status = resp.status_code
@@ -264,8 +265,8 @@ class APISmithClient:
             return data, resp
         raise SourceProtocolError(
             f"connector {self.connector}: {resp.url} returned JSON that is not a list of APIs "
-            f"(expected an array, or an object with 'apis', 'items' or 'data')",
-            details={"url": resp.url, "body": body_preview(orjson.dumps(data))},
+            f"(expected an array, or an object with 'apis', 'items' or 'data'): {resp.preview!r}",
+            details={"url": resp.url, "body": resp.preview},
         )
 
     def get_page(self, slug: str, *, page: int, page_size: int, rowversion_gt: str | None = None) -> Response:

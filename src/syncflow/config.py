@@ -65,6 +65,8 @@ class SyncConfig(_Strict):
     retry_backoff_seconds: float = Field(default=1.0, ge=0)
     max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
     stale_factor: float = Field(default=3.0, gt=0)
+    lock_timeout_seconds: float = Field(default=60.0, ge=0)
+    statement_timeout_seconds: float = Field(default=0.0, ge=0)
 
 
 class EntityOverride(_Strict):

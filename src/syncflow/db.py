@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -38,15 +39,32 @@ def describe_target(url: str | None) -> str:
     return f"host {host}, port {port}, database {dbname}"
 
 
-def connect(url: str | None, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
-    """Open a connection; every failure to connect becomes DatabaseUnreachable."""
+def connect(
+    url: str | None,
+    *,
+    autocommit: bool = False,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Open a connection; every failure to connect becomes DatabaseUnreachable.
+
+    Sync workers pass timeouts so that a lock held by someone else, or a
+    statement that never ends, fails the run with a named error instead of
+    hanging a cron job forever.
+    """
+    options = []
+    if lock_timeout:
+        options.append(f"-c lock_timeout={int(lock_timeout * 1000)}")
+    if statement_timeout:
+        options.append(f"-c statement_timeout={int(statement_timeout * 1000)}")
+    params: dict[str, Any] = {
+        "application_name": APPLICATION_NAME,
+        "connect_timeout": int(os.environ.get("PGCONNECT_TIMEOUT", "10")),
+    }
+    if options:
+        params["options"] = " ".join(options)
     try:
-        return psycopg.connect(
-            url or "",
-            autocommit=autocommit,
-            application_name=APPLICATION_NAME,
-            connect_timeout=int(os.environ.get("PGCONNECT_TIMEOUT", "10")),
-        )
+        return psycopg.connect(url or "", autocommit=autocommit, **params)
     except psycopg.ProgrammingError as exc:
         raise DatabaseUnreachable(f"invalid database URL: {_first_line(exc)}") from None
     except psycopg.OperationalError as exc:

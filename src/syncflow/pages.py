@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from syncflow.client import APISmithClient, body_preview
+from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceProtocolError
 
 # (data, row_version, is_tombstone, oracle_keys)
@@ -75,14 +75,11 @@ def _as_rowversion(value: Any) -> str | None:
 
 
 def parse_page(
-    body: Any, *, connector: str, slug: str, url: str
+    body: Any, *, connector: str, slug: str, url: str, preview: str = ""
 ) -> tuple[list[RawRow], int | None, bool | None, int | None]:
     """Rows, total, has_more and total_pages of one page; tolerant of the bare-array form."""
 
     def broken(why: str) -> SourceProtocolError:
-        import orjson
-
-        preview = body_preview(orjson.dumps(body))
         return SourceProtocolError(
             f"connector {connector}: {url} returned a page of the wrong shape: {why}: {preview!r}",
             details={"url": url, "body": preview},
@@ -203,7 +200,7 @@ class PageStream:
                 return
             resp = self.client.get_page(self.slug, page=page, page_size=self.page_size, rowversion_gt=cursor)
             rows, total, has_more, total_pages = parse_page(
-                resp.data, connector=self.client.connector, slug=self.slug, url=resp.url
+                resp.data, connector=self.client.connector, slug=self.slug, url=resp.url, preview=resp.preview
             )
             st.pages += 1
             st.bytes += resp.nbytes

@@ -110,6 +110,8 @@ def run_entities(
                 except queue.Empty:
                     return
                 if conn is None or conn.closed or conn.broken:
+                    if conn is not None:
+                        conn.close()
                     conn = runtime.connect()
                 record(
                     _one(

@@ -193,6 +193,23 @@ def finish(
     )
 
 
+def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
+        " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
+        " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
+        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
+        " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
+        " {where} {tail}"
+    ).format(
+        runs=_t(schema, "sync_runs"),
+        entities=_t(schema, "entities"),
+        connectors=_t(schema, "connectors"),
+        where=where,
+        tail=tail,
+    )
+
+
 def list_runs(
     conn: Conn,
     schema: str,
@@ -211,18 +228,10 @@ def list_runs(
     if status:
         where.append("r.status = %s")
         params.append(status)
-    query = sql.SQL(
-        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
-        " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
-        " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
-        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
-        " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
-        " {where} ORDER BY r.started_at DESC, r.created_at DESC LIMIT %s"
-    ).format(
-        runs=_t(schema, "sync_runs"),
-        entities=_t(schema, "entities"),
-        connectors=_t(schema, "connectors"),
-        where=sql.SQL("WHERE " + " AND ".join(where)) if where else sql.SQL(""),
+    query = _select_runs(
+        schema,
+        sql.SQL("WHERE " + " AND ".join(where)) if where else sql.SQL(""),
+        sql.SQL("ORDER BY r.started_at DESC, r.created_at DESC LIMIT %s"),
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, [*params, limit])
@@ -235,14 +244,9 @@ def list_runs(
 
 def get_run(conn: Conn, schema: str, uid: str) -> dict[str, Any] | None:
     """One run with its rejects, or None."""
-    query = sql.SQL(
-        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
-        " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
-        " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
-        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
-        " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
-        " WHERE r.uid::text LIKE %s || '%%' ORDER BY r.started_at DESC LIMIT 2"
-    ).format(runs=_t(schema, "sync_runs"), entities=_t(schema, "entities"), connectors=_t(schema, "connectors"))
+    query = _select_runs(
+        schema, sql.SQL("WHERE r.uid::text LIKE %s || '%%'"), sql.SQL("ORDER BY r.started_at DESC LIMIT 2")
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, [uid.strip().lower()])
         found = cur.fetchall()

@@ -62,7 +62,12 @@ class Runtime:
 
     def connect(self) -> Conn:
         """A plain connection (no migration check), e.g. for a sync worker."""
-        return db.connect(self.config.settings.database.url)
+        sync = self.config.settings.sync
+        return db.connect(
+            self.config.settings.database.url,
+            lock_timeout=sync.lock_timeout_seconds,
+            statement_timeout=sync.statement_timeout_seconds,
+        )
 
     def client(self, name: str) -> APISmithClient:
         """An APISmith client for the connector, with its token from the environment."""

@@ -324,3 +324,6 @@ def _record_failure(
     except psycopg.Error:
         with contextlib.suppress(psycopg.Error):
             target.rollback()
+    finally:
+        if target is not conn:
+            target.close()
