@@ -332,6 +332,9 @@ def write_markdown(results: list[Result], repeat: int, path: Path) -> None:
         )
     lines += ["", "## Targets", ""]
     lines += targets(results)
+    notes = ROOT / "benchmarks" / "analysis.md"
+    if notes.exists():
+        lines += ["", notes.read_text(encoding="utf-8").strip()]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
