@@ -7,7 +7,7 @@
 Workloads (protocol items entity, 12 columns, ~20 % nulls, pages of 1,000):
   a  first full sync into an empty table
   b  full sync again, no change at the source
-  c  full and hash sync with 1 % of the rows changed
+  c  full and hash sync with 1 % of the rows changed (and full with record history on)
   d  rowversion incremental sync with 1 % changed
   e  10 entities x 100k rows, --workers 1 and --workers 4
 and, in the same run, the floor: download + decode + COPY of the same rows into an
@@ -225,8 +225,16 @@ def bench_size(n: int, repeat: int, tmp: Path) -> list[Result]:
         for _ in range(repeat):
             server.mutate("items", n // 100)
             c_hash.samples.append(run_measured(config, db_url, "sync", "b.items"))
-        results += [a, b, c_full, c_hash]
-        for r in results[-5:]:
+        c_hist = Result(f"c full sync, 1 % changed, history on ({n:,})")
+        execute(
+            db_url, "UPDATE bridge.entities SET delta_strategy = 'full', history_enabled = true WHERE slug = 'items'"
+        )
+        cli(config, db_url, "sync", "b.items")  # creates and seeds the history table: not measured
+        for _ in range(repeat):
+            server.mutate("items", n // 100)
+            c_hist.samples.append(run_measured(config, db_url, "sync", "b.items"))
+        results += [a, b, c_full, c_hash, c_hist]
+        for r in results[-6:]:
             report_line(r)
     finally:
         server.close()

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -34,7 +35,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from syncflow import __version__, claims, db, logs, metrics, store, tomledit
+from syncflow import __version__, claims, db, history, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
 from syncflow.config import config_path, resolve
 from syncflow.discovery import DiscoveryReport, discover_connector
@@ -622,20 +623,38 @@ def entity_set(
         typer.Option("--enable/--disable", help="Include in 'sync --all' or not.", show_default=False),
     ] = None,
     page_size: Annotated[int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")] = None,
+    history_flag: Annotated[
+        bool | None,
+        typer.Option(
+            "--history/--no-history",
+            help="Keep every version of every record in <table>__history (turning it off keeps what was recorded).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Change an entity's sync settings in the database (syncflow.toml overrides still win)."""
-    if interval is None and enable is None and page_size is None:
-        raise UsageError("nothing to change: give --interval, --enable/--disable or --page-size")
+    if interval is None and enable is None and page_size is None and history_flag is None:
+        raise UsageError("nothing to change: give --interval, --enable/--disable, --page-size or --history")
     runtime = _state(ctx).runtime()
     with runtime.metadata() as conn:
         entity = store.get_entity(conn, runtime.schema, ref)
-        store.update_settings(
-            conn, runtime.schema, entity, interval_seconds=interval, enabled=enable, page_size=page_size
-        )
-        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref))
+        with conn.transaction():
+            store.update_settings(
+                conn,
+                runtime.schema,
+                entity,
+                interval_seconds=interval,
+                enabled=enable,
+                page_size=page_size,
+                history=history_flag,
+            )
+            entity = store.get_entity(conn, runtime.schema, ref)
+            if effective_settings(runtime, entity)["history"] and entity.syncable:
+                history.ensure(conn, entity)  # created and seeded now, in this transaction
+        data = _entity_json(runtime, entity)
     err.print(
         f"{ref}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
-        f"page size {data['page_size']}"
+        f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
     for key in data["overridden_by_file"]:
         err.print(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
@@ -1033,6 +1052,63 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
                 escape(rej["reason"]),
             )
         out.print(table)
+
+
+@app.command("history")
+@guarded
+def history_command(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
+    keys: Annotated[
+        list[str],
+        typer.Option("--key", help="COLUMN=VALUE of the business key (PostgreSQL column name); repeat per column."),
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="ISO 8601 time (UTC when no offset is given): the version valid then."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of versions.")] = False,
+) -> None:
+    """A record's versions, oldest first (the entity needs history turned on)."""
+    when = None
+    if as_of is not None:
+        try:
+            when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--as-of {as_of!r} is not an ISO 8601 time, e.g. 2026-11-26T09:30:00+00:00") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    runtime = _state(ctx).runtime()
+    with runtime.metadata() as conn:
+        entity = store.get_entity(conn, runtime.schema, ref)
+        given: dict[str, str] = {}
+        for item in keys:
+            column, eq, value = item.partition("=")
+            if not eq:
+                raise UsageError(f"--key {item!r}: use COLUMN=VALUE")
+            given[column] = value
+        if set(given) != set(entity.business_keys):
+            raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
+        found = history.versions(conn, entity, given, as_of=when)
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        err.print(f"{ref}: no recorded versions for that key" + (" at that time" if when else ""))
+        return
+    table = Table(title=f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items()))
+    for col in ("operation", "valid from", "valid to", "row version", "run", "data"):
+        table.add_column(col, overflow="fold")
+    for v in found:
+        table.add_row(
+            v["operation"],
+            v["valid_from"][:26],
+            (v["valid_to"] or "current")[:26],
+            str(v["row_version"]),
+            (v["run_uid"] or "-")[:8],
+            escape(json.dumps(v["data"], default=str, ensure_ascii=False)),
+        )
+    out.print(table)
 
 
 def main() -> None:

@@ -75,6 +75,7 @@ class EntityOverride(_Strict):
     interval_seconds: int | None = Field(default=None, ge=1)
     enabled: bool | None = None
     page_size: int | None = Field(default=None, ge=1, le=100_000)
+    history: bool | None = None
 
 
 class ConnectorConfig(_Strict):

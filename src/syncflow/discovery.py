@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import ddl, store
+from syncflow import ddl, history, store
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
 from syncflow.metadata import parse_apis
@@ -176,6 +176,13 @@ def _apply(
         last_rowversion=checkpoint,
     )
     store.save_entity(conn, schema, entity)
+    # Schema changes apply to the history table too, when there is one.
+    if (
+        plan.action not in ("unsyncable", "create")
+        and not backup
+        and ddl.read_live_table(conn, plan.target_schema, history.table_name(entity)) is not None
+    ):
+        history.ensure(conn, entity)
     return backup
 
 

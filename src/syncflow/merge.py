@@ -92,6 +92,8 @@ def merge(
     dedup: bool = True,
     prefilter: bool = True,
     plain_insert: bool = False,
+    history: str | None = None,
+    run_uid: str | None = None,
 ) -> sql.Composed:
     """Upsert and tombstone one batch; returns (distinct, tombstones, inserted, updated, deleted).
 
@@ -101,7 +103,9 @@ def merge(
     Without ``prefilter`` (a table that was empty when the run began) every
     row goes straight to the upsert; with ``plain_insert`` it is a plain
     ``INSERT`` (no speculative insertion), which raises UniqueViolation if a key
-    is already there: the caller then falls back to the upsert.
+    is already there: the caller then falls back to the upsert. With
+    ``history`` (a table in the same schema) the same statement closes each
+    changed record's current version and appends the new one.
     """
     names = [c.pg_name for c in columns]
     non_keys = [n for n in names if n not in keys]
@@ -127,13 +131,35 @@ def merge(
     ).format(keys=_ids(keys), hash=hash_expr(columns, "s"), stage=sql.Identifier(STAGE))
     changed = (
         sql.SQL(
-            "SELECT s.* FROM src s LEFT JOIN {target} t ON {match_st}"
+            "SELECT s.*, t._bridge_deleted AS _was_deleted FROM src s LEFT JOIN {target} t ON {match_st}"
             " WHERE NOT s._tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._h"
             " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._rv)"
         )
         if prefilter
-        else sql.SQL("SELECT s.* FROM src s WHERE NOT s._tomb")
+        else sql.SQL("SELECT s.*, NULL::boolean AS _was_deleted FROM src s WHERE NOT s._tomb")
     ).format(target=target, match_st=match("s", "t"))
+    returning: sql.Composable = sql.SQL("")
+    history_ctes: sql.Composable = sql.SQL("")
+    if history is not None:
+        returning = sql.SQL(", {}, t._bridge_rowversion").format(_ids(names, "t"))
+        history_ctes = sql.SQL(
+            " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() WHERE h._bridge_valid_to IS NULL"
+            " AND ({h_keys}) IN (SELECT {keys} FROM up UNION ALL SELECT {keys} FROM del)),"
+            " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
+            " _bridge_valid_from)"
+            " SELECT {u_cols}, CASE WHEN u._bridge_inserted THEN 'insert' WHEN c._was_deleted THEN 'undelete'"
+            " ELSE 'update' END, {run}, u._bridge_rowversion, now() FROM up u LEFT JOIN chg c ON {match_uc}"
+            " UNION ALL SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d),"
+        ).format(
+            h=sql.Identifier(schema, history),
+            h_keys=_ids(keys, "h"),
+            keys=_ids(keys),
+            cols=_ids(names),
+            u_cols=_ids(names, "u"),
+            d_cols=_ids(names, "d"),
+            run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
+            match_uc=match("u", "c"),
+        )
     return sql.SQL(
         "WITH src AS MATERIALIZED ({source}),"
         " chg AS ({changed}),"
@@ -142,16 +168,20 @@ def merge(
         " _bridge_created_at, _bridge_updated_at, _bridge_deleted)"
         " SELECT {src_cols}, s._h, s._rv, now(), now(), false FROM chg s"
         " {conflict}"
-        " RETURNING (xmax = 0) AS inserted),"
+        " RETURNING (xmax = 0) AS _bridge_inserted{returning}),"
         " del AS ("
         " UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now(), _bridge_rowversion = s._rv"
-        " FROM src s WHERE s._tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1)"
-        " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM src WHERE _tomb),"
-        " count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), (SELECT count(*) FROM del)"
-        " FROM up"
+        " FROM src s WHERE s._tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1{returning}),"
+        "{history_ctes}"
+        " counts AS (SELECT count(*) FILTER (WHERE _bridge_inserted) AS ins,"
+        " count(*) FILTER (WHERE NOT _bridge_inserted) AS upd FROM up)"
+        " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM src WHERE _tomb), ins, upd,"
+        " (SELECT count(*) FROM del) FROM counts"
     ).format(
         source=source,
         changed=changed,
+        returning=returning,
+        history_ctes=history_ctes,
         conflict=sql.SQL("")
         if plain_insert
         else sql.SQL(
@@ -197,8 +227,37 @@ def delete_counts(schema: str, table: str, keys: Sequence[str]) -> sql.Composed:
     )
 
 
-def soft_delete_unseen(schema: str, table: str, keys: Sequence[str]) -> sql.Composed:
-    return sql.SQL(
+def soft_delete_unseen(
+    schema: str,
+    table: str,
+    keys: Sequence[str],
+    *,
+    columns: Sequence[StoredColumn] = (),
+    history: str | None = None,
+    run_uid: str | None = None,
+) -> sql.Composed:
+    """Soft-delete the live rows not seen in this run; returns how many."""
+    update = sql.SQL(
         "UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now()"
         " WHERE NOT t._bridge_deleted AND {not_seen}"
     ).format(not_seen=_not_seen(keys), target=sql.Identifier(schema, table))
+    if history is None:
+        return sql.SQL("WITH del AS ({} RETURNING 1) SELECT count(*) FROM del").format(update)
+    names = [c.pg_name for c in columns]
+    return sql.SQL(
+        "WITH del AS ({update} RETURNING {t_cols}, t._bridge_rowversion),"
+        " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() WHERE h._bridge_valid_to IS NULL"
+        " AND ({h_keys}) IN (SELECT {keys} FROM del)),"
+        " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
+        " _bridge_valid_from) SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d)"
+        " SELECT count(*) FROM del"
+    ).format(
+        update=update,
+        t_cols=_ids(names, "t"),
+        h=sql.Identifier(schema, history),
+        h_keys=_ids(keys, "h"),
+        keys=_ids(keys),
+        cols=_ids(names),
+        d_cols=_ids(names, "d"),
+        run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
+    )

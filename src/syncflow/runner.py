@@ -46,10 +46,11 @@ def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
         "interval_seconds": e.sync_interval_seconds or sync.interval_seconds,
         "enabled": e.sync_enabled,
         "page_size": e.page_size or sync.page_size,
+        "history": e.history_enabled,
     }
     from_file: list[str] = []
     if override is not None:
-        for key in ("interval_seconds", "enabled", "page_size"):
+        for key in ("interval_seconds", "enabled", "page_size", "history"):
             value = getattr(override, key)
             if value is not None:
                 values[key] = value
@@ -184,6 +185,7 @@ def _one(
         sync = runtime.config.settings.sync
         options = SyncOptions(
             page_size=eff["page_size"],
+            history=eff["history"],
             full_refresh=full_refresh,
             max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
         )

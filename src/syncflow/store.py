@@ -72,6 +72,7 @@ class Entity:
     last_success_at: datetime | None = None
     last_rowversion: str | None = None
     consecutive_failures: int = 0
+    history_enabled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,7 +91,7 @@ SELECT e.uid::text AS uid, c.name AS connector, e.connector_uid::text AS connect
        e.target_schema, e.target_table, e.columns, e.syncable, e.unsyncable_reason,
        e.needs_attention, e.pending_change, e.missing_at_source, e.sync_enabled,
        e.sync_interval_seconds, e.page_size, e.last_sync_at, e.last_sync_status,
-       e.last_success_at, e.last_rowversion, e.consecutive_failures
+       e.last_success_at, e.last_rowversion, e.consecutive_failures, e.history_enabled
 FROM {entities} e JOIN {connectors} c ON c.uid = e.connector_uid
 """
 
@@ -247,6 +248,7 @@ def update_settings(
     interval_seconds: int | None = None,
     enabled: bool | None = None,
     page_size: int | None = None,
+    history: bool | None = None,
 ) -> None:
     """Change an entity's sync settings in the database (file overrides still win)."""
     conn.execute(
@@ -254,9 +256,9 @@ def update_settings(
             schema,
             "UPDATE {entities} SET sync_interval_seconds = COALESCE(%s, sync_interval_seconds),"
             " sync_enabled = COALESCE(%s, sync_enabled), page_size = COALESCE(%s, page_size),"
-            " updated_at = now() WHERE uid = %s",
+            " history_enabled = COALESCE(%s, history_enabled), updated_at = now() WHERE uid = %s",
         ),
-        [interval_seconds, enabled, page_size, entity.uid],
+        [interval_seconds, enabled, page_size, history, entity.uid],
     )
 
 

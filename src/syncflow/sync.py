@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import merge, runs
+from syncflow import history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
 from syncflow.pages import Page, PageStream, prefetch
@@ -38,6 +38,7 @@ class SyncOptions:
     page_size: int = 1000
     full_refresh: bool = False
     max_delete_fraction: float = 0.5
+    history: bool = False
     batch_rows: int = BATCH_ROWS
     prefetch_pages: int = 2
 
@@ -120,13 +121,31 @@ def _run(
         keys=keys,
         track_seen=track_seen,
     )
+    history_table = history.ensure(conn, entity) if options.history else None
     merge_plain, merge_dedup = (
-        merge.merge(entity.target_schema, entity.target_table, columns, keys, dedup=d, prefilter=track_seen)
+        merge.merge(
+            entity.target_schema,
+            entity.target_table,
+            columns,
+            keys,
+            dedup=d,
+            prefilter=track_seen,
+            history=history_table,
+            run_uid=result.uid,
+        )
         for d in (False, True)
     )
     # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
     merge_fresh = merge.merge(
-        entity.target_schema, entity.target_table, columns, keys, dedup=False, prefilter=False, plain_insert=True
+        entity.target_schema,
+        entity.target_table,
+        columns,
+        keys,
+        dedup=False,
+        prefilter=False,
+        plain_insert=True,
+        history=history_table,
+        run_uid=result.uid,
     )
     fresh = not track_seen
     seen_sql = merge.seen_insert(keys)
@@ -216,7 +235,7 @@ def _run(
         )
         result.error_details["schema_drift"] = sorted(stage.drift)
     if reconcile and track_seen:
-        _reconcile_deletes(conn, entity, options, result, st.first_total, st.total_changed)
+        _reconcile_deletes(conn, entity, options, result, st.first_total, st.total_changed, history_table)
     partial = counts.rejected > 0
     result.status = "partial" if partial else "success"
     if partial:
@@ -251,6 +270,7 @@ def _reconcile_deletes(
     result: RunResult,
     first_total: int | None,
     total_changed: bool,
+    history_table: str | None,
 ) -> None:
     """Soft-delete rows not seen in this complete fetch, unless it looks unsafe."""
     counts = result.counts
@@ -278,8 +298,17 @@ def _reconcile_deletes(
         result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
         result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
         return
-    cur = conn.execute(merge.soft_delete_unseen(entity.target_schema, entity.target_table, entity.business_keys))
-    counts.deleted += cur.rowcount
+    row = conn.execute(
+        merge.soft_delete_unseen(
+            entity.target_schema,
+            entity.target_table,
+            entity.business_keys,
+            columns=entity.active_columns,
+            history=history_table,
+            run_uid=result.uid,
+        )
+    ).fetchone()
+    counts.deleted += int(row[0]) if row else 0
 
 
 def _record_failure(

@@ -1,0 +1,134 @@
+"""Record history: versions with contiguous validity, written with the change itself."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli
+from tests.test_sync import rows
+
+KEY = ("--key", "order_no=SO0000000", "--key", "line_no=1")
+
+
+@pytest.fixture
+def synced(demo_cli: Cli) -> Cli:
+    assert demo_cli("discover").exit_code == 0
+    return demo_cli
+
+
+def versions(cli: Cli, *extra: str) -> list[dict[str, Any]]:
+    r = cli("history", "erp.orders", *KEY, "--json", *extra)
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def test_insert_two_updates_delete_and_undelete(synced: Cli, demo: Any, db_url: str) -> None:
+    r = synced("entity", "set", "erp.orders", "--history")
+    assert r.exit_code == 0 and "history on" in r.stderr
+    key = ("SO0000000", 1)
+    assert synced("sync", "erp.orders").exit_code == 0
+    for qty in (7, 8):
+        demo.state.update("orders", keys=[key], changes={"quantity": qty})
+        assert synced("sync", "erp.orders").exit_code == 0
+    saved = copy.deepcopy(demo.state.entities["orders"].rows[key])
+    demo.state.delete("orders", keys=[key])
+    assert synced("sync", "erp.orders").exit_code == 0
+    demo.state.put_rows("orders", [saved])
+    assert synced("sync", "erp.orders").exit_code == 0
+
+    found = versions(synced)
+    assert [v["operation"] for v in found] == ["insert", "update", "update", "delete", "undelete"]
+    assert [v["data"]["quantity"] for v in found] == [1, 7, 8, 8, 8]
+    for older, newer in itertools.pairwise(found):
+        assert older["valid_to"] == newer["valid_from"]  # contiguous
+    assert found[-1]["valid_to"] is None
+    assert all(v["run_uid"] for v in found)
+
+    # A sync with no change adds nothing.
+    assert synced("sync", "erp.orders").exit_code == 0
+    assert len(versions(synced)) == 5
+
+    # --as-of returns the one version valid then, at each boundary.
+    for v in found:
+        at = versions(synced, "--as-of", v["valid_from"])
+        assert [x["operation"] for x in at] == [v["operation"]] and at[0]["valid_from"] == v["valid_from"]
+    before = datetime.fromisoformat(found[0]["valid_from"]) - timedelta(seconds=1)
+    assert versions(synced, "--as-of", before.isoformat()) == []
+    text = synced("history", "erp.orders", *KEY).stdout
+    assert "undelete" in text
+
+
+def test_tombstones_are_recorded_as_deletes(synced: Cli, demo: Any) -> None:
+    assert synced("entity", "set", "erp.items", "--history").exit_code == 0
+    assert synced("sync", "erp.items").exit_code == 0
+    demo.state.delete("items", keys=[("P00000003",)])
+    assert synced("sync", "erp.items").exit_code == 0
+    r = synced("history", "erp.items", "--key", "item_number=P00000003", "--json")
+    assert [v["operation"] for v in json.loads(r.stdout)] == ["insert", "delete"]
+
+
+def test_failed_run_records_nothing(synced: Cli, demo: Any, db_url: str) -> None:
+    synced.config.write_text(synced.config.read_text() + "\n[connectors.erp.entities.orders]\npage_size = 10\n")
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    before = rows(db_url, "erp.orders__history", "count(*) AS n")
+    demo.state.update("orders", 20, changes={"status": "CHANGED"})
+
+    def fail_late(slug: str, page: int, params: dict[str, str]) -> None:
+        if page == 3:
+            demo.state.fail_next(503, count=3)
+
+    demo.state.before_page = fail_late
+    assert synced("sync", "erp.orders").exit_code == 1
+    demo.state.before_page = None
+    assert rows(db_url, "erp.orders__history", "count(*) AS n") == before
+    assert rows(db_url, "erp.orders", "count(*) AS n", "status = 'CHANGED'") == [{"n": 0}]
+
+
+def test_enabling_on_a_populated_entity_seeds_it(synced: Cli, db_url: str) -> None:
+    assert synced("sync", "erp.customers").exit_code == 0
+    assert synced("entity", "set", "erp.customers", "--history").exit_code == 0
+    seeded = rows(db_url, "erp.customers__history", "_bridge_operation, _bridge_valid_to")
+    assert len(seeded) == 30
+    assert {(r["_bridge_operation"], r["_bridge_valid_to"]) for r in seeded} == {("insert", None)}
+    # Turning it off keeps what was recorded and records nothing more.
+    assert synced("entity", "set", "erp.customers", "--no-history").exit_code == 0
+    assert len(rows(db_url, "erp.customers__history")) == 30
+
+
+def test_file_override_turns_it_on_and_schema_changes_follow(synced: Cli, demo: Any, db_url: str) -> None:
+    synced.config.write_text(synced.config.read_text() + "\n[connectors.erp.entities.customers]\nhistory = true\n")
+    assert synced("sync", "erp.customers").exit_code == 0
+    assert len(rows(db_url, "erp.customers__history")) == 30
+    api = copy.deepcopy(demo.state.entities["customers"].api)
+    api["columns"].append({"name": "SEGMENT", "output_alias": "segment", "data_type": "VARCHAR2(10)"})
+    for c in api["columns"]:
+        if c["output_alias"] == "email":
+            c["data_type"] = "VARCHAR2(500)"
+    demo.state.set_api("customers", api)
+    assert synced("discover").exit_code == 0
+    cols = {
+        r["attname"]: r["t"]
+        for r in rows(
+            db_url,
+            "pg_attribute",
+            "attname, format_type(atttypid, atttypmod) AS t",
+            "attrelid = 'erp.customers__history'::regclass AND attnum > 0",
+        )
+    }
+    assert cols["segment"] == "character varying(10)"
+    assert cols["email"] == "character varying(500)"
+
+
+def test_history_usage_errors(synced: Cli) -> None:
+    r = synced("history", "erp.orders", "--key", "order_no=SO1")
+    assert r.exit_code == 2
+    assert r.stderr == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
+    r = synced("history", "erp.orders", *KEY, "--as-of", "yesterday")
+    assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
