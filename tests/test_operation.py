@@ -251,3 +251,35 @@ def _wait_for(check: Any, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+def test_metrics_pushed_to_a_pushgateway(demo_cli: Cli) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append((self.command, self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert demo_cli("discover").exit_code == 0
+        r = demo_cli("sync", "erp.customers", "--pushgateway", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.exit_code == 0, r.stderr
+    assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/syncflow")]
+    families = {f.name for f in text_string_to_metric_families(received[0][2].decode())}
+    assert "syncflow_rows" in families and "syncflow_last_success_timestamp_seconds" in families
