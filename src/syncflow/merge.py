@@ -143,8 +143,9 @@ def merge(
     if history is not None:
         returning = sql.SQL(", {}, t._bridge_rowversion").format(_ids(names, "t"))
         history_ctes = sql.SQL(
-            " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() WHERE h._bridge_valid_to IS NULL"
-            " AND ({h_keys}) IN (SELECT {keys} FROM up UNION ALL SELECT {keys} FROM del)),"
+            " hclose AS (UPDATE {h} h SET _bridge_valid_to = now()"
+            " FROM (SELECT {keys} FROM up UNION ALL SELECT {keys} FROM del) x"
+            " WHERE h._bridge_valid_to IS NULL AND {match_hx}),"
             " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
             " _bridge_valid_from)"
             " SELECT {u_cols}, CASE WHEN u._bridge_inserted THEN 'insert' WHEN c._was_deleted THEN 'undelete'"
@@ -152,13 +153,13 @@ def merge(
             " UNION ALL SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d),"
         ).format(
             h=sql.Identifier(schema, history),
-            h_keys=_ids(keys, "h"),
             keys=_ids(keys),
             cols=_ids(names),
             u_cols=_ids(names, "u"),
             d_cols=_ids(names, "d"),
             run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
             match_uc=match("u", "c"),
+            match_hx=match("h", "x"),
         )
     return sql.SQL(
         "WITH src AS MATERIALIZED ({source}),"
@@ -246,8 +247,8 @@ def soft_delete_unseen(
     names = [c.pg_name for c in columns]
     return sql.SQL(
         "WITH del AS ({update} RETURNING {t_cols}, t._bridge_rowversion),"
-        " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() WHERE h._bridge_valid_to IS NULL"
-        " AND ({h_keys}) IN (SELECT {keys} FROM del)),"
+        " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() FROM del x"
+        " WHERE h._bridge_valid_to IS NULL AND {match_hx}),"
         " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
         " _bridge_valid_from) SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d)"
         " SELECT count(*) FROM del"
@@ -255,9 +256,9 @@ def soft_delete_unseen(
         update=update,
         t_cols=_ids(names, "t"),
         h=sql.Identifier(schema, history),
-        h_keys=_ids(keys, "h"),
         keys=_ids(keys),
         cols=_ids(names),
         d_cols=_ids(names, "d"),
         run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
+        match_hx=sql.SQL(" AND ").join(sql.SQL("h.{0} = x.{0}").format(sql.Identifier(k)) for k in keys),
     )
