@@ -61,7 +61,10 @@ _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
 out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_CODES_HELP = "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable."
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable; "
+    "75 an entity named explicitly is being synced by another process; 130/143 stopped by SIGINT/SIGTERM."
+)
 
 app = typer.Typer(
     name="syncflow",
@@ -161,7 +164,7 @@ def main_callback(
         str | None,
         typer.Option(
             "--database-url",
-            help="PostgreSQL URL; overrides [database].url and $SYNCFLOW_DATABASE_URL.",
+            help="PostgreSQL URL; overrides url in the \\[database] table and $SYNCFLOW_DATABASE_URL.",
             show_default=False,
         ),
     ] = None,
@@ -194,7 +197,9 @@ def connector_add(
     ] = None,
     target_schema: Annotated[
         str | None,
-        typer.Option("--target-schema", help="PostgreSQL schema for this connector's tables [default: NAME]."),
+        typer.Option(
+            "--target-schema", help="PostgreSQL schema for this connector's tables (default: the connector name)."
+        ),
     ] = None,
     ca_bundle: Annotated[
         Path | None, typer.Option("--ca-bundle", help="CA bundle that signs the APISmith certificate.")
@@ -439,7 +444,7 @@ def _render_report(report: DiscoveryReport) -> None:
 def discover(
     ctx: typer.Context,
     connectors: Annotated[
-        list[str] | None, typer.Argument(help="Connectors to discover [default: all in the file].")
+        list[str] | None, typer.Argument(help="Connectors to discover (default: all in the file).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan/result as JSON.")] = False,
@@ -845,7 +850,7 @@ PushgatewayOpt = Annotated[
     str | None, typer.Option("--pushgateway", help="Push Prometheus metrics to this Pushgateway URL.")
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=1, max=64, help="Entities synced at once [default: config].")
+    int | None, typer.Option("--workers", min=1, max=64, help="Entities synced at once (default: from the config).")
 ]
 WaitOpt = Annotated[
     bool, typer.Option("--wait", help="Wait for an entity another process is syncing, instead of skipping it.")
@@ -857,7 +862,7 @@ DeleteFractionOpt = Annotated[
         "--max-delete-fraction",
         min=0.0,
         max=1.0,
-        help="Allow a full sync to soft-delete up to this share of the table [default: config].",
+        help="Allow a full sync to soft-delete up to this share of the table (default: from the config).",
     ),
 ]
 
@@ -927,7 +932,7 @@ def status(
     connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
     stale_factor: Annotated[
         float | None,
-        typer.Option("--stale-factor", min=0.01, help="Stale after this many intervals [default: config]."),
+        typer.Option("--stale-factor", min=0.01, help="Stale after this many intervals (default: from the config)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -967,7 +972,7 @@ def runs_command(
     ctx: typer.Context,
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="[CONNECTOR.SLUG] to filter, or 'show RUN_UID' for one run.", show_default=False),
+        typer.Argument(help="A CONNECTOR.SLUG to filter by, or 'show RUN_UID' for one run.", show_default=False),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
     status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
