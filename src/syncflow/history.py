@@ -43,8 +43,10 @@ def create_sql(schema: str, table: str, columns: Sequence[StoredColumn], keys: S
         " _bridge_operation text NOT NULL CHECK (_bridge_operation IN ('insert', 'update', 'delete', 'undelete')),"
         " _bridge_run_uid uuid, _bridge_rowversion text,"
         " _bridge_valid_from timestamptz NOT NULL, _bridge_valid_to timestamptz);"
-        " CREATE INDEX {idx} ON {t} ({keys}, _bridge_valid_from)"
+        " CREATE INDEX {idx} ON {t} ({keys}, _bridge_valid_from);"
+        " CREATE INDEX {cur} ON {t} ({keys}) WHERE _bridge_valid_to IS NULL"
     ).format(
+        cur=sql.Identifier(ddl.derived_name(table, "current_idx")),
         t=sql.Identifier(schema, table),
         cols=sql.SQL(", ").join(cols),
         idx=sql.Identifier(ddl.derived_name(table, "key_idx")),

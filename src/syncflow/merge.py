@@ -129,23 +129,25 @@ def merge(
         if dedup
         else sql.SQL("SELECT s.*, {hash} AS _h FROM {stage} s")
     ).format(keys=_ids(keys), hash=hash_expr(columns, "s"), stage=sql.Identifier(STAGE))
+    # The lateral LIMIT 1 makes PostgreSQL probe the key index once per staged row; a plain
+    # join may be planned as a hash join that scans the whole target for every batch.
     changed = (
         sql.SQL(
-            "SELECT s.*, t._bridge_deleted AS _was_deleted FROM src s LEFT JOIN {target} t ON {match_st}"
+            "SELECT s.*, t._bridge_deleted AS _was_deleted FROM src s LEFT JOIN LATERAL"
+            " (SELECT t._bridge_id, t._bridge_hash, t._bridge_deleted, t._bridge_rowversion FROM {target} t"
+            " WHERE {match_ts} LIMIT 1) t ON true"
             " WHERE NOT s._tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._h"
             " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._rv)"
         )
         if prefilter
         else sql.SQL("SELECT s.*, NULL::boolean AS _was_deleted FROM src s WHERE NOT s._tomb")
-    ).format(target=target, match_st=match("s", "t"))
+    ).format(target=target, match_ts=match("t", "s"))
     returning: sql.Composable = sql.SQL("")
     history_ctes: sql.Composable = sql.SQL("")
     if history is not None:
         returning = sql.SQL(", {}, t._bridge_rowversion").format(_ids(names, "t"))
         history_ctes = sql.SQL(
-            " hclose AS (UPDATE {h} h SET _bridge_valid_to = now()"
-            " FROM (SELECT {keys} FROM up UNION ALL SELECT {keys} FROM del) x"
-            " WHERE h._bridge_valid_to IS NULL AND {match_hx}),"
+            " hclose AS ({close}),"
             " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
             " _bridge_valid_from)"
             " SELECT {u_cols}, CASE WHEN u._bridge_inserted THEN 'insert' WHEN c._was_deleted THEN 'undelete'"
@@ -159,7 +161,12 @@ def merge(
             d_cols=_ids(names, "d"),
             run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
             match_uc=match("u", "c"),
-            match_hx=match("h", "x"),
+            close=close_versions(
+                schema,
+                history,
+                keys,
+                sql.SQL("SELECT {} FROM up UNION ALL SELECT {} FROM del").format(_ids(keys), _ids(keys)),
+            ),
         )
     return sql.SQL(
         "WITH src AS MATERIALIZED ({source}),"
@@ -198,10 +205,14 @@ def merge(
     )
 
 
-# The join that filters unchanged rows must probe the key index: a hash join would
-# scan the whole target for every batch. Planner settings, scoped to the transaction.
-INDEX_PROBES = sql.SQL("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-ANY_JOIN = sql.SQL("RESET enable_hashjoin; RESET enable_mergejoin")
+def close_versions(schema: str, history: str, keys: Sequence[str], changed_keys: sql.Composable) -> sql.Composed:
+    """End the current version of each changed record, found through the key index one by one."""
+    match = sql.SQL(" AND ").join(sql.SQL("hh.{0} = x.{0}").format(sql.Identifier(k)) for k in keys)
+    return sql.SQL(
+        "UPDATE {h} h SET _bridge_valid_to = now() WHERE h._bridge_history_id = ANY (ARRAY("
+        " SELECT (SELECT hh._bridge_history_id FROM {h} hh WHERE {match} AND hh._bridge_valid_to IS NULL LIMIT 1)"
+        " FROM ({changed}) x))"
+    ).format(h=sql.Identifier(schema, history), match=match, changed=changed_keys)
 
 
 def _not_seen(keys: Sequence[str]) -> sql.Composed:
@@ -247,8 +258,7 @@ def soft_delete_unseen(
     names = [c.pg_name for c in columns]
     return sql.SQL(
         "WITH del AS ({update} RETURNING {t_cols}, t._bridge_rowversion),"
-        " hclose AS (UPDATE {h} h SET _bridge_valid_to = now() FROM del x"
-        " WHERE h._bridge_valid_to IS NULL AND {match_hx}),"
+        " hclose AS ({close}),"
         " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
         " _bridge_valid_from) SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d)"
         " SELECT count(*) FROM del"
@@ -260,5 +270,5 @@ def soft_delete_unseen(
         cols=_ids(names),
         d_cols=_ids(names, "d"),
         run=sql.SQL("{}::uuid").format(sql.Literal(run_uid)),
-        match_hx=sql.SQL(" AND ").join(sql.SQL("h.{0} = x.{0}").format(sql.Identifier(k)) for k in keys),
+        close=close_versions(schema, history, keys, sql.SQL("SELECT {} FROM del").format(_ids(keys))),
     )

@@ -179,10 +179,7 @@ def _run(
         if stage.staged:
             if track_seen:
                 conn.execute(seen_sql)
-                conn.execute(merge.INDEX_PROBES)
             row = run_merge()
-            if track_seen:
-                conn.execute(merge.ANY_JOIN)
             assert row is not None
             distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
             counts.duplicates += stage.staged - distinct
