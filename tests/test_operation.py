@@ -283,3 +283,22 @@ def test_metrics_pushed_to_a_pushgateway(demo_cli: Cli) -> None:
     assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/syncflow")]
     families = {f.name for f in text_string_to_metric_families(received[0][2].decode())}
     assert "syncflow_rows" in families and "syncflow_last_success_timestamp_seconds" in families
+
+
+def test_wait_outlasts_the_lock_timeout(demo_cli: Cli, db_url: str) -> None:
+    demo_cli.config.write_text(
+        demo_cli.config.read_text().replace(
+            "retry_backoff_seconds = 0\n", "retry_backoff_seconds = 0\nlock_timeout_seconds = 0.2\n"
+        )
+    )
+    assert demo_cli("discover").exit_code == 0
+    (uid,) = query(db_url, "SELECT uid::text FROM bridge.entities WHERE slug = 'orders'")[0]
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        proc = spawn(demo_cli, "sync", "erp.orders", "--wait", "--json")
+        time.sleep(1.5)  # well past lock_timeout_seconds
+        assert proc.poll() is None
+        holder.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        out, errtext = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errtext
+    assert json.loads(out)["status"] == "success"

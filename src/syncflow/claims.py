@@ -10,6 +10,7 @@ marked ``abandoned`` by whoever takes the claim next.
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from syncflow.store import Conn
@@ -26,20 +27,25 @@ def try_claim(conn: Conn, entity_uid: str) -> bool:
 
 
 def wait_claim(conn: Conn, entity_uid: str, *, timeout_seconds: float | None = None) -> bool:
-    """Wait for the claim (``--wait``); False if ``timeout_seconds`` passed first."""
-    if timeout_seconds is not None:
-        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(int(timeout_seconds * 1000))))
+    """Wait for the claim (``--wait``); False if ``timeout_seconds`` passed first.
+
+    The worker connection's lock_timeout and statement_timeout guard table locks
+    during a sync; waiting for a claim is meant to outlast them, so they are
+    lifted for this one statement (``SET LOCAL``: only this transaction).
+    """
+    limit = int(timeout_seconds * 1000) if timeout_seconds is not None else 0
     try:
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(limit)))
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limit)))
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, entity_uid])
         conn.commit()
         return True
-    except Exception:  # QueryCanceled on timeout
+    except psycopg.errors.QueryCanceled:
         conn.rollback()
         return False
-    finally:
-        if timeout_seconds is not None:
-            conn.execute("RESET statement_timeout")
-            conn.commit()
+    except psycopg.errors.LockNotAvailable:
+        conn.rollback()
+        return False
 
 
 def release(conn: Conn, entity_uid: str) -> None:
