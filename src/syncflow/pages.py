@@ -19,11 +19,10 @@ announced total changed or a key came twice).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -290,40 +289,60 @@ T = TypeVar("T")
 
 def prefetch(
     stream: PageStream,
-    depth: int = 2,
+    max_pages: int = 24,
     *,
+    max_bytes: int = 12 * 2**20,
     cancel: threading.Event | None = None,
     prepare: Callable[[Page], T],
 ) -> Iterator[T]:
-    """Run the stream in a thread, ``depth`` pages ahead of the consumer.
+    """Run the stream in a thread, up to ``max_pages`` (and ``max_bytes`` of JSON) ahead.
 
     ``prepare`` runs in that thread too (turning rows into COPY tuples), so the
     download, the JSON decoding and the tuple building of the next pages
-    overlap with PostgreSQL's work on the current batch. The consumer wakes up
-    regularly to notice ``cancel`` (set by a signal handler), so a stop
-    request is honoured even while a page is downloading.
+    overlap with PostgreSQL's work on the current batch; the lead is deep
+    enough to cover a whole merge, and bounded in bytes so that wide rows do
+    not make memory grow. The consumer wakes up regularly to notice
+    ``cancel`` (set by a signal handler), so a stop request is honoured even
+    while a page is downloading.
     """
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    cond = threading.Condition()
+    items: deque[tuple[Any, int]] = deque()
+    queued = [0]  # bytes of JSON behind the queued items
+    stopping = threading.Event()
+
+    def put(item: Any, nbytes: int) -> bool:
+        with cond:
+            while items and (len(items) >= max_pages or queued[0] >= max_bytes) and not stopping.is_set():
+                cond.wait(0.2)
+            if stopping.is_set():
+                return False
+            items.append((item, nbytes))
+            queued[0] += nbytes
+            cond.notify_all()
+            return True
 
     def produce() -> None:
         try:
             for page in stream:
-                q.put(prepare(page))
+                if not put(prepare(page), page.nbytes):
+                    return
         except BaseException as exc:
-            q.put(exc)
+            put(exc, 0)
             return
-        q.put(_END)
+        put(_END, 0)
 
     thread = threading.Thread(target=produce, name=f"fetch-{stream.slug}", daemon=True)
     thread.start()
     try:
         while True:
-            try:
-                item = q.get(timeout=0.2)
-            except queue.Empty:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"{stream.client.connector}.{stream.slug}: cancelled by a signal") from None
-                continue
+            with cond:
+                while not items:
+                    cond.wait(0.2)
+                    if not items and cancel is not None and cancel.is_set():
+                        raise Cancelled(f"{stream.client.connector}.{stream.slug}: cancelled by a signal")
+                item, nbytes = items.popleft()
+                queued[0] -= nbytes
+                cond.notify_all()
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -331,7 +350,8 @@ def prefetch(
             yield item
     finally:
         stream.stop()
-        while thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                q.get(timeout=0.1)
+        stopping.set()
+        with cond:
+            items.clear()
+            cond.notify_all()
         thread.join()

@@ -28,7 +28,7 @@ from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 25_000
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SyncOptions:
     max_delete_fraction: float = 0.5
     history: bool = False
     batch_rows: int = BATCH_ROWS
-    prefetch_pages: int = 2
+    prefetch_pages: int = 24
 
 
 @dataclass
