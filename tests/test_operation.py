@@ -101,15 +101,21 @@ def test_two_concurrent_sync_all_processes_sync_each_entity_once(demo_cli: Cli, 
         assert query(db_url, f"SELECT count(*), count(DISTINCT id) FROM erp.e{i}") == [(60, 60)]
 
 
+def start_slow_items_sync(cli: Cli, demo: Any, db_url: str) -> subprocess.Popen[str]:
+    """A sync of 520 items in pages of 20 (slowed by ``slow_pages``), caught while it runs."""
+    demo.state.insert("items", 400)
+    cli.config.write_text(cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
+    assert cli("discover").exit_code == 0
+    proc = spawn(cli, "sync", "erp.items")
+    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+    time.sleep(0.5)
+    return proc
+
+
 def test_sigkill_leaves_an_abandoned_run_and_the_next_run_completes(
     demo_cli: Cli, demo: Any, db_url: str, slow_pages: None
 ) -> None:
-    demo.state.insert("items", 400)
-    demo_cli.config.write_text(demo_cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
-    assert demo_cli("discover").exit_code == 0
-    proc = spawn(demo_cli, "sync", "erp.items")
-    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
-    time.sleep(0.5)
+    proc = start_slow_items_sync(demo_cli, demo, db_url)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     assert query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'") == [(None,)]
@@ -123,12 +129,7 @@ def test_sigkill_leaves_an_abandoned_run_and_the_next_run_completes(
 
 
 def test_sigterm_cancels_the_run_and_exits_143(demo_cli: Cli, demo: Any, db_url: str, slow_pages: None) -> None:
-    demo.state.insert("items", 400)
-    demo_cli.config.write_text(demo_cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
-    assert demo_cli("discover").exit_code == 0
-    proc = spawn(demo_cli, "sync", "erp.items")
-    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
-    time.sleep(0.5)
+    proc = start_slow_items_sync(demo_cli, demo, db_url)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, errtext = proc.communicate(timeout=20)

@@ -23,6 +23,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import psycopg
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -37,7 +38,7 @@ from rich.table import Table
 
 from syncflow import __version__, claims, db, history, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
-from syncflow.config import config_path, resolve
+from syncflow.config import ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
     EXIT_CLAIMED,
@@ -223,22 +224,15 @@ def connector_add(
     elif no_verify_tls:
         table["verify_tls"] = False
     # Validate the new connector exactly as a later load would, before writing.
-    from syncflow.config import ConnectorConfig
-
     try:
         ConnectorConfig.model_validate(table)
-    except Exception as exc:
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            raise UsageError(
-                "; ".join(
-                    f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: "
-                    f"{e['msg'].removeprefix('Value error, ')}"
-                    for e in exc.errors()
-                )
-            ) from None
-        raise
+    except ValidationError as exc:
+        raise UsageError(
+            "; ".join(
+                f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        ) from None
     tomledit.add_connector(path, name, table)
     err.print(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
     if no_verify_tls:
@@ -1121,4 +1115,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main", "resolve"]
+__all__ = ["app", "main"]

@@ -94,13 +94,13 @@ def create_rowversion_index(schema: str, table: str) -> sql.Composed:
 def read_live_table(conn: psycopg.Connection[Any], schema: str, table: str) -> LiveTable | None:
     """The table as PostgreSQL has it now, or None when it does not exist."""
     row = conn.execute(
-        "SELECT c.oid, c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
         [schema, table],
     ).fetchone()
     if row is None:
         return None
-    oid, estimate = row
+    (oid,) = row
     cols = conn.execute(
         "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
         " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -121,5 +121,4 @@ def read_live_table(conn: psycopg.Connection[Any], schema: str, table: str) -> L
         columns={str(n): LiveColumn(str(n), str(t), bool(nn)) for n, t, nn in cols},
         unique_keys=[tuple(u[0]) for u in uniques],
         rowversion_index=bool(rv_index and rv_index[0]),
-        rows_estimate=max(int(estimate), 0),
     )

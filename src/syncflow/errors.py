@@ -16,8 +16,6 @@ one place and exits with ``exit_code``::
     │   ├── SourceAuthError (1)         401/403: wrong or expired token
     │   ├── SourceNotFound (1)          404: the API is gone
     │   └── SourceProtocolError (1)     200 with a body that is not the protocol
-    ├── DiscoveryError (1)              an entity's metadata or DDL failed
-    ├── SyncRunError (1)                a sync run failed or was partial
     └── Cancelled (130)                 SIGINT/SIGTERM stopped a run (143 for SIGTERM)
 
 Third-party errors (httpx, psycopg, pydantic, tomllib) are translated into this
@@ -118,14 +116,6 @@ class SourceNotFound(SourceError):
 
 class SourceProtocolError(SourceError):
     """The body is not JSON, or JSON of the wrong shape."""
-
-
-class DiscoveryError(SyncFlowError):
-    """Discovery of one entity failed (bad metadata, DDL error)."""
-
-
-class SyncRunError(SyncFlowError):
-    """A sync run ended failed or partial; details are in the run record."""
 
 
 class Cancelled(SyncFlowError):

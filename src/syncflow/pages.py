@@ -60,7 +60,6 @@ class Page:
     rows: list[RawRow]
     nbytes: int
     total: int | None
-    keys_seen: set[str] = field(default_factory=set)
 
 
 def _as_rowversion(value: Any) -> str | None:

@@ -42,7 +42,6 @@ class LiveTable:
     columns: dict[str, LiveColumn]
     unique_keys: list[tuple[str, ...]]
     rowversion_index: bool
-    rows_estimate: int = 0
 
 
 @dataclass
@@ -67,7 +66,6 @@ class EntityPlan:
     create_rowversion_index: bool = False
     warnings: list[str] = field(default_factory=list)
     unsyncable_reason: str | None = None
-    is_new_entity: bool = False
 
     @property
     def ref(self) -> str:
@@ -160,7 +158,6 @@ def plan_entity(
         restore=restore,
         warnings=list(spec.warnings),
         unsyncable_reason=spec.unsyncable_reason,
-        is_new_entity=stored is None,
     )
     if stored and stored.delta_strategy != spec.delta_strategy:
         plan.strategy_change = (stored.delta_strategy, spec.delta_strategy)

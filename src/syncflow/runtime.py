@@ -14,8 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from syncflow import db, store
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig, resolve
@@ -28,7 +26,6 @@ class Runtime:
     """Resolved configuration plus factories for connections and clients."""
 
     config: LoadedConfig
-    http_transport: httpx.BaseTransport | None = None
     # The database clock when this invocation first reached PostgreSQL: "since we began".
     started_at: datetime | None = None
 
@@ -74,11 +71,6 @@ class Runtime:
         conn_cfg = self.config.connector(name)
         sync = self.config.settings.sync
         token = self.config.token(name)
-        http = None
-        if self.http_transport is not None:
-            http = httpx.Client(
-                base_url=conn_cfg.base_url, transport=self.http_transport, timeout=sync.http_timeout_seconds
-            )
         return APISmithClient(
             connector=name,
             base_url=conn_cfg.base_url,
@@ -87,7 +79,6 @@ class Runtime:
             attempts=sync.retry_attempts,
             backoff=sync.retry_backoff_seconds,
             verify=conn_cfg.verify_tls,
-            http=http,
         )
 
 

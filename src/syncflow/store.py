@@ -7,7 +7,7 @@ schema through ``sql.Identifier``; values are always parameters.
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -73,7 +73,6 @@ class Entity:
     last_rowversion: str | None = None
     consecutive_failures: int = 0
     history_enabled: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:

@@ -161,7 +161,6 @@ def _run(
     )
     rejects: list[Reject] = []
     rows_seen = 0
-    staged_total = 0
 
     def run_merge() -> tuple[Any, ...] | None:
         nonlocal fresh
@@ -174,7 +173,7 @@ def _run(
         return conn.execute(merge_dedup if stage.has_dups else merge_plain).fetchone()
 
     def flush() -> None:
-        nonlocal rejects, staged_total
+        nonlocal rejects
         stage.send(rejects)
         if stage.staged:
             if track_seen:
@@ -183,7 +182,6 @@ def _run(
             assert row is not None
             distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
             counts.duplicates += stage.staged - distinct
-            staged_total += stage.staged
             counts.fetched += distinct
             counts.inserted += inserted
             counts.updated += updated
