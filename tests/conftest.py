@@ -56,7 +56,8 @@ postgresql_noproc = factories.postgresql_noproc(
     port=int(os.environ["PGPORT"]),
     user=os.environ["PGUSER"],
     password=os.environ.get("PGPASSWORD"),
-    dbname="syncflow_tests",
+    # Several checkouts may test against one server at once: each names its own database.
+    dbname=os.environ.get("SYNCFLOW_TEST_DB", "syncflow_tests"),
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
