@@ -32,6 +32,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,14 +40,19 @@ from urllib.parse import parse_qs, unquote, urlsplit
 try:
     import orjson
 
+    def _fragment(obj: Any) -> Any:
+        if isinstance(obj, Decimal):  # exact: a Decimal goes out as the JSON number it spells
+            return orjson.Fragment(str(obj).encode())
+        raise TypeError(type(obj).__name__)
+
     def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        return orjson.dumps(obj, default=_fragment)
 
 except ImportError:  # pragma: no cover - orjson is a SyncFlow dependency
     import json
 
     def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
 DROP = -1  # a fault status: the connection is dropped in the middle of the body
@@ -294,6 +300,7 @@ class DemoState:
         # Called with (slug, page, params) before a data page is served.
         self.before_page: Callable[[str, int, dict[str, str]], None] | None = None
         self.envelope = "list"  # how /api/v1/apis is wrapped: list | apis | items | data
+        self.data_keys = "alias"  # rows' data keyed by output_alias (alias) or by source column name (name)
         # Injected failures, served in order to the next GET requests: (status, body, headers).
         self.faults: list[tuple[int, bytes, dict[str, str]]] = []
         counts = {"items": 1000, "customers": 200, "orders": 800} if rows is None else rows
@@ -358,9 +365,14 @@ class DemoState:
             return keys
 
     def delete(
-        self, slug: str, count: int | None = None, keys: list[tuple[Any, ...]] | None = None
+        self,
+        slug: str,
+        count: int | None = None,
+        keys: list[tuple[Any, ...]] | None = None,
+        *,
+        hard: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """Remove rows; ``rowversion`` entities keep a tombstone with a new row version."""
+        """Remove rows; ``rowversion`` entities keep a tombstone with a new row version unless ``hard``."""
         with self.lock:
             ent = self.entities[slug]
             if keys is None:
@@ -369,7 +381,7 @@ class DemoState:
             for k in keys:
                 ent.rows.pop(k, None)
                 ent.versions.pop(k, None)
-                if str(ent.api.get("delta_strategy", "")).lower() == "rowversion":
+                if not hard and str(ent.api.get("delta_strategy", "")).lower() == "rowversion":
                     ent.tombstones[k] = rv
                     ent.touch(k, rv)
             ent.invalidate()
@@ -457,9 +469,12 @@ class DemoState:
             chunk = entries[start + (page - 1) * size : start + page * size]
             key_cols = ent.key_columns
             source_of = {(c.get("output_alias") or c["name"]): c["name"] for c in ent.api.get("columns", [])}
+            by_name = self.data_keys == "name"
             rows = []
             for rv, k in chunk:
                 data = ent.rows.get(k)
+                if data is not None and by_name:
+                    data = {source_of.get(a, a): v for a, v in data.items()}
                 oracle_keys = {source_of.get(c, c): v for c, v in zip(key_cols, k, strict=False)}
                 if data is None:
                     rows.append(

@@ -43,7 +43,7 @@ def serve(
 
 def stream(**kw: Any) -> PageStream:
     client = APISmithClient(connector="erp", base_url=BASE, attempts=1)
-    return PageStream(client, "items", key_names=["id"], **kw)
+    return PageStream(client, "items", key_fn=lambda data, _okeys: data.get("id"), **kw)
 
 
 def keys(s: PageStream) -> list[str]:
@@ -73,8 +73,11 @@ def test_a_tie_larger_than_a_page_is_paged_by_number(httpx_mock: HTTPXMock) -> N
     data = [(f"k{i:02d}", "500") for i in range(17)] + [("z", "501")]
     requests = serve(httpx_mock, data)
     s = stream(page_size=5, keyset=True, rowversion_gt="499")
-    assert sorted(set(keys(s))) == sorted(k for k, _ in data)
-    assert [q["page"] for q in requests[:4]] == ["1", "2", "3", "4"]
+    got = keys(s)
+    assert sorted(got) == sorted(k for k, _ in data)  # each row passed on once
+    # Pages 1-4 by number to the end of the query, then read again to make sure nothing moved.
+    assert [q["page"] for q in requests] == ["1", "2", "3", "4"] * 2
+    assert s.state.rereads == 18
     assert s.state.checkpoint("499") == "501"
 
 
@@ -90,7 +93,8 @@ def test_bare_array_pages_end_on_an_empty_page(httpx_mock: HTTPXMock) -> None:
     requests = serve(httpx_mock, data, envelope=False)
     s = stream(page_size=5, keyset=True)
     assert len(keys(s)) == 12
-    assert [q["page"] for q in requests] == ["1", "2", "3", "4"]
+    # No row versions to page by: read by number, then again to make sure nothing moved.
+    assert [q["page"] for q in requests] == ["1", "2", "3", "4"] * 2
     # No row versions: the checkpoint cannot move.
     assert s.state.checkpoint("7") == "7"
 
@@ -105,3 +109,34 @@ def test_incomplete_stream_keeps_the_checkpoint() -> None:
     s = stream(page_size=5, keyset=True)
     s.state.max_rowversion = "900"
     assert s.state.checkpoint("10") == "10"
+
+
+def test_a_tie_group_resumes_keyset_after_it(httpx_mock: HTTPXMock) -> None:
+    data = [(f"k{i:02d}", "500") for i in range(12)] + [(f"z{i}", str(501 + i)) for i in range(10)]
+    requests = serve(httpx_mock, data)
+    s = stream(page_size=5, keyset=True, rowversion_gt="499")
+    got = keys(s)
+    assert sorted(got) == sorted(k for k, _ in data)
+    # Pages 1-3 by number (page 3 reaches past the tie), the same again, then keyset above "502".
+    assert [q["page"] for q in requests[:6]] == ["1", "2", "3"] * 2
+    assert requests[6] == {"page": "1", "page_size": "5", "rowversion_gt": "502"}
+    assert s.state.checkpoint("499") == "510" and not s.state.unstable
+
+
+def test_a_source_that_ignores_page_fails_clearly(httpx_mock: HTTPXMock) -> None:
+    page = {"rows": [{"row_version": "1", "data": {"id": f"k{i}"}} for i in range(5)], "total": 20, "has_more": True}
+    httpx_mock.add_response(json=page, is_reusable=True)
+    with pytest.raises(SourceProtocolError, match="ignores the 'page' parameter"):
+        keys(stream(page_size=5, keyset=False))
+    with pytest.raises(SourceProtocolError, match="ignores the 'page' parameter"):
+        keys(stream(page_size=5, keyset=True))
+
+
+def test_rowversion_before_keeps_the_width() -> None:
+    from syncflow.pages import rowversion_before
+
+    assert rowversion_before("20251208120000") == "20251208119999"
+    assert rowversion_before("000100") == "000099"
+    assert rowversion_before("abc") is None
+    assert rowversion_before("²") is None
+    assert compare_rowversions("²", "1") != 0  # compared as text, never through int()

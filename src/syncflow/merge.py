@@ -24,6 +24,9 @@ from syncflow.store import StoredColumn
 
 STAGE = "_sf_stage"
 SEEN = "_sf_seen"
+# Staging's own columns. Data columns never start with ``_bridge_`` (the naming rules reserve the
+# prefix), so no API column can collide with these or with the merge's internal names.
+STAGE_COLUMNS = ("_bridge_seq", "_bridge_rv", "_bridge_tomb")
 
 
 def _ids(names: Sequence[str], prefix: str | None = None) -> sql.Composed:
@@ -42,9 +45,9 @@ def stage_ddl(columns: Sequence[StoredColumn], keys: Sequence[str]) -> sql.Compo
         )
         for c in columns
     ]
-    return sql.SQL("CREATE TEMP TABLE {} (_seq bigint NOT NULL, _rv text, _tomb boolean NOT NULL, {})").format(
-        sql.Identifier(STAGE), sql.SQL(", ").join(cols)
-    )
+    return sql.SQL(
+        "CREATE TEMP TABLE {} (_bridge_seq bigint NOT NULL, _bridge_rv text, _bridge_tomb boolean NOT NULL, {})"
+    ).format(sql.Identifier(STAGE), sql.SQL(", ").join(cols))
 
 
 def seen_ddl(schema: str, table: str, keys: Sequence[str]) -> sql.Composed:
@@ -66,7 +69,7 @@ def seen_stats(keys: Sequence[str]) -> sql.Composed:
 
 
 def copy_sql(columns: Sequence[StoredColumn]) -> sql.Composed:
-    return sql.SQL("COPY {} (_seq, _rv, _tomb, {}) FROM STDIN").format(
+    return sql.SQL("COPY {} (_bridge_seq, _bridge_rv, _bridge_tomb, {}) FROM STDIN").format(
         sql.Identifier(STAGE), _ids([c.pg_name for c in columns])
     )
 
@@ -125,22 +128,24 @@ def merge(
         )
 
     source = (
-        sql.SQL("SELECT DISTINCT ON ({keys}) s.*, {hash} AS _h FROM {stage} s ORDER BY {keys}, s._seq DESC")
+        sql.SQL(
+            "SELECT DISTINCT ON ({keys}) s.*, {hash} AS _bridge_h FROM {stage} s ORDER BY {keys}, s._bridge_seq DESC"
+        )
         if dedup
-        else sql.SQL("SELECT s.*, {hash} AS _h FROM {stage} s")
+        else sql.SQL("SELECT s.*, {hash} AS _bridge_h FROM {stage} s")
     ).format(keys=_ids(keys), hash=hash_expr(columns, "s"), stage=sql.Identifier(STAGE))
     # The lateral LIMIT 1 makes PostgreSQL probe the key index once per staged row; a plain
     # join may be planned as a hash join that scans the whole target for every batch.
     changed = (
         sql.SQL(
-            "SELECT s.*, t._bridge_deleted AS _was_deleted FROM src s LEFT JOIN LATERAL"
+            "SELECT s.*, t._bridge_deleted AS _bridge_was_deleted FROM src s LEFT JOIN LATERAL"
             " (SELECT t._bridge_id, t._bridge_hash, t._bridge_deleted, t._bridge_rowversion FROM {target} t"
             " WHERE {match_ts} LIMIT 1) t ON true"
-            " WHERE NOT s._tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._h"
-            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._rv)"
+            " WHERE NOT s._bridge_tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._bridge_h"
+            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv)"
         )
         if prefilter
-        else sql.SQL("SELECT s.*, NULL::boolean AS _was_deleted FROM src s WHERE NOT s._tomb")
+        else sql.SQL("SELECT s.*, NULL::boolean AS _bridge_was_deleted FROM src s WHERE NOT s._bridge_tomb")
     ).format(target=target, match_ts=match("t", "s"))
     returning: sql.Composable = sql.SQL("")
     history_ctes: sql.Composable = sql.SQL("")
@@ -150,7 +155,7 @@ def merge(
             " hclose AS ({close}),"
             " hins AS (INSERT INTO {h} ({cols}, _bridge_operation, _bridge_run_uid, _bridge_rowversion,"
             " _bridge_valid_from)"
-            " SELECT {u_cols}, CASE WHEN u._bridge_inserted THEN 'insert' WHEN c._was_deleted THEN 'undelete'"
+            " SELECT {u_cols}, CASE WHEN u._bridge_inserted THEN 'insert' WHEN c._bridge_was_deleted THEN 'undelete'"
             " ELSE 'update' END, {run}, u._bridge_rowversion, now() FROM up u LEFT JOIN chg c ON {match_uc}"
             " UNION ALL SELECT {d_cols}, 'delete', {run}, d._bridge_rowversion, now() FROM del d),"
         ).format(
@@ -174,16 +179,16 @@ def merge(
         " up AS ("
         " INSERT INTO {target} AS t ({cols}, _bridge_hash, _bridge_rowversion,"
         " _bridge_created_at, _bridge_updated_at, _bridge_deleted)"
-        " SELECT {src_cols}, s._h, s._rv, now(), now(), false FROM chg s"
+        " SELECT {src_cols}, s._bridge_h, s._bridge_rv, now(), now(), false FROM chg s"
         " {conflict}"
         " RETURNING (xmax = 0) AS _bridge_inserted{returning}),"
         " del AS ("
-        " UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now(), _bridge_rowversion = s._rv"
-        " FROM src s WHERE s._tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1{returning}),"
+        " UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now(), _bridge_rowversion = s._bridge_rv"
+        " FROM src s WHERE s._bridge_tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1{returning}),"
         "{history_ctes}"
         " counts AS (SELECT count(*) FILTER (WHERE _bridge_inserted) AS ins,"
         " count(*) FILTER (WHERE NOT _bridge_inserted) AS upd FROM up)"
-        " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM src WHERE _tomb), ins, upd,"
+        " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM src WHERE _bridge_tomb), ins, upd,"
         " (SELECT count(*) FROM del) FROM counts"
     ).format(
         source=source,

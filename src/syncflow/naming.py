@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 MAX_IDENTIFIER_BYTES = 63
 RESERVED_PREFIX = "_bridge_"
+# PostgreSQL's system columns: a table cannot have a column of that name.
+SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid", "oid"})
 _HASH_LEN = 8
 
 
@@ -27,7 +29,8 @@ def pg_name(raw: str) -> str:
 
     Lower-case; anything outside ``[a-z0-9_]`` becomes ``_``; a leading digit
     gets a ``_`` prefix; a name in SyncFlow's reserved ``_bridge_`` space gets
-    a ``src`` prefix; longer than 63 bytes is truncated with a hash of the full
+    a ``src`` prefix, a system column's name (``xmin``, ``ctid``, ...) a
+    ``src_`` prefix; longer than 63 bytes is truncated with a hash of the full
     name so that two long names differing only at the end stay distinct.
     """
     name = re.sub(r"[^a-z0-9_]", "_", raw.lower())
@@ -35,8 +38,8 @@ def pg_name(raw: str) -> str:
         name = "col_" + _short_hash(raw)
     if name[0].isdigit():
         name = "_" + name
-    if name.startswith(RESERVED_PREFIX):
-        name = "src" + name
+    if name.startswith(RESERVED_PREFIX) or name in SYSTEM_COLUMNS:
+        name = "src_" + name if name in SYSTEM_COLUMNS else "src" + name
     if len(name) > MAX_IDENTIFIER_BYTES:
         name = name[: MAX_IDENTIFIER_BYTES - _HASH_LEN - 1] + "_" + _short_hash(raw)
     return name

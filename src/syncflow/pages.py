@@ -9,36 +9,49 @@ the ``rowversion`` strategy the stream therefore reads by *keyset*: every
 request is page 1 of ``rowversion_gt=<cursor>``, and the next cursor is the
 greatest row version on the page that is strictly below the page's last one,
 so a group of equal row versions cut by the page boundary is read again
-whole. A change at the source gives the row a higher version, so it comes
-later in the same stream — nothing shifts under a page-1 read. Only when one
-row version fills a whole page (or the server does not order by row version)
-does the stream fall back to page numbers within that query, and then the
-checkpoint is capped below that query if the paging looked unstable (the
-announced total changed or a key came twice).
+whole (and the rows read again unchanged are dropped, not passed on). A
+change at the source gives the row a higher version, so it comes later in
+the same stream — nothing shifts under a page-1 read. Only when one row
+version fills a whole page (or the server does not order by row version, or
+sends none) does the stream page by number within that query; that segment
+is read again until two reads agree, and a segment that never settles makes
+the stream ``unstable`` (the run ends partial, the checkpoint stays). Why
+each mode keeps the invariant is argued in ``docs/correctness.md``.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceProtocolError
 
-# (data, row_version, is_tombstone, oracle_keys)
-MAX_PASSES = 3
+MAX_PASSES = 3  # reads of one page-number segment before the run gives up on it (status partial)
+JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread before abandoning it
 
-RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None]
+# (data, row_version, is_tombstone, oracle_keys, problem): ``problem`` says why the row must be
+# rejected (a row version that is no version); such rows never steer paging or the checkpoint.
+RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None, str | None]
+# The business key of a raw row, as the loader reads it (by alias, by source name, from oracle_keys).
+KeyFn = Callable[[dict[str, Any], dict[str, Any] | None], Hashable]
+
+
+def is_digits(value: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` is true, yet ``int("²")`` fails."""
+    return value.isascii() and value.isdigit()
 
 
 def compare_rowversions(a: str, b: str) -> int:
     """Order row versions as the source does: digit strings as integers, else as strings."""
-    if a.isdigit() and b.isdigit():
+    if is_digits(a) and is_digits(b):
         ia, ib = int(a), int(b)
         return (ia > ib) - (ia < ib)
     return (a > b) - (a < b)
@@ -52,24 +65,40 @@ def max_rowversion(values: Sequence[str | None]) -> str | None:
     return max(present, key=rowversion_key) if present else None
 
 
+def rowversion_before(value: str) -> str | None:
+    """The greatest digit version below ``value`` (same width), or None for other versions.
+
+    Asking for ``rowversion_gt`` of it re-reads the rows tied with ``value``:
+    with second-granular versions a row written after a sync can carry the
+    very version the checkpoint holds.
+    """
+    if not is_digits(value) or int(value) == 0:
+        return None
+    return str(int(value) - 1).zfill(len(value))
+
+
 @dataclass
 class Page:
     """One decoded page."""
 
-    number: int
     rows: list[RawRow]
     nbytes: int
-    total: int | None
 
 
-def _as_rowversion(value: Any) -> str | None:
+def _as_rowversion(value: Any) -> tuple[str | None, str | None]:
+    """(row version, problem): a string or a number, printable, never empty."""
     if value is None:
-        return None
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        return None, f"row_version {str(value)[:40]!r} is not a string or a number"
+    if isinstance(value, (float, Decimal)):
+        if not math.isfinite(value):
+            return None, f"row_version {value} is not a usable row version"
+        return (str(int(value)) if value == int(value) else str(value)), None
+    text = str(value)
+    if not text or not text.isprintable() or (not text.isascii() and any(ch.isdigit() for ch in text)):
+        return None, f"row_version {text[:40]!r} is not a usable row version"
+    return text, None
 
 
 def parse_page(
@@ -83,14 +112,17 @@ def parse_page(
             details={"url": url, "body": preview},
         )
 
+    def whole(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     if isinstance(body, list):
         raw_rows, total, has_more, total_pages = body, None, None, None
         bare = True
     elif isinstance(body, dict) and isinstance(body.get("rows"), list):
         raw_rows = body["rows"]
-        total = body.get("total") if isinstance(body.get("total"), int) else None
+        total = whole(body.get("total"))
         has_more = body.get("has_more") if isinstance(body.get("has_more"), bool) else None
-        total_pages = body.get("total_pages") if isinstance(body.get("total_pages"), int) else None
+        total_pages = whole(body.get("total_pages"))
         bare = False
     else:
         raise broken("expected an object with a 'rows' array, or an array of rows")
@@ -102,11 +134,12 @@ def parse_page(
         if bare or not isinstance(data, dict):
             if not bare and "data" in item:
                 raise broken("a row's 'data' is not a JSON object")
-            rows.append((item, None, False, None))
+            rows.append((item, None, False, None, None))
             continue
         tomb = item.get("deleted") is True or item.get("_deleted") is True
         okeys = item.get("oracle_keys")
-        rows.append((data, _as_rowversion(item.get("row_version")), tomb, okeys if isinstance(okeys, dict) else None))
+        rv, problem = _as_rowversion(item.get("row_version"))
+        rows.append((data, rv, tomb, okeys if isinstance(okeys, dict) else None, problem))
     return rows, total, has_more, total_pages
 
 
@@ -120,22 +153,19 @@ class StreamState:
     first_total: int | None = None
     total_changed: bool = False
     max_rowversion: str | None = None
-    checkpoint_cap: str | None = None
-    capped: bool = False
     keyset: bool = False
-    passes: int = 1
     missing_rowversions: bool = False
+    # A page-number segment kept changing through MAX_PASSES reads: rows may be missing.
+    unstable: bool = False
+    rereads: int = 0  # rows read again on purpose and not passed on (keyset ties, verification passes)
+    repeats: int = 0  # rows that came twice within one page-number pass (shifted between pages)
+    digest: int = 0  # the order of the keys of every row passed on, for comparing two passes
     warnings: list[str] = field(default_factory=list)
 
     def checkpoint(self, previous: str | None) -> str | None:
-        """The checkpoint this stream earned: every row at or below it was read."""
-        if not self.complete or self.missing_rowversions:
+        """The checkpoint this stream earned: every row at or below it was read and passed on."""
+        if not self.complete or self.missing_rowversions or self.unstable or not self.keyset:
             return previous
-        if self.capped:
-            cap = self.checkpoint_cap
-            if cap is None or (previous is not None and compare_rowversions(cap, previous) < 0):
-                return previous
-            return cap
         best = self.max_rowversion
         if best is None:
             return previous
@@ -144,8 +174,26 @@ class StreamState:
         return best
 
 
+def _token(key: Hashable) -> Hashable:
+    """A hashable stand-in for a key (an object or array as a key value is repr'd)."""
+    try:
+        hash(key)
+    except TypeError:
+        return repr(key)
+    return key
+
+
 class PageStream:
-    """Iterates the pages of one entity, deciding each next request itself."""
+    """Iterates the pages of one entity, deciding each next request itself.
+
+    ``keyset`` streams (rowversion entities) ask page 1 of ``rowversion_gt=<cursor>``
+    each time and drop the rows of a tie group they read again on purpose.
+    Where they must page by number (one row version fills a page, or the
+    server does not order by row version) the pages of that query form a
+    *segment* that is read again until two reads agree; a segment that never
+    settles marks the stream unstable. Other streams (full / hash) page by
+    number throughout; their ``digest`` lets the loader compare two passes.
+    """
 
     def __init__(
         self,
@@ -153,110 +201,232 @@ class PageStream:
         slug: str,
         *,
         page_size: int,
-        key_names: Sequence[str],
+        key_fn: KeyFn,
         rowversion_gt: str | None = None,
         keyset: bool = False,
+        tail: set[Hashable] | None = None,
     ) -> None:
         self.client = client
+        # (key, version) of rows already stored at the first request's boundary version: not new.
+        self.tail = set(tail or ())
         self.slug = slug
         self.page_size = page_size
-        self.key_names = list(key_names)
+        self.key_fn = key_fn
         self.start = rowversion_gt
         self.state = StreamState(keyset=keyset)
-        self.checkpointing = keyset
         self._stop = threading.Event()
+        self._nbytes = 0
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _key_hash(self, row: RawRow) -> int:
-        data = row[0]
-        return hash(tuple(str(data.get(k)) for k in self.key_names))
+    def _key(self, row: RawRow) -> Hashable:
+        return _token(self.key_fn(row[0], row[3]))
+
+    def _fetch(self, page: int, cursor: str | None) -> tuple[list[RawRow], int | None, bool | None, int | None]:
+        resp = self.client.get_page(self.slug, page=page, page_size=self.page_size, rowversion_gt=cursor)
+        parsed = parse_page(
+            resp.data, connector=self.client.connector, slug=self.slug, url=resp.url, preview=resp.preview
+        )
+        st = self.state
+        st.pages += 1
+        st.bytes += resp.nbytes
+        self._nbytes = resp.nbytes
+        if st.first_total is None:
+            st.first_total = parsed[1]
+        return parsed
+
+    def _page(self, rows: list[RawRow]) -> Page:
+        self._pass_on(rows)
+        return Page(rows=rows, nbytes=self._nbytes)
+
+    def _warn(self, message: str) -> None:
+        if message not in self.state.warnings:
+            self.state.warnings.append(message)
+
+    def _note_max(self, rows: list[RawRow]) -> None:
+        st = self.state
+        page_max = max_rowversion([r[1] for r in rows if r[4] is None])
+        if page_max is not None and (st.max_rowversion is None or compare_rowversions(page_max, st.max_rowversion) > 0):
+            st.max_rowversion = page_max
+
+    def _pass_on(self, rows: list[RawRow]) -> None:
+        st = self.state
+        st.digest = hash((st.digest, tuple(self._key(r) for r in rows)))
+        self._note_max(rows)
 
     def __iter__(self) -> Iterator[Page]:
-        st = self.state
-        start = self.start
-        for attempt in range(MAX_PASSES):
-            st.capped, st.checkpoint_cap, st.complete = False, None, False
-            yield from self._pass(start)
-            if not st.complete or not st.capped or self._stop.is_set() or attempt == MAX_PASSES - 1:
-                return
-            # Rows may have shifted past us: read again from the last safe point, so that
-            # rows nobody changed are stored by this run rather than left to the next one.
-            st.passes += 1
-            start = st.checkpoint_cap if st.checkpoint_cap is not None else self.start
+        if not self.state.keyset:
+            yield from self._by_number(self.start)
+            return
+        yield from self._keyset()
 
-    def _pass(self, start: str | None) -> Iterator[Page]:
+    # -- page numbers: full / hash entities ----------------------------------------------------
+
+    def _by_number(self, cursor: str | None) -> Iterator[Page]:
+        """Every page of one query by number; repeats and total changes are noted."""
         st = self.state
-        cursor = start
-        page = 1
-        query_rows = 0
+        seen: set[Hashable] = set()
+        previous: tuple[Hashable, ...] | None = None
         query_total: int | None = None
-        query_keys: set[int] | None = None  # only while paging by number in a checkpointed stream
+        max_total = 0
+        page = 1
+        rows_read = 0
         while True:
             if self._stop.is_set():
                 return
-            resp = self.client.get_page(self.slug, page=page, page_size=self.page_size, rowversion_gt=cursor)
-            rows, total, has_more, total_pages = parse_page(
-                resp.data, connector=self.client.connector, slug=self.slug, url=resp.url, preview=resp.preview
-            )
-            st.pages += 1
-            st.bytes += resp.nbytes
-            if st.first_total is None:
-                st.first_total = total
-            if page == 1:
-                query_total = total
-            elif total is not None and query_total is not None and total != query_total:
-                st.total_changed = True
-                if self.checkpointing:
-                    self._cap(cursor)
-            rvs = [r[1] for r in rows]
-            page_max = max_rowversion(rvs)
-            if page_max is not None and (
-                st.max_rowversion is None or compare_rowversions(page_max, st.max_rowversion) > 0
-            ):
-                st.max_rowversion = page_max
-            if query_keys is not None:
-                for r in rows:
-                    h = self._key_hash(r)
-                    if h in query_keys:
-                        self._cap(cursor)
-                    query_keys.add(h)
-            yield Page(number=page, rows=rows, nbytes=resp.nbytes, total=total)
-            query_rows += len(rows)
-            if not rows or has_more is False:
+            rows, total, has_more, total_pages = self._fetch(page, cursor)
+            keys = tuple(self._key(r) for r in rows)
+            if rows and keys == previous:
+                raise self._ignores_page(page)
+            previous = keys
+            if total is not None:
+                if query_total is None:
+                    query_total = total
+                elif total != query_total:
+                    st.total_changed = True
+                max_total = max(max_total, total)
+                if rows_read > 2 * max_total + 2 * self.page_size:
+                    raise self._ignores_page(page)
+            for k in keys:
+                if k in seen:
+                    st.repeats += 1
+                else:
+                    seen.add(k)
+            yield self._page(rows)
+            rows_read += len(rows)
+            if self._at_end(rows, has_more, total, total_pages, page, rows_read):
                 break
-            if has_more is None and (
-                (total_pages is not None and page >= total_pages) or (total is not None and query_rows >= total)
-            ):
-                break
-            if st.keyset:
-                nxt = self._next_cursor(rvs, cursor)
-                if nxt is not None:
-                    cursor, page, query_rows, query_total, query_keys = nxt, 1, 0, None, None
-                    continue
-            if self.checkpointing and query_keys is None:
-                # One row version fills the page, or rows are not in order: page by number,
-                # watching for the signs of shifted rows.
-                query_keys = {self._key_hash(r) for r in rows}
             page += 1
         st.complete = True
 
-    def _next_cursor(self, rvs: list[str | None], cursor: str | None) -> str | None:
+    @staticmethod
+    def _at_end(
+        rows: list[RawRow], has_more: bool | None, total: int | None, total_pages: int | None, page: int, read: int
+    ) -> bool:
+        if not rows or has_more is False:
+            return True
+        return has_more is None and (
+            (total_pages is not None and page >= total_pages) or (total is not None and read >= total)
+        )
+
+    def _ignores_page(self, page: int) -> SourceProtocolError:
+        return SourceProtocolError(
+            f"connector {self.client.connector}: the source answered page={page} of {self.slug!r} with the same"
+            " rows as the page before (or more rows than its total allows): it ignores the 'page' parameter"
+            " (a proxy that drops the query string?)",
+            details={"slug": self.slug, "page": page},
+        )
+
+    # -- keyset: rowversion entities -----------------------------------------------------------
+
+    def _keyset(self) -> Iterator[Page]:
+        st = self.state
+        cursor = self.start
+        tail = self.tail  # (key, version) of the rows at the previous page's last version
+        while True:
+            if self._stop.is_set():
+                return
+            rows, total, has_more, total_pages = self._fetch(1, cursor)
+            fresh = [r for r in rows if not tail or (self._key(r), r[1]) not in tail]
+            st.rereads += len(rows) - len(fresh)
+            if not rows or self._at_end(rows, has_more, total, total_pages, 1, len(rows)):
+                yield self._page(fresh)
+                break
+            nxt = self._next_cursor(rows, cursor)
+            if nxt is not None:
+                yield self._page(fresh)
+                last = rows[-1][1]
+                tail = {(self._key(r), r[1]) for r in rows if r[1] == last}
+                cursor = nxt
+                continue
+            # One version fills the page, or the rows are not in version order: page by number.
+            outcome: list[str | None] = []
+            yield from self._segment(cursor, outcome, first=(rows, total, has_more, total_pages))
+            if not outcome or self._stop.is_set():
+                return
+            if outcome[0] is None:
+                break  # the query ended inside the segment
+            cursor, tail = outcome[0], set()
+        st.complete = True
+
+    def _segment(
+        self,
+        cursor: str | None,
+        outcome: list[str | None],
+        *,
+        first: tuple[list[RawRow], int | None, bool | None, int | None] | None,
+    ) -> Iterator[Page]:
+        """Page one query by number until keyset paging can resume; read it again until two reads agree.
+
+        Rows leaving a tie group while it is paged by number shift the rest
+        towards the front, so a row nobody touched can fall between two
+        pages. Such a move changes the sequence of rows a second read sees,
+        so a segment counts as read only when two consecutive reads of it
+        agree. Rows already passed on are not passed on again. Appends
+        ``resume`` (the cursor keyset paging continues from, or None at the
+        end of the query) to ``outcome``.
+        """
+        st = self.state
+        passed: set[tuple[Hashable, str | None]] = set()
+        before: int | None = None
+        for _attempt in range(MAX_PASSES):
+            sequence = 0
+            resume: str | None = None
+            page = 1
+            read = 0
+            previous: tuple[Hashable, ...] | None = None
+            while True:
+                if self._stop.is_set():
+                    return
+                if first is not None:  # page 1, already fetched by the caller
+                    (rows, total, has_more, total_pages), first = first, None
+                else:
+                    rows, total, has_more, total_pages = self._fetch(page, cursor)
+                keys = tuple(self._key(r) for r in rows)
+                if rows and keys == previous:
+                    raise self._ignores_page(page)
+                previous = keys
+                if total is not None and read > 2 * total + 2 * self.page_size:
+                    raise self._ignores_page(page)
+                read += len(rows)
+                end = self._at_end(rows, has_more, total, total_pages, page, read)
+                nxt = None if end else self._next_cursor(rows, cursor)
+                # Rows above the resume cursor are read again by keyset paging: not part of the segment.
+                inside = rows if nxt is None else [r for r in rows if compare_rowversions(r[1] or "", nxt) <= 0]
+                sequence = hash((sequence, tuple((self._key(r), r[1]) for r in inside)))
+                fresh = [r for r in inside if (self._key(r), r[1]) not in passed]
+                passed.update((self._key(r), r[1]) for r in fresh)
+                st.rereads += len(inside) - len(fresh)
+                if fresh:
+                    yield self._page(fresh)
+                if end or nxt is not None:
+                    resume = nxt
+                    break
+                page += 1
+            if sequence == before:
+                outcome.append(resume)
+                return
+            before = sequence
+        else:
+            st.unstable = True
+            st.warnings.append(
+                f"rows kept moving while a group of {self.slug!r} rows was paged by number"
+                f" (rowversion_gt={cursor}); they are read again by the next run"
+            )
+        outcome.append(resume)
+
+    def _next_cursor(self, rows: list[RawRow], cursor: str | None) -> str | None:
         """The greatest row version below the page's last one, if it moves the cursor forward."""
+        st = self.state
+        rvs = [r[1] for r in rows if r[4] is None]
         if not rvs or any(v is None for v in rvs):
-            if self.state.keyset:
-                self.state.warnings.append(
-                    "rows carry no row_version; paging by page number and keeping the checkpoint"
-                )
-                self.state.keyset = False
-            self.state.missing_rowversions = True
+            self._warn("rows carry no row_version; paging by page number, reading twice, keeping the checkpoint")
+            st.missing_rowversions = True
             return None
         ordered = all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(rvs))  # type: ignore[arg-type]
         if not ordered:
-            if self.state.keyset:
-                self.state.warnings.append("the server does not order rows by row version; paging by page number")
-                self.state.keyset = False
+            self._warn("the server does not order rows by row version; paging by page number and reading twice")
             return None
         last = rvs[-1]
         assert last is not None
@@ -267,17 +437,6 @@ class PageStream:
                     return v
                 return None
         return None
-
-    def _cap(self, cursor: str | None) -> None:
-        """Keep the checkpoint at or below ``cursor``: rows above it may have shifted."""
-        st = self.state
-        if not st.capped:
-            st.checkpoint_cap = cursor
-        elif st.checkpoint_cap is None or cursor is None:
-            st.checkpoint_cap = None
-        elif compare_rowversions(cursor, st.checkpoint_cap) < 0:
-            st.checkpoint_cap = cursor
-        st.capped = True
 
 
 _END = object()
@@ -353,4 +512,6 @@ def prefetch(
         with cond:
             items.clear()
             cond.notify_all()
-        thread.join()
+        # A fetch blocked on a slow source must not hold up a stop: the thread is a daemon, and its
+        # request ends by its own deadline; the caller closes the client.
+        thread.join(JOIN_SECONDS)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -34,8 +35,36 @@ VALUE_PREVIEW = 200
 Row = tuple[Any, ...]
 
 
+def _exact(value: Any) -> Any:
+    """orjson's ``default``: a Decimal goes out as the JSON number it spells, digit for digit."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _big_ints(value: Any) -> Any:
+    """Integers beyond 64 bits as Decimals, which :func:`_exact` writes out exactly."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, dict):
+        return {k: _big_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_big_ints(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a decoded value with every number exactly as the source sent it."""
+    try:
+        return orjson.dumps(value, default=_exact).decode()
+    except orjson.JSONEncodeError:  # an integer orjson cannot hold in 64 bits
+        return orjson.dumps(_big_ints(value), default=_exact).decode()
+
+
 def _json_text(value: Any) -> Any:
-    return orjson.dumps(value).decode()
+    return json_text(value)
 
 
 def _bytea(value: Any) -> Any:
@@ -45,7 +74,11 @@ def _bytea(value: Any) -> Any:
 
 
 def _integer(value: Any) -> Any:
-    if type(value) is float and value.is_integer():
+    """``12.0`` and ``Decimal("12.0")`` are whole numbers; ``12.5`` stays, for PostgreSQL to refuse."""
+    t = type(value)
+    if t is float:
+        return int(value) if value.is_integer() else value
+    if t is Decimal and value.is_finite() and value == value.to_integral_value():
         return int(value)
     return value
 
@@ -53,7 +86,7 @@ def _integer(value: Any) -> Any:
 def _plain(value: Any) -> Any:
     """Anything psycopg cannot dump as text becomes JSON text."""
     if isinstance(value, (dict, list)):
-        return orjson.dumps(value).decode()
+        return json_text(value)
     return value
 
 
@@ -86,9 +119,19 @@ class Stage:
         self.keys = list(keys)
         self.names = [c.pg_name for c in self.columns]
         self.api_names = [c.api_name for c in self.columns]
-        self.known_names = {c.api_name for c in self.columns} | {c.source_name for c in self.columns}
-        self._getter = itemgetter(*self.api_names)
+        self.source_names = [c.source_name for c in self.columns]
+        self.aliases = set(self.api_names)
+        self.sources = set(self.source_names)
+        # Rows keyed by alias (the protocol's form) or by source name (tolerated); never a mix:
+        # with an alias that is another column's source name, a mixed reading stores wrong values.
+        self._getters = {
+            "alias": itemgetter(*self.api_names),
+            "source": itemgetter(*self.source_names),
+        }
         self._single = len(self.api_names) == 1
+        self._key_cols = [c for c in self.columns if c.pg_name in self.keys]
+        self._key_cols.sort(key=lambda c: self.keys.index(c.pg_name))
+        self._textual_keys = [c.pg_type.startswith(("varchar", "text")) for c in self._key_cols]
         self._convert = [(i, f) for i, c in enumerate(self.columns) if (f := converter(c.pg_type)) is not None]
         self._key_index = [self.names.index(k) for k in self.keys]
         self._copy_sql = merge.copy_sql(self.columns)
@@ -115,42 +158,85 @@ class Stage:
 
     # -- rows ----------------------------------------------------------------------------
 
-    def _slow_values(self, data: dict[str, Any], okeys: dict[str, Any] | None) -> list[Any]:
+    def _mode(self, names: set[str]) -> str:
+        """How a row (or a page) is keyed: by ``alias`` unless only source names explain it."""
+        if names <= self.aliases:
+            return "alias"
+        if names <= self.sources:
+            return "source"
+        return "alias" if len(names - self.aliases) <= len(names - self.sources) else "source"
+
+    def _slow_values(self, data: dict[str, Any], okeys: dict[str, Any] | None, mode: str) -> list[Any]:
+        names = self.api_names if mode == "alias" else self.source_names
         out = []
-        for c in self.columns:
-            if c.api_name in data:
-                out.append(data[c.api_name])
-            elif c.source_name in data:
-                out.append(data[c.source_name])
+        for c, name in zip(self.columns, names, strict=True):
+            if name in data:
+                out.append(data[name])
             elif okeys is not None and c.is_business_key and c.source_name in okeys:
                 out.append(okeys[c.source_name])
             else:
                 out.append(None)
         return out
 
+    def raw_key(self, data: dict[str, Any], okeys: dict[str, Any] | None) -> Hashable:
+        """A row's business key before staging, read as :meth:`build` reads it (for the page stream)."""
+        mode = "alias" if data.keys() <= self.aliases else self._mode(set(data))
+        return tuple(self._slow_key(data, okeys, mode))
+
+    def _slow_key(self, data: dict[str, Any], okeys: dict[str, Any] | None, mode: str) -> list[Any]:
+        out = []
+        for c in self._key_cols:
+            name = c.api_name if mode == "alias" else c.source_name
+            if name in data:
+                out.append(data[name])
+            elif okeys is not None and c.source_name in okeys:
+                out.append(okeys[c.source_name])
+            else:
+                out.append(None)
+        return out
+
     def build(self, rows: Sequence[RawRow], rejects: list[Reject]) -> list[Row]:
-        """Page rows as COPY tuples ``(_seq, _rv, _tomb, values...)``; unknown keys noted as drift."""
+        """Page rows as COPY tuples ``(seq, rv, tomb, values...)``; unknown keys noted as drift.
+
+        A row that cannot be staged (a row version that is no version, an
+        object or array as a key value, a value no conversion accepts) becomes
+        a reject; the rest of the page goes on.
+        """
+        page_mode = "alias"
+        mixed = False
         if rows:
             seen_keys = set().union(*(r[0].keys() for r in rows))
-            extra = seen_keys - self.known_names
+            page_mode = self._mode(seen_keys)
+            mixed = not (seen_keys <= (self.aliases if page_mode == "alias" else self.sources))
+            extra = seen_keys - (self.aliases | self.sources)
             if extra:
                 self.drift |= extra
         out: list[Row] = []
-        getter, single, convert = self._getter, self._single, self._convert
-        for data, rv, tomb, okeys in rows:
+        single, convert = self._single, self._convert
+        key_index = self._key_index
+        for data, rv, tomb, okeys, problem in rows:
             self.seq += 1
+            mode = self._mode(set(data)) if mixed else page_mode
             try:
-                got = getter(data)
+                got = self._getters[mode](data)
                 values: Any = [got] if single else got
             except KeyError:
-                values = self._slow_values(data, okeys)
+                values = self._slow_values(data, okeys, mode)
+            if problem is not None:
+                rejects.append(self._reject(values, None, problem))
+                continue
+            bad_key = next((i for i in key_index if isinstance(values[i], (dict, list))), None)
+            if bad_key is not None:
+                kind = "an object" if isinstance(values[bad_key], dict) else "an array"
+                rejects.append(self._reject(values, self.names[bad_key], f"business key value is {kind}"))
+                continue
             if convert:
                 values = list(values)
                 try:
                     for i, f in convert:
                         if values[i] is not None:
                             values[i] = f(values[i])
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, ArithmeticError) as exc:
                     rejects.append(self._reject(values, self.columns[i].pg_name, f"invalid value: {exc}"))
                     continue
             out.append((self.seq, rv, tomb, *values))
@@ -219,7 +305,7 @@ class Stage:
         if not column and diag.context:
             m = _CONTEXT_COLUMN.search(diag.context)
             column = m.group(1) if m else None
-        if column in ("_seq", "_rv", "_tomb"):
+        if column in merge.STAGE_COLUMNS:
             column = None
         reason = (diag.message_primary or str(exc)).strip()
         return self._reject(list(row[3:]), column, reason)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from psycopg import sql
 from syncflow import history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
-from syncflow.pages import Page, PageStream, prefetch
+from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
@@ -92,6 +92,136 @@ def _refuse_unsyncable(entity: Entity) -> None:
         raise SyncFlowError(f"{entity.ref} needs attention: {entity.needs_attention}")
 
 
+class _Loader:
+    """Stages pages and merges them into the target, one committed batch at a time.
+
+    One loader serves every pass of a run (a verification pass goes through
+    it too), so counts, rejects and the seen-key table span the whole run.
+    """
+
+    def __init__(
+        self,
+        conn: Conn,
+        schema: str,
+        entity: Entity,
+        result: RunResult,
+        options: SyncOptions,
+        *,
+        track_seen: bool,
+        history_table: str | None,
+    ) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.entity = entity
+        self.result = result
+        self.options = options
+        self.track_seen = track_seen
+        keys = entity.business_keys
+        columns = entity.active_columns
+        self.stage = Stage(
+            conn,
+            schema=entity.target_schema,
+            table=entity.target_table,
+            columns=columns,
+            keys=keys,
+            track_seen=track_seen,
+        )
+
+        def build(**kw: Any) -> sql.Composed:
+            target = (entity.target_schema, entity.target_table)
+            return merge.merge(*target, columns, keys, history=history_table, run_uid=result.uid, **kw)
+
+        self.merge_plain = build(dedup=False, prefilter=track_seen)
+        self.merge_dedup = build(dedup=True, prefilter=track_seen)
+        # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
+        self.merge_fresh = build(dedup=False, prefilter=False, plain_insert=True)
+        self.fresh = not track_seen
+        self.seen_sql = merge.seen_insert(keys)
+        self.rejects: list[Reject] = []
+        self.rows_seen = 0
+        self.pages = 0
+        self.bytes = 0
+
+    def _merge(self) -> tuple[Any, ...] | None:
+        conn, stage = self.conn, self.stage
+        if self.fresh and not stage.has_dups:
+            try:
+                with conn.transaction():
+                    return conn.execute(self.merge_fresh).fetchone()
+            except psycopg.errors.UniqueViolation:
+                self.fresh = False  # a key came again (rows shifted between pages): upsert from now on
+        if not stage.has_dups:
+            try:
+                with conn.transaction():
+                    return conn.execute(self.merge_plain).fetchone()
+            except psycopg.errors.CardinalityViolation:
+                pass  # one key spelled two ways (1 and "1"): PostgreSQL sees the repeat, deduplicate
+        return conn.execute(self.merge_dedup).fetchone()
+
+    def flush(self) -> None:
+        """Stage what is queued and merge it (the caller commits)."""
+        stage, counts = self.stage, self.result.counts
+        stage.send(self.rejects)
+        if stage.staged:
+            if self.track_seen:
+                self.conn.execute(self.seen_sql)
+            row = self._merge()
+            assert row is not None
+            distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
+            counts.duplicates += stage.staged - distinct
+            counts.fetched += distinct
+            counts.inserted += inserted
+            counts.updated += updated
+            counts.tombstones += tombs
+            counts.deleted += tombs
+            stage.truncate()
+        if self.rejects:
+            runs.add_rejects(self.conn, self.schema, self.result.uid, self.rejects)
+            counts.rejected += len(self.rejects)
+            counts.fetched += len(self.rejects)
+            self.rejects = []
+
+    def load(self, stream: PageStream, *, cancel: threading.Event | None, on_progress: ProgressFn | None) -> None:
+        """Consume one stream: stage its pages, merge and commit every ``batch_rows`` rows."""
+        counts, stage = self.result.counts, self.stage
+        pages0, bytes0 = self.pages, self.bytes
+
+        def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
+            bad: list[Reject] = []
+            return page, stage.build(page.rows, bad), bad
+
+        for page, tuples, bad in prefetch(stream, self.options.prefetch_pages, cancel=cancel, prepare=prepare):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{self.entity.ref}: cancelled by a signal")
+            self.rejects += bad
+            stage.add(tuples, self.rejects)
+            self.rows_seen += len(page.rows)
+            counts.pages, counts.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
+            if stage.queued >= self.options.batch_rows:
+                self.flush()
+                runs.progress(self.conn, self.schema, self.result.uid, counts)
+                self.conn.commit()
+            if on_progress is not None:
+                total = stream.state.first_total
+                on_progress(Progress(self.entity.ref, counts.pages, self.rows_seen, counts.bytes, total))
+        self.flush()
+        self.pages, self.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
+        counts.pages, counts.bytes = self.pages, self.bytes
+
+
+def _checkpoint_tail(conn: Conn, entity: Entity, checkpoint: str) -> set[Hashable]:
+    """(key, version) of the stored rows at the checkpoint's version: read again, they are not new."""
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in entity.business_keys)
+    found = conn.execute(
+        sql.SQL("SELECT {}, _bridge_rowversion FROM {} WHERE _bridge_rowversion = %s").format(
+            keys, sql.Identifier(entity.target_schema, entity.target_table)
+        ),
+        [checkpoint],
+    ).fetchall()
+    n = len(entity.business_keys)
+    return {(tuple(r[:n]), r[n]) for r in found}
+
+
 def _run(
     conn: Conn,
     schema: str,
@@ -106,122 +236,50 @@ def _run(
 ) -> None:
     rowversion = entity.delta_strategy == "rowversion"
     reconcile = options.full_refresh or entity.delta_strategy in ("full", "hash")
-    columns = entity.active_columns
-    keys = entity.business_keys
-    key_api = [c.api_name for c in columns if c.pg_name in keys]
     target = sql.Identifier(entity.target_schema, entity.target_table)
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
     # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
     track_seen = bool(row and row[0])
-    stage = Stage(
-        conn,
-        schema=entity.target_schema,
-        table=entity.target_table,
-        columns=columns,
-        keys=keys,
-        track_seen=track_seen,
-    )
     history_table = history.ensure(conn, entity) if options.history else None
-    merge_plain, merge_dedup = (
-        merge.merge(
-            entity.target_schema,
-            entity.target_table,
-            columns,
-            keys,
-            dedup=d,
-            prefilter=track_seen,
-            history=history_table,
-            run_uid=result.uid,
-        )
-        for d in (False, True)
-    )
-    # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
-    merge_fresh = merge.merge(
-        entity.target_schema,
-        entity.target_table,
-        columns,
-        keys,
-        dedup=False,
-        prefilter=False,
-        plain_insert=True,
-        history=history_table,
-        run_uid=result.uid,
-    )
-    fresh = not track_seen
-    seen_sql = merge.seen_insert(keys)
+    loader = _Loader(conn, schema, entity, result, options, track_seen=track_seen, history_table=history_table)
+    # Re-read the checkpoint's own version: a row written later in the same second carries it too.
+    request_rv = start_rv
+    tail: set[Hashable] = set()
+    if rowversion and start_rv is not None:
+        request_rv = rowversion_before(start_rv) or start_rv
+        if request_rv != start_rv and track_seen:
+            tail = _checkpoint_tail(conn, entity, start_rv)
     conn.commit()
     counts = result.counts
-    stream = PageStream(
-        client,
-        entity.slug,
-        page_size=options.page_size,
-        key_names=key_api,
-        rowversion_gt=start_rv if rowversion else None,
-        keyset=rowversion,
-    )
-    rejects: list[Reject] = []
-    rows_seen = 0
 
-    def run_merge() -> tuple[Any, ...] | None:
-        nonlocal fresh
-        if fresh and not stage.has_dups:
-            try:
-                with conn.transaction():
-                    return conn.execute(merge_fresh).fetchone()
-            except psycopg.errors.UniqueViolation:
-                fresh = False  # a key came again (rows shifted between pages): upsert from now on
-        return conn.execute(merge_dedup if stage.has_dups else merge_plain).fetchone()
+    def new_stream() -> PageStream:
+        return PageStream(
+            client,
+            entity.slug,
+            page_size=options.page_size,
+            key_fn=loader.stage.raw_key,
+            rowversion_gt=request_rv if rowversion else None,
+            keyset=rowversion,
+            tail=tail,
+        )
 
-    def flush() -> None:
-        nonlocal rejects
-        stage.send(rejects)
-        if stage.staged:
-            if track_seen:
-                conn.execute(seen_sql)
-            row = run_merge()
-            assert row is not None
-            distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
-            counts.duplicates += stage.staged - distinct
-            counts.fetched += distinct
-            counts.inserted += inserted
-            counts.updated += updated
-            counts.tombstones += tombs
-            counts.deleted += tombs
-            stage.truncate()
-        if rejects:
-            runs.add_rejects(conn, schema, result.uid, rejects)
-            counts.rejected += len(rejects)
-            counts.fetched += len(rejects)
-            rejects = []
-
-    def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
-        bad: list[Reject] = []
-        return page, stage.build(page.rows, bad), bad
-
-    for page, tuples, bad in prefetch(stream, options.prefetch_pages, cancel=cancel, prepare=prepare):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"{entity.ref}: cancelled by a signal")
-        rejects += bad
-        stage.add(tuples, rejects)
-        rows_seen += len(page.rows)
-        counts.pages, counts.bytes = stream.state.pages, stream.state.bytes
-        if stage.queued >= options.batch_rows:
-            flush()
-            runs.progress(conn, schema, result.uid, counts)
-            conn.commit()
-        if on_progress is not None:
-            on_progress(Progress(entity.ref, counts.pages, rows_seen, counts.bytes, stream.state.first_total))
-    flush()
+    stream = new_stream()
+    loader.load(stream, cancel=cancel, on_progress=on_progress)
+    st = stream.state
+    stable = not st.unstable
+    hold: list[str] = []
+    if not rowversion:
+        stable, hold = _confirm(loader, stream, new_stream, cancel=cancel, on_progress=on_progress)
+    stage = loader.stage
     if track_seen:
         # Fresh statistics, so that the anti-join of the delete step is planned as a hash join.
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
-        row = conn.execute(merge.seen_stats(keys)).fetchone()
+        row = conn.execute(merge.seen_stats(entity.business_keys)).fetchone()
         assert row is not None
         total_keys, distinct_keys = int(row[0]), int(row[1])
-        # Keys that came in more than one batch: counted once.
+        # Keys that came in more than one batch (or pass): counted once.
         counts.duplicates += total_keys - distinct_keys
         counts.fetched = distinct_keys + counts.rejected
-    st = stream.state
     result.warnings += st.warnings
     if stage.drift:
         result.warnings.append(
@@ -230,22 +288,24 @@ def _run(
         )
         result.error_details["schema_drift"] = sorted(stage.drift)
     if reconcile and track_seen:
-        _reconcile_deletes(conn, entity, options, result, st.first_total, st.total_changed, history_table)
-    partial = counts.rejected > 0
+        if not stable:
+            hold.append("the source kept changing while it was read, so rows missing from the fetch may still exist")
+        _reconcile_deletes(conn, entity, options, result, st.first_total, hold, history_table)
+    partial = counts.rejected > 0 or not stable
     result.status = "partial" if partial else "success"
-    if partial:
+    if counts.rejected:
         result.error_message = f"{counts.rejected} row(s) rejected; see 'syncflow runs show {result.uid}'"
+    elif not stable:
+        result.error_message = (
+            f"{entity.ref}: the source kept changing while it was read (rows shifted between pages in"
+            f" {MAX_PASSES} reads); rows may be missing, so the checkpoint stays and the next run reads them again"
+        )
     set_checkpoint = False
     checkpoint: str | None = entity.last_rowversion
     if rowversion and not partial:
         previous = None if options.full_refresh else entity.last_rowversion
         checkpoint = st.checkpoint(previous)
         set_checkpoint = True
-        if st.capped:
-            result.warnings.append(
-                "the source changed while paging; the checkpoint stays below the unstable part"
-                " and the next run reads it again"
-            )
     elif options.full_refresh and not partial:
         checkpoint, set_checkpoint = None, True
     result.rowversion_end = checkpoint if set_checkpoint else entity.last_rowversion
@@ -258,24 +318,61 @@ def _run(
     conn.commit()
 
 
+def _confirm(
+    loader: _Loader,
+    stream: PageStream,
+    new_stream: Callable[[], PageStream],
+    *,
+    cancel: threading.Event | None,
+    on_progress: ProgressFn | None,
+) -> tuple[bool, list[str]]:
+    """Full / hash: read the entity again when the first read may have missed rows.
+
+    Page-number paging over a changing source can skip a row that shifts
+    across a page boundary. That matters when rows would be soft-deleted
+    (one of them may be such a row) or when the read showed signs of
+    movement (a key twice, the total changed). The run then reads again
+    until two consecutive reads return the same keys in the same order — a
+    moment when nothing moved, so every live row was read. Returns (stable,
+    reasons to hold deletions back).
+    """
+    st = stream.state
+    signs = []
+    if st.total_changed:
+        signs.append("the announced total changed during the run")
+    if st.repeats:
+        signs.append(f"{st.repeats} key(s) came more than once (rows shifted between pages)")
+    unseen = 0
+    if loader.track_seen:
+        e = loader.entity
+        row = loader.conn.execute(merge.delete_counts(e.target_schema, e.target_table, e.business_keys)).fetchone()
+        unseen = int(row[1]) if row else 0
+    if (not signs and not unseen) or loader.result.counts.rejected:
+        return True, []  # with rejects, deletions are held anyway; a second read would not change that
+    digest = st.digest
+    for _ in range(MAX_PASSES - 1):
+        again = new_stream()
+        loader.load(again, cancel=cancel, on_progress=on_progress)
+        if again.state.complete and again.state.digest == digest:
+            return True, []
+        digest = again.state.digest
+    return False, signs
+
+
 def _reconcile_deletes(
     conn: Conn,
     entity: Entity,
     options: SyncOptions,
     result: RunResult,
     first_total: int | None,
-    total_changed: bool,
+    hold: list[str],
     history_table: str | None,
 ) -> None:
     """Soft-delete rows not seen in this complete fetch, unless it looks unsafe."""
     counts = result.counts
-    reasons = []
+    reasons = list(hold)
     if counts.rejected:
         reasons.append(f"{counts.rejected} row(s) were rejected, so the fetch is incomplete")
-    if total_changed:
-        reasons.append("the announced total changed during the run")
-    if counts.duplicates:
-        reasons.append(f"{counts.duplicates} key(s) came more than once (rows shifted between pages)")
     distinct = counts.fetched - counts.rejected
     if first_total is not None and distinct < first_total:
         reasons.append(f"fewer distinct keys arrived ({distinct}) than the total announced ({first_total})")
