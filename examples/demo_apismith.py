@@ -301,6 +301,7 @@ class DemoState:
         self.before_page: Callable[[str, int, dict[str, str]], None] | None = None
         self.envelope = "list"  # how /api/v1/apis is wrapped: list | apis | items | data
         self.data_keys = "alias"  # rows' data keyed by output_alias (alias) or by source column name (name)
+        self.ignore_page = False  # answer page 1 whatever is asked, as a proxy dropping the query string
         # Injected failures, served in order to the next GET requests: (status, body, headers).
         self.faults: list[tuple[int, bytes, dict[str, str]]] = []
         counts = {"items": 1000, "customers": 200, "orders": 800} if rows is None else rows
@@ -450,6 +451,8 @@ class DemoState:
         except ValueError:
             page, size = 1, 1000
         gt = params.get("rowversion_gt")
+        if self.ignore_page:
+            page, gt = 1, None
         if self.before_page is not None:
             self.before_page(slug, page, params)
         with self.lock:

@@ -42,6 +42,7 @@ JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread befo
 RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None, str | None]
 # The business key of a raw row, as the loader reads it (by alias, by source name, from oracle_keys).
 KeyFn = Callable[[dict[str, Any], dict[str, Any] | None], Hashable]
+Seen = tuple[Hashable, str | None]  # (business key, row version) of a row read
 
 
 def is_digits(value: str) -> bool:
@@ -158,7 +159,6 @@ class StreamState:
     # A page-number segment kept changing through MAX_PASSES reads: rows may be missing.
     unstable: bool = False
     rereads: int = 0  # rows read again on purpose and not passed on (keyset ties, verification passes)
-    repeats: int = 0  # rows that came twice within one page-number pass (shifted between pages)
     digest: int = 0  # the order of the keys of every row passed on, for comparing two passes
     warnings: list[str] = field(default_factory=list)
 
@@ -204,7 +204,7 @@ class PageStream:
         key_fn: KeyFn,
         rowversion_gt: str | None = None,
         keyset: bool = False,
-        tail: set[Hashable] | None = None,
+        tail: set[Seen] | None = None,
     ) -> None:
         self.client = client
         # (key, version) of rows already stored at the first request's boundary version: not new.
@@ -236,8 +236,8 @@ class PageStream:
             st.first_total = parsed[1]
         return parsed
 
-    def _page(self, rows: list[RawRow]) -> Page:
-        self._pass_on(rows)
+    def _page(self, rows: list[RawRow], keys: tuple[Hashable, ...] | None = None) -> Page:
+        self._pass_on(rows, keys)
         return Page(rows=rows, nbytes=self._nbytes)
 
     def _warn(self, message: str) -> None:
@@ -250,9 +250,10 @@ class PageStream:
         if page_max is not None and (st.max_rowversion is None or compare_rowversions(page_max, st.max_rowversion) > 0):
             st.max_rowversion = page_max
 
-    def _pass_on(self, rows: list[RawRow]) -> None:
+    def _pass_on(self, rows: list[RawRow], keys: tuple[Hashable, ...] | None = None) -> None:
         st = self.state
-        st.digest = hash((st.digest, tuple(self._key(r) for r in rows)))
+        if not st.keyset:  # full / hash: the loader may compare this pass with the next
+            st.digest = hash((st.digest, keys if keys is not None else tuple(map(self._key, rows))))
         self._note_max(rows)
 
     def __iter__(self) -> Iterator[Page]:
@@ -266,7 +267,6 @@ class PageStream:
     def _by_number(self, cursor: str | None) -> Iterator[Page]:
         """Every page of one query by number; repeats and total changes are noted."""
         st = self.state
-        seen: set[Hashable] = set()
         previous: tuple[Hashable, ...] | None = None
         query_total: int | None = None
         max_total = 0
@@ -288,12 +288,7 @@ class PageStream:
                 max_total = max(max_total, total)
                 if rows_read > 2 * max_total + 2 * self.page_size:
                     raise self._ignores_page(page)
-            for k in keys:
-                if k in seen:
-                    st.repeats += 1
-                else:
-                    seen.add(k)
-            yield self._page(rows)
+            yield self._page(rows, keys)
             rows_read += len(rows)
             if self._at_end(rows, has_more, total, total_pages, page, rows_read):
                 break
@@ -328,7 +323,11 @@ class PageStream:
             if self._stop.is_set():
                 return
             rows, total, has_more, total_pages = self._fetch(1, cursor)
-            fresh = [r for r in rows if not tail or (self._key(r), r[1]) not in tail]
+            if tail:
+                again = {rv for _, rv in tail}
+                fresh = [r for r in rows if r[1] not in again or (self._key(r), r[1]) not in tail]
+            else:
+                fresh = rows
             st.rereads += len(rows) - len(fresh)
             if not rows or self._at_end(rows, has_more, total, total_pages, 1, len(rows)):
                 yield self._page(fresh)
@@ -368,7 +367,7 @@ class PageStream:
         end of the query) to ``outcome``.
         """
         st = self.state
-        passed: set[tuple[Hashable, str | None]] = set()
+        passed: set[Seen] = set()
         before: int | None = None
         for _attempt in range(MAX_PASSES):
             sequence = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from psycopg import sql
 from syncflow import history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
-from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
+from syncflow.pages import MAX_PASSES, Page, PageStream, Seen, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
@@ -209,7 +209,7 @@ class _Loader:
         counts.pages, counts.bytes = self.pages, self.bytes
 
 
-def _checkpoint_tail(conn: Conn, entity: Entity, checkpoint: str) -> set[Hashable]:
+def _checkpoint_tail(conn: Conn, entity: Entity, checkpoint: str) -> set[Seen]:
     """(key, version) of the stored rows at the checkpoint's version: read again, they are not new."""
     keys = sql.SQL(", ").join(sql.Identifier(k) for k in entity.business_keys)
     found = conn.execute(
@@ -219,7 +219,7 @@ def _checkpoint_tail(conn: Conn, entity: Entity, checkpoint: str) -> set[Hashabl
         [checkpoint],
     ).fetchall()
     n = len(entity.business_keys)
-    return {(tuple(r[:n]), r[n]) for r in found}
+    return {(r[0] if n == 1 else tuple(r[:n]), r[n]) for r in found}
 
 
 def _run(
@@ -244,7 +244,7 @@ def _run(
     loader = _Loader(conn, schema, entity, result, options, track_seen=track_seen, history_table=history_table)
     # Re-read the checkpoint's own version: a row written later in the same second carries it too.
     request_rv = start_rv
-    tail: set[Hashable] = set()
+    tail: set[Seen] = set()
     if rowversion and start_rv is not None:
         request_rv = rowversion_before(start_rv) or start_rv
         if request_rv != start_rv and track_seen:
@@ -340,13 +340,18 @@ def _confirm(
     signs = []
     if st.total_changed:
         signs.append("the announced total changed during the run")
-    if st.repeats:
-        signs.append(f"{st.repeats} key(s) came more than once (rows shifted between pages)")
+    repeats = loader.result.counts.duplicates  # within batches
     unseen = 0
+    e = loader.entity
     if loader.track_seen:
-        e = loader.entity
+        row = loader.conn.execute(merge.seen_stats(e.business_keys)).fetchone()
+        repeats = int(row[0]) - int(row[1]) if row else 0  # across the whole read
         row = loader.conn.execute(merge.delete_counts(e.target_schema, e.target_table, e.business_keys)).fetchone()
         unseen = int(row[1]) if row else 0
+    elif not loader.fresh:
+        repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
+    if repeats:
+        signs.append(f"{repeats} key(s) came more than once (rows shifted between pages)")
     if (not signs and not unseen) or loader.result.counts.rejected:
         return True, []  # with rejects, deletions are held anyway; a second read would not change that
     digest = st.digest
