@@ -1,5 +1,11 @@
 """Test rig: a fresh database per test on a real PostgreSQL, the demo APISmith, the CLI.
 
+What the suite holds SyncFlow to (README, docs/correctness.md): after a run
+that ends ``success``, every live source row is a live table row with
+identical typed values; no live table row is soft-deleted while it exists at
+the source; the stored checkpoint never passes a row that the table lacks. A
+run that cannot guarantee this does not end ``success``.
+
 PostgreSQL is reached through the standard libpq variables (defaults:
 127.0.0.1:5432, user postgres). The server is checked once before any test
 runs, so a missing server stops the run at once with one clear message
