@@ -1,8 +1,10 @@
 """The ``syncflow`` command line: parse, call the core, render, map errors to exit codes.
 
 Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or
-database unreachable. Logs and errors go to stderr; stdout carries tables or,
-with ``--json``, JSON only.
+database unreachable; 75 try again later (a claim or lock held elsewhere);
+130/143 signals. Logs and errors go to stderr; stdout carries tables or, with
+``--json``, JSON only. Reporting commands (status, entities, entity show,
+runs, history, connector list/show, db status) open a read-only connection.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable; "
-    "75 an entity named explicitly is being synced by another process; 130/143 stopped by SIGINT/SIGTERM."
+    "Exit codes: 0 success; 1 a run or request failed, or status found an unhealthy entity; 2 usage, "
+    "configuration (no configuration file included) or database unreachable; 75 try again later: an entity "
+    "named explicitly is being synced by another process, or another session holds a lock SyncFlow needs "
+    "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
 )
 
 app = typer.Typer(
@@ -718,10 +722,11 @@ class _Board:
         bar = self.bar
         if bar is None:
             return None
-        task = bar.add_task(ref, total=None, pages=0)
+        shown = escape(ref)  # the description is rendered as markup
+        task = bar.add_task(shown, total=None, pages=0)
 
         def update(p: SyncProgress) -> None:
-            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{ref} {p.rows} rows")
+            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{shown} {p.rows} rows")
 
         return update
 
@@ -900,9 +905,13 @@ def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path 
 
 
 SYNC_EXIT_HELP = (
-    "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it; "
-    "1 a run failed or was partial; 2 usage, configuration or database unreachable; 75 an entity named "
-    "explicitly is being synced by another process (use --wait); 130/143 stopped by SIGINT/SIGTERM."
+    "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it "
+    "(metrics that cannot be written or pushed are a warning, never a failure); "
+    "1 a run failed or was partial (a connector's missing token or unreadable CA bundle fails that "
+    "connector's entities; the others still sync); 2 usage, configuration (no configuration file) or database "
+    "unreachable; 75 an entity named explicitly is being synced by another process (use --wait), or another "
+    "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
+    "(queries in flight are cancelled; the run is recorded as cancelled)."
 )
 MetricsFileOpt = Annotated[
     Path | None,
@@ -998,7 +1007,11 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Health of every entity. Exit 1 when one failed 3 times in a row or is stale (a health check)."""
+    """Health of every entity (read-only; a health check).
+
+    Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
+    deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
+    """
     runtime = _state(ctx).runtime()
     with runtime.metadata(read_only=True) as conn:
         rows = entity_health(
