@@ -732,6 +732,15 @@ class _Board:
 
 
 def _report(outcome: Outcome, as_json: bool) -> None:
+    if outcome.error is not None:
+        log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
+        if as_json:
+            sys.stdout.write(
+                json.dumps({"entity": outcome.entity, "status": "error", "error": outcome.error}, ensure_ascii=False)
+                + "\n"
+            )
+            sys.stdout.flush()
+        return
     if outcome.result is None:
         log.info(
             "skipped %s: %s", outcome.entity, outcome.skipped, extra={"event": "skipped", "entity": outcome.entity}
@@ -837,6 +846,8 @@ def _run_syncs(
         raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
     if any(r.status != "success" for r in results):
         raise typer.Exit(EXIT_FAILED)
+    if any(o.error for o in outcomes or []):
+        raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
     if not all_ and any(o.held_elsewhere for o in outcomes or []):
         raise typer.Exit(EXIT_CLAIMED)
 

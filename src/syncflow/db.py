@@ -42,9 +42,17 @@ def describe_target(url: str | None) -> str:
 
 
 class DatabaseBusy(DatabaseError):
-    """Another session holds a lock SyncFlow needs: a temporary failure, try again later (75)."""
+    """Another session holds a lock SyncFlow needs: a temporary failure, try again later (75).
+
+    ``row_lock``: the lock is on rows (one entity's), not on a whole table, so
+    only what touches those rows is affected.
+    """
 
     exit_code = EXIT_CLAIMED
+
+    def __init__(self, message: str, *, row_lock: bool = False) -> None:
+        super().__init__(message)
+        self.row_lock = row_lock
 
 
 def connect(
@@ -224,9 +232,13 @@ def lock_conflict(conn: psycopg.Connection[Any], exc: psycopg.Error, schema: str
     """
     relations: list[str] = []
     context = exc.diag.context or ""
-    m = re.search(r'relation "([^"]+)"', context)
-    if m:
-        relations.append(f"{schema}.{m.group(1)}")
+    # 'while locking tuple (0,3) in relation "entities"', or a foreign key check 'FROM ONLY "s"."t" x ...'.
+    row = re.search(r'in relation "([^"]+)"', context)
+    fk = re.search(r'FROM ONLY "([^"]+)"\."([^"]+)"', context)
+    if row:
+        relations.append(f"{schema}.{row.group(1)}")
+    elif fk:
+        relations.append(f"{fk.group(1)}.{fk.group(2)}")
     else:
         try:
             if not conn.closed and not conn.broken and conn.info.transaction_status != 0:
@@ -242,13 +254,17 @@ def lock_conflict(conn: psycopg.Connection[Any], exc: psycopg.Error, schema: str
         except psycopg.Error:
             pass
     what = " and ".join(relations) if relations else f"a table in schema {schema!r}"
+    row_lock = bool(row or fk)
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return DatabaseBusy(
-            f"another session holds a lock on {what}; gave up after lock_timeout_seconds; try again later"
+            f"another session holds a lock on {what}{' (on rows)' if row_lock else ''}; gave up after "
+            "lock_timeout_seconds; try again later",
+            row_lock=row_lock,
         )
     return DatabaseBusy(
         f"a statement on {what} ran longer than statement_timeout_seconds (another session may hold a lock "
-        "on it); try again later"
+        "on it); try again later",
+        row_lock=row_lock,
     )
 
 

@@ -38,6 +38,8 @@ class Outcome:
     result: RunResult | None = None
     skipped: str | None = None
     held_elsewhere: bool = False
+    # Could not even start a run (no run record): a lock held on SyncFlow's own tables. Try again later.
+    error: str | None = None
 
 
 def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
@@ -98,6 +100,8 @@ def run_entities(
     lock = threading.Lock()
     errors: list[BaseException] = []
     cancel = cancel or threading.Event()
+    # A whole SyncFlow table locked by another session: every entity would wait lock_timeout_seconds in turn.
+    halt = threading.Event()
 
     def record(outcome: Outcome) -> None:
         with lock:
@@ -108,7 +112,7 @@ def run_entities(
     def work() -> None:
         conn: Conn | None = None
         try:
-            while not cancel.is_set():
+            while not cancel.is_set() and not halt.is_set():
                 try:
                     entity = todo.get_nowait()
                 except queue.Empty:
@@ -117,8 +121,8 @@ def run_entities(
                     if conn is not None:
                         conn.close()
                     conn = runtime.connect()
-                record(
-                    _one(
+                try:
+                    outcome = _one(
                         runtime,
                         conn,
                         entity,
@@ -130,7 +134,11 @@ def run_entities(
                         cancel,
                         progress,
                     )
-                )
+                except db.DatabaseBusy as exc:
+                    outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}")
+                    if not exc.row_lock:
+                        halt.set()
+                record(outcome)
         except BaseException as exc:
             errors.append(exc)
             cancel.set()
@@ -150,6 +158,14 @@ def run_entities(
             inflight.interrupt(cancel)
     if errors:
         raise errors[0]
+    if halt.is_set():
+        reason = next((o.error for o in outcomes if o.error), "")
+        while True:
+            try:
+                left = todo.get_nowait()
+            except queue.Empty:
+                break
+            outcomes.append(Outcome(left.ref, skipped=f"not tried: {reason}"))
     order = {e.ref: i for i, e in enumerate(entities)}
     return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
 

@@ -97,6 +97,24 @@ def test_a_row_lock_on_connectors_blocks_nobody(synced: Cli, db_url: str) -> Non
         holder.rollback()
 
 
+def test_a_row_lock_on_one_entity_fails_only_that_entity(synced: Cli, db_url: str) -> None:
+    with_sync_settings(synced, "lock_timeout_seconds = 0.5\n")
+    with psycopg.connect(db_url) as holder:
+        holder.execute("SELECT * FROM bridge.entities WHERE slug = 'items' FOR UPDATE")
+        code, out, errtext, took = timed((synced, ("sync", "--all", "--force", "--json")))
+        holder.rollback()
+    assert code == 75, errtext  # nothing failed; one entity must be tried again later
+    assert took < BOUND
+    lines = {x["entity"]: x for x in map(json.loads, out.splitlines())}
+    assert {k: v["status"] for k, v in lines.items()} == {
+        "erp.items": "error",
+        "erp.orders": "success",
+        "erp.customers": "success",
+    }
+    assert "another session holds a lock on bridge.entities" in lines["erp.items"]["error"]
+    assert "erp.items: another session holds a lock on bridge.entities" in errtext
+
+
 # -- 2. a signal while blocked in PostgreSQL cancels the query ---------------------------------
 
 
