@@ -157,6 +157,31 @@ def test_a_signal_while_blocked_on_a_table_lock_cancels_the_run(
     assert synced("sync", "erp.orders").exit_code == 0  # the claim was released
 
 
+def test_a_signal_ends_a_wait_for_the_claim(synced: Cli, db_url: str) -> None:
+    (uid,) = query(db_url, "SELECT uid::text FROM bridge.entities WHERE slug = 'items'")[0]
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        proc = spawn(synced, "sync", "erp.items", "--wait")
+        try:
+            _wait_for(
+                lambda: query(
+                    db_url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
+                    " AND wait_event = 'advisory'",
+                )
+                == [(1,)]
+            )
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code, _, errtext = finish(proc, timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 143, errtext
+    assert time.monotonic() - started < BOUND
+    assert query(db_url, "SELECT count(*) FROM bridge.sync_runs") == [(0,)]
+
+
 # -- 3. one connector's problem fails only that connector's entities -----------------------------
 
 
