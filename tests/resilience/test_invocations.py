@@ -115,6 +115,18 @@ def test_a_row_lock_on_one_entity_fails_only_that_entity(synced: Cli, db_url: st
     assert "erp.items: another session holds a lock on bridge.entities" in errtext
 
 
+def test_a_row_lock_on_a_changed_connector_is_named(synced: Cli, demo: Any, db_url: str) -> None:
+    with_sync_settings(synced, "lock_timeout_seconds = 0.5\n")
+    synced.config.write_text(synced.config.read_text().replace(f'"{demo.url}"', f'"{demo.url}/"'))
+    with psycopg.connect(db_url) as holder:
+        holder.execute("SELECT * FROM bridge.connectors FOR UPDATE")
+        code, _, errtext, took = timed((synced, ("sync", "--all", "--force")))
+        holder.rollback()
+    assert code == 75, errtext
+    assert "another session holds a lock on bridge.connectors" in errtext
+    assert took < BOUND
+
+
 # -- 2. a signal while blocked in PostgreSQL cancels the query ---------------------------------
 
 
@@ -282,7 +294,9 @@ def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_read_only_commands_write_nothing(synced: Cli, demo: Any, db_url: str) -> None:
+    assert synced("entity", "set", "erp.customers", "--history").exit_code == 0
     assert synced("sync", "--all").exit_code == 0
+    (customer_id,) = query(db_url, "SELECT min(customer_id) FROM erp.customers")[0]
     (run_uid,) = query(db_url, "SELECT uid::text FROM bridge.sync_runs LIMIT 1")[0]
     # Temptations to write: a run left 'running' by a dead process, and a connector new in the file.
     query(
@@ -304,6 +318,7 @@ def test_read_only_commands_write_nothing(synced: Cli, demo: Any, db_url: str) -
         ("connector", "list"),
         ("connector", "show", "erp"),
         ("db", "status"),
+        ("history", "erp.customers", "--key", f"customer_id={customer_id}"),
     ):
         r = synced(*args)
         assert r.exit_code in (0, 1), (args, r.stderr)
