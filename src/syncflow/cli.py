@@ -844,9 +844,9 @@ def _run_syncs(
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
         raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
-    if any(r.status != "success" for r in results):
+    if any(r.status != "success" for r in results) or any(o.error and not o.busy for o in outcomes or []):
         raise typer.Exit(EXIT_FAILED)
-    if any(o.error for o in outcomes or []):
+    if any(o.busy for o in outcomes or []):
         raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
     if not all_ and any(o.held_elsewhere for o in outcomes or []):
         raise typer.Exit(EXIT_CLAIMED)

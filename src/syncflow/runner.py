@@ -38,8 +38,9 @@ class Outcome:
     result: RunResult | None = None
     skipped: str | None = None
     held_elsewhere: bool = False
-    # Could not even start a run (no run record): a lock held on SyncFlow's own tables. Try again later.
+    # Could not even start a run (no run record); ``busy``: because of a lock held on SyncFlow's own tables.
     error: str | None = None
+    busy: bool = False
 
 
 def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
@@ -135,9 +136,13 @@ def run_entities(
                         progress,
                     )
                 except db.DatabaseBusy as exc:
-                    outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}")
+                    outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
                     if not exc.row_lock:
                         halt.set()
+                except SyncFlowError as exc:
+                    # Before a run could start (the entity vanished, the connection dropped): this entity only.
+                    text = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
+                    outcome = Outcome(entity.ref, error=text)
                 record(outcome)
         except BaseException as exc:
             errors.append(exc)
@@ -165,7 +170,7 @@ def run_entities(
                 left = todo.get_nowait()
             except queue.Empty:
                 break
-            outcomes.append(Outcome(left.ref, skipped=f"not tried: {reason}"))
+            record(Outcome(left.ref, skipped=f"not tried: {reason}"))
     order = {e.ref: i for i, e in enumerate(entities)}
     return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
 

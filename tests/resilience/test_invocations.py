@@ -176,12 +176,14 @@ def test_a_signal_ends_a_wait_for_the_claim(synced: Cli, db_url: str) -> None:
         proc = spawn(synced, "sync", "erp.items", "--wait")
         try:
             _wait_for(
-                lambda: query(
-                    db_url,
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
-                    " AND wait_event = 'advisory'",
+                lambda: (
+                    query(
+                        db_url,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
+                        " AND wait_event = 'advisory'",
+                    )
+                    == [(1,)]
                 )
-                == [(1,)]
             )
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -238,6 +240,25 @@ def test_one_broken_connector_does_not_stop_the_others(demo_cli: Cli, demo: Any,
     status = {x["entity"]: x for x in json.loads(demo_cli("status", "--json", env=env).stdout)}
     assert status["crm.items"]["last_run_status"] == "failed"
     assert status["erp.items"]["last_run_status"] == "success"
+
+
+def test_an_entity_removed_during_the_pass_fails_alone(synced: Cli, demo: Any, db_url: str) -> None:
+    demo.state.before_page = lambda slug, page, params: time.sleep(0.5) if slug == "customers" else None
+    try:
+        proc = spawn(synced, "sync", "--all", "--workers", "1", "--json")
+        _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+        query(db_url, "DELETE FROM bridge.entities WHERE slug = 'orders'")  # by hand, while customers syncs
+        code, out, errtext = finish(proc)
+    finally:
+        demo.state.before_page = None
+    assert code == 1, errtext
+    lines = {x["entity"]: x for x in map(json.loads, out.splitlines())}
+    assert {k: v["status"] for k, v in lines.items()} == {
+        "erp.customers": "success",
+        "erp.items": "success",
+        "erp.orders": "error",
+    }
+    assert "no entity 'erp.orders'" in lines["erp.orders"]["error"]
 
 
 # -- 4. no configuration file ---------------------------------------------------------------
