@@ -76,7 +76,7 @@ def entity_health(
         if e.needs_attention:
             problems.append(f"needs attention: {e.needs_attention}")
         guard = guards.get(e.uid)
-        held = int(guard.get("would_delete", 0)) if isinstance(guard, dict) else 0
+        held = _held(guard)
         if held:
             problems.append(f"attention: delete guard held back {held} deletes")
         next_due = (e.last_sync_at + interval) if e.last_sync_at else now
@@ -100,3 +100,9 @@ def entity_health(
             }
         )
     return out
+
+
+def _held(guard: Any) -> int:
+    """Rows the delete guard held back, from a run's error details; 0 when absent or unreadable."""
+    value = guard.get("would_delete") if isinstance(guard, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -475,3 +475,11 @@ def test_garbage_metadata_fails_that_entity_only(synced: Cli, db_url: str, garba
         assert r.exit_code in (0, 1), (args, r.stderr)
     assert synced("discover").exit_code == 0  # discovery rebuilds the metadata
     assert synced("sync", "erp.items").exit_code == 0
+
+
+def test_garbage_run_details_do_not_break_status(synced: Cli, db_url: str) -> None:
+    assert synced("sync", "erp.orders").exit_code == 0
+    query(db_url, """UPDATE bridge.sync_runs SET error_details = '{"delete_guard": {"would_delete": "lots"}}'""")
+    r = synced("status", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert {x["entity"]: x["delete_guard_held"] for x in json.loads(r.stdout)}["erp.orders"] == 0
