@@ -241,8 +241,8 @@ def lock_conflict(conn: psycopg.Connection[Any], exc: psycopg.Error, schema: str
         relations.append(f"{fk.group(1)}.{fk.group(2)}")
     else:
         try:
-            if not conn.closed and not conn.broken and conn.info.transaction_status != 0:
-                conn.rollback()  # idle is 0; a failed transaction must end before the next query
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()  # a failed transaction must end before the next query
             rows = conn.execute(
                 "SELECT DISTINCT n.nspname || '.' || c.relname FROM pg_locks l"
                 " JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace"

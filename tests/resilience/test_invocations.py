@@ -345,6 +345,10 @@ def test_read_only_commands_write_nothing(synced: Cli, demo: Any, db_url: str) -
         assert r.exit_code in (0, 1), (args, r.stderr)
         assert snapshot(db_url) == before, args
     assert query(db_url, "SELECT count(*) FROM bridge.connectors") == [(1,)]
+    # The dead run is shown for what it is, without being marked.
+    status = {x["entity"]: x for x in json.loads(synced("status", "--json").stdout)}
+    assert status["erp.orders"]["last_run_status"] == "abandoned"
+    assert query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)]
 
 
 # -- 6. a tripped delete guard is visible ------------------------------------------------------
