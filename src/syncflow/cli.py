@@ -798,6 +798,7 @@ def _run_syncs(
     connector: str | None = None,
     workers: int | None = None,
     wait: bool = False,
+    wait_timeout: float | None = None,
     max_delete_fraction: float | None = None,
     metrics_file: Path | None = None,
     pushgateway: str | None = None,
@@ -834,7 +835,8 @@ def _run_syncs(
             force,
             connector,
             workers,
-            wait,
+            wait or wait_timeout is not None,
+            wait_timeout,
             max_delete_fraction,
         )
     finally:
@@ -864,6 +866,7 @@ def _sync_pass(
     connector: str | None,
     workers: int | None,
     wait: bool,
+    wait_timeout: float | None,
     max_delete_fraction: float | None,
 ) -> list[Outcome] | None:
     """Select the entities and sync them; None when nothing is due or a signal came first."""
@@ -891,6 +894,7 @@ def _sync_pass(
             full_refresh=full_refresh,
             workers=workers or runtime.config.settings.sync.workers,
             wait=wait,
+            wait_timeout=wait_timeout,
             explicit=not all_,
             max_delete_fraction=max_delete_fraction,
             cancel=cancel,
@@ -935,7 +939,20 @@ WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, max=64, help="Entities synced at once (default: from the config).")
 ]
 WaitOpt = Annotated[
-    bool, typer.Option("--wait", help="Wait for an entity another process is syncing, instead of skipping it.")
+    bool,
+    typer.Option(
+        "--wait",
+        help="Wait for an entity another process is syncing, instead of skipping it (until it is free or a "
+        "signal comes; bound it with --wait-timeout).",
+    ),
+]
+WaitTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait-timeout",
+        min=0.001,
+        help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
+    ),
 ]
 JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
 DeleteFractionOpt = Annotated[
@@ -959,6 +976,7 @@ def sync(
     connector: Annotated[str | None, typer.Option("--connector", help="With --all: only this connector.")] = None,
     workers: WorkersOpt = None,
     wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
     as_json: JsonRunsOpt = False,
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
@@ -975,6 +993,7 @@ def sync(
         connector=connector,
         workers=workers,
         wait=wait,
+        wait_timeout=wait_timeout,
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
@@ -988,6 +1007,7 @@ def full_refresh(
     refs: Annotated[list[str], typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)],
     workers: WorkersOpt = None,
     wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
     as_json: JsonRunsOpt = False,
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
@@ -1001,6 +1021,7 @@ def full_refresh(
         as_json=as_json,
         workers=workers,
         wait=wait,
+        wait_timeout=wait_timeout,
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,

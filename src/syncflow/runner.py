@@ -86,6 +86,7 @@ def run_entities(
     full_refresh: bool = False,
     workers: int = 1,
     wait: bool = False,
+    wait_timeout: float | None = None,
     explicit: bool = False,
     max_delete_fraction: float | None = None,
     cancel: threading.Event | None = None,
@@ -130,6 +131,7 @@ def run_entities(
                         started,
                         full_refresh,
                         wait,
+                        wait_timeout,
                         explicit,
                         max_delete_fraction,
                         cancel,
@@ -182,6 +184,7 @@ def _one(
     started: datetime,
     full_refresh: bool,
     wait: bool,
+    wait_timeout: float | None,
     explicit: bool,
     max_delete_fraction: float | None,
     cancel: threading.Event,
@@ -190,7 +193,17 @@ def _one(
     schema = runtime.schema
     try:
         return _claimed(
-            runtime, conn, entity, started, full_refresh, wait, explicit, max_delete_fraction, cancel, progress
+            runtime,
+            conn,
+            entity,
+            started,
+            full_refresh,
+            wait,
+            wait_timeout,
+            explicit,
+            max_delete_fraction,
+            cancel,
+            progress,
         )
     except psycopg.Error as exc:
         # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
@@ -208,6 +221,7 @@ def _claimed(
     started: datetime,
     full_refresh: bool,
     wait: bool,
+    wait_timeout: float | None,
     explicit: bool,
     max_delete_fraction: float | None,
     cancel: threading.Event,
@@ -215,10 +229,14 @@ def _claimed(
 ) -> Outcome:
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # a signal ends a --wait for the claim too
-        got = claims.wait_claim(conn, entity.uid) if wait else claims.try_claim(conn, entity.uid)
+        if wait:
+            got = claims.wait_claim(conn, entity.uid, timeout_seconds=wait_timeout)
+        else:
+            got = claims.try_claim(conn, entity.uid)
     if not got:
         # Reported once, by whoever renders outcomes.
-        return Outcome(entity.ref, skipped="another process is syncing it", held_elsewhere=True)
+        waited = f" (waited {wait_timeout:g}s)" if wait and wait_timeout is not None else ""
+        return Outcome(entity.ref, skipped=f"another process is syncing it{waited}", held_elsewhere=True)
     try:
         with db.translate_locks(conn, schema):
             return _run_claimed(

@@ -196,6 +196,19 @@ def test_a_signal_ends_a_wait_for_the_claim(synced: Cli, db_url: str) -> None:
     assert query(db_url, "SELECT count(*) FROM bridge.sync_runs") == [(0,)]
 
 
+def test_wait_timeout_bounds_the_wait_for_a_claim(synced: Cli, db_url: str) -> None:
+    (uid,) = query(db_url, "SELECT uid::text FROM bridge.entities WHERE slug = 'items'")[0]
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
+        started = time.monotonic()
+        r = synced("sync", "erp.items", "--wait-timeout", "0.5")
+        took = time.monotonic() - started
+    assert r.exit_code == 75, r.stderr
+    assert "skipped erp.items: another process is syncing it (waited 0.5s)" in r.stderr
+    assert 0.5 <= took < BOUND
+    assert query(db_url, "SELECT count(*) FROM bridge.sync_runs") == [(0,)]
+
+
 # -- 3. one connector's problem fails only that connector's entities -----------------------------
 
 
