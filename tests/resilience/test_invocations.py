@@ -432,17 +432,30 @@ MARKUP_API = {
 
 def test_markup_like_names_are_printed_verbatim(demo_cli: Cli, demo: Any) -> None:
     demo.state.set_api("inv[/x]", MARKUP_API)
-    demo.state.put_rows("inv[/x]", [{"[red]id": 1, "val[/]": "a"}])
+    demo.state.put_rows("inv[/x]", [{"[red]id": 1, "val[/]": "[b]x[/b]"}])
     r = demo_cli("discover")
     assert r.exit_code == 0, r.stderr
     assert "erp.inv[/x]" in r.stdout
-    r = demo_cli("sync", "erp.inv[/x]")
+    assert demo_cli("entity", "set", "erp.inv[/x]", "--history").exit_code == 0
+    r = demo_cli("sync", "erp.inv[/x]", "--json")
     assert r.exit_code == 0, r.stderr
-    for args in (("entities",), ("status",), ("runs",), ("entity", "show", "erp.inv[/x]"), ("discover",)):
+    run_uid = json.loads(r.stdout)["uid"]
+    shown = json.loads(demo_cli("entity", "show", "erp.inv[/x]", "--json").stdout)
+    key = next(c["pg_name"] for c in shown["columns"] if c["is_business_key"])
+    for args in (
+        ("entities",),
+        ("status",),
+        ("runs",),
+        ("runs", "show", run_uid),
+        ("entity", "show", "erp.inv[/x]"),
+        ("history", "erp.inv[/x]", "--key", f"{key}=1"),
+        ("discover",),
+    ):
         r = demo_cli(*args)
         assert r.exit_code == 0, (args, r.stderr)
         assert "inv[/x]" in r.stdout, args
     assert "[red]id" in demo_cli("entity", "show", "erp.inv[/x]").stdout
+    assert "[b]x[/b]" in demo_cli("history", "erp.inv[/x]", "--key", f"{key}=1").stdout
 
 
 # -- 9. smaller things -----------------------------------------------------------------------
