@@ -555,6 +555,8 @@ def entities(
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
     runtime = _state(ctx).runtime()
+    if connector is not None:
+        runtime.config.connector(connector)  # a typo must not look like "no entities"
     with runtime.metadata(read_only=True) as conn:
         rows = [_entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)]
     if as_json:
@@ -1045,6 +1047,8 @@ def status(
     deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
     """
     runtime = _state(ctx).runtime()
+    if connector is not None:
+        runtime.config.connector(connector)  # a typo must not pass a health check
     with runtime.metadata(read_only=True) as conn:
         rows = entity_health(
             runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor

@@ -513,3 +513,10 @@ def test_garbage_run_details_do_not_break_status(synced: Cli, db_url: str) -> No
     r = synced("status", "--json")
     assert r.exit_code == 0, r.stderr
     assert {x["entity"]: x["delete_guard_held"] for x in json.loads(r.stdout)}["erp.orders"] == 0
+
+
+@pytest.mark.parametrize("command", ["status", "entities"])
+def test_an_unknown_connector_filter_is_a_usage_error(synced: Cli, command: str) -> None:
+    r = synced(command, "--connector", "nope")
+    assert r.exit_code == 2, r.stdout
+    assert "no connector named 'nope' (configured: erp)" in r.stderr
