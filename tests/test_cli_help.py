@@ -46,3 +46,12 @@ def test_version() -> None:
 def test_root_help_lists_exit_codes() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert "Exit codes" in result.stdout
+
+
+def test_help_documents_exit_codes_of_locks_and_read_only_commands() -> None:
+    root = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
+    assert "another session holds a lock" in root and "no configuration file" in root
+    sync_help = " ".join(CliRunner().invoke(app, ["sync", "--help"]).stdout.split())
+    assert "never a failure" in sync_help and "recorded as cancelled" in sync_help
+    status_help = " ".join(CliRunner().invoke(app, ["status", "--help"]).stdout.split())
+    assert "read-only" in status_help and "delete guard" in status_help

@@ -105,12 +105,12 @@ def test_connector_test_reports_success_and_each_failure(demo_cli: Cli, tmp_path
 
 def test_connectors_mirrored_and_removed_ones_become_inactive(demo_cli: Cli, db_url: str) -> None:
     demo_cli("connector", "add", "crm", "--url", "http://127.0.0.1:9")
-    assert demo_cli("entities").exit_code == 0
+    assert demo_cli("sync", "--all").exit_code == 0  # writing commands mirror the file; reading ones do not
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT name, is_active, target_schema FROM bridge.connectors ORDER BY name").fetchall()
     assert rows == [("crm", True, "crm"), ("erp", True, "erp")]
     demo_cli("connector", "remove", "crm")
-    assert demo_cli("entities").exit_code == 0
+    assert demo_cli("sync", "--all").exit_code == 0
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT name, is_active FROM bridge.connectors ORDER BY name").fetchall()
     assert rows == [("crm", False), ("erp", True)]

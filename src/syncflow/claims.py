@@ -51,6 +51,8 @@ def wait_claim(conn: Conn, entity_uid: str, *, timeout_seconds: float | None = N
 def release(conn: Conn, entity_uid: str) -> None:
     if conn.closed or conn.broken:
         return
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+        conn.rollback()
     conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", [LOCK_NAMESPACE, entity_uid])
     conn.commit()
 

@@ -1,8 +1,10 @@
 """The ``syncflow`` command line: parse, call the core, render, map errors to exit codes.
 
 Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or
-database unreachable. Logs and errors go to stderr; stdout carries tables or,
-with ``--json``, JSON only.
+database unreachable; 75 try again later (a claim or lock held elsewhere);
+130/143 signals. Logs and errors go to stderr; stdout carries tables or, with
+``--json``, JSON only. Reporting commands (status, entities, entity show,
+runs, history, connector list/show, db status) open a read-only connection.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a run or request failed; 2 usage, configuration or database unreachable; "
-    "75 an entity named explicitly is being synced by another process; 130/143 stopped by SIGINT/SIGTERM."
+    "Exit codes: 0 success; 1 a run or request failed, or status found an unhealthy entity; 2 usage, "
+    "configuration (no configuration file included) or database unreachable; 75 try again later: an entity "
+    "named explicitly is being synced by another process, or another session holds a lock SyncFlow needs "
+    "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
 )
 
 app = typer.Typer(
@@ -107,8 +111,9 @@ class State:
     database_url: str | None = None
     log_format: str = "text"
 
-    def runtime(self) -> Runtime:
-        return Runtime.load(config_path=self.config_path, database_url=self.database_url)
+    def runtime(self, *, require_file: bool = True) -> Runtime:
+        """The configuration; commands that only read the database can do without the file."""
+        return Runtime.load(config_path=self.config_path, database_url=self.database_url, require_file=require_file)
 
 
 def _state(ctx: typer.Context) -> State:
@@ -286,7 +291,10 @@ def connector_list(
         table.add_column(col)
     for r in rows:
         token = "-" if not r["token_env"] else f"${r['token_env']} ({'set' if r['token_set'] else 'NOT SET'})"
-        table.add_row(r["name"], r["base_url"], token, r["target_schema"], str(r["verify_tls"]).lower())
+        table.add_row(
+            *(escape(str(v)) for v in (r["name"], r["base_url"], token, r["target_schema"])),
+            escape(str(r["verify_tls"]).lower()),
+        )
     out.print(table)
 
 
@@ -339,11 +347,18 @@ def connector_test(
 @db_app.command("upgrade")
 @guarded
 def db_upgrade(ctx: typer.Context) -> None:
-    """Apply pending metadata migrations (every command also does this itself)."""
-    runtime = _state(ctx).runtime()
-    conn = db.connect(runtime.config.settings.database.url, autocommit=True)
+    """Apply pending metadata migrations (sync, discover and entity set also do this themselves)."""
+    runtime = _state(ctx).runtime(require_file=False)
+    sync = runtime.config.settings.sync
+    conn = db.connect(
+        runtime.config.settings.database.url,
+        autocommit=True,
+        lock_timeout=sync.lock_timeout_seconds,
+        statement_timeout=sync.statement_timeout_seconds,
+    )
     try:
-        applied = db.upgrade(conn, runtime.schema)
+        with db.translate_locks(conn, runtime.schema):
+            applied = db.upgrade(conn, runtime.schema)
     finally:
         conn.close()
     if applied:
@@ -356,11 +371,19 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("status")
 @guarded
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Show which metadata migrations are applied."""
-    runtime = _state(ctx).runtime()
-    conn = db.connect(runtime.config.settings.database.url, autocommit=True)
+    """Show which metadata migrations are applied (read-only)."""
+    runtime = _state(ctx).runtime(require_file=False)
+    sync = runtime.config.settings.sync
+    conn = db.connect(
+        runtime.config.settings.database.url,
+        autocommit=True,
+        lock_timeout=sync.lock_timeout_seconds,
+        statement_timeout=sync.statement_timeout_seconds,
+        read_only=True,
+    )
     try:
-        status = db.migration_status(conn, runtime.schema)
+        with db.translate_locks(conn, runtime.schema):
+            status = db.migration_status(conn, runtime.schema)
     finally:
         conn.close()
     rows: list[dict[str, Any]] = [{"version": m.version, "name": m.name, "applied_at": at} for m, at in status]
@@ -373,12 +396,16 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
             }
         )
         return
-    table = Table(title=f"Migrations in schema {runtime.schema}")
+    table = Table(title=f"Migrations in schema {escape(runtime.schema)}")
     table.add_column("version")
     table.add_column("name")
     table.add_column("applied at")
     for r in rows:
-        table.add_row(f"{r['version']:04d}", r["name"], r["applied_at"] or "[yellow]pending[/]")
+        table.add_row(
+            f"{r['version']:04d}",
+            escape(r["name"]),
+            escape(r["applied_at"]) if r["applied_at"] else "[yellow]pending[/]",
+        )
     out.print(table)
 
 
@@ -387,7 +414,7 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
 
 def _render_report(report: DiscoveryReport) -> None:
     verb = "would" if report.dry_run else "did"
-    table = Table(title=f"Discovery of {report.connector}" + (" (dry run)" if report.dry_run else ""))
+    table = Table(title=f"Discovery of {escape(report.connector)}" + (" (dry run)" if report.dry_run else ""))
     for col in ("entity", "table", "strategy", "keys", "action", "changes"):
         table.add_column(col)
     for o in report.outcomes:
@@ -395,12 +422,12 @@ def _render_report(report: DiscoveryReport) -> None:
         changes: list[str] = []
         if p.action == "create":
             changes.append(f"create with {len(p.columns)} columns")
-        changes += [f"add {c.pg_name} {c.pg_type}" for c in p.add_columns]
-        changes += [f"widen {n}: {a} → {b}" for n, a, b in p.widen]
-        changes += [f"retire {n}" for n in p.retire]
-        changes += [f"restore {n}" for n in p.restore]
+        changes += [escape(f"add {c.pg_name} {c.pg_type}") for c in p.add_columns]
+        changes += [escape(f"widen {n}: {a} → {b}") for n, a, b in p.widen]
+        changes += [escape(f"retire {n}") for n in p.retire]
+        changes += [escape(f"restore {n}") for n in p.restore]
         if p.strategy_change:
-            changes.append(f"strategy {p.strategy_change[0]} → {p.strategy_change[1]}; checkpoint reset")
+            changes.append(escape(f"strategy {p.strategy_change[0]} → {p.strategy_change[1]}; checkpoint reset"))
         changes += [f"[red]breaking:[/] {escape(b)}" for b in p.breaking]
         if p.unsyncable_reason:
             changes.append(f"[yellow]not syncable:[/] {escape(p.unsyncable_reason)}")
@@ -410,27 +437,28 @@ def _render_report(report: DiscoveryReport) -> None:
             changes.append(f"[red]failed:[/] {escape(o.error)}")
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
         table.add_row(
-            p.ref,
-            f"{p.target_schema}.{p.target_table}",
-            p.delta_strategy,
-            ", ".join(p.business_keys),
+            escape(p.ref),
+            escape(f"{p.target_schema}.{p.target_table}"),
+            escape(p.delta_strategy),
+            escape(", ".join(p.business_keys)),
             action,
             "\n".join(changes) or "-",
         )
     out.print(table)
     for w in report.warnings + [w for o in report.outcomes for w in o.plan.warnings]:
-        err.print(f"[yellow]warning:[/] {report.connector}: {escape(w)}")
+        err.print(f"[yellow]warning:[/] {escape(report.connector)}: {escape(w)}")
     for slug in report.missing:
         err.print(
-            f"[yellow]warning:[/] {report.connector}.{escape(slug)} is no longer offered by APISmith; its table is kept"
+            f"[yellow]warning:[/] {escape(report.connector)}.{escape(slug)} is no longer offered by APISmith; "
+            "its table is kept"
         )
     for o in report.outcomes:
         if o.plan.breaking and not o.backup_table and not report.dry_run and not o.error:
             from syncflow.discovery import attention_message
 
-            err.print(f"[yellow]attention:[/] {o.plan.ref}: {escape(attention_message(o.plan))}")
+            err.print(f"[yellow]attention:[/] {escape(o.plan.ref)}: {escape(attention_message(o.plan))}")
     if not report.outcomes:
-        err.print(f"{report.connector}: APISmith offers no APIs ({verb} nothing)")
+        err.print(f"{escape(report.connector)}: APISmith offers no APIs ({verb} nothing)")
 
 
 @app.command("discover")
@@ -484,7 +512,9 @@ def discover(
             reports.append(report)
             if not as_json:
                 _render_report(report)
-            failures += [o.error for o in report.outcomes if o.error]
+            for problem in report.rejected:
+                err.print(f"[bold red]error:[/] {escape(name)}: {escape(problem)}")
+            failures += report.rejected + [o.error for o in report.outcomes if o.error]
     if as_json:
         emit_json([r.to_json() for r in reports])
     if failures:
@@ -525,7 +555,9 @@ def entities(
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
     runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
+    if connector is not None:
+        runtime.config.connector(connector)  # a typo must not look like "no entities"
+    with runtime.metadata(read_only=True) as conn:
         rows = [_entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)]
     if as_json:
         emit_json(rows)
@@ -543,10 +575,10 @@ def entities(
             status = "[yellow]missing at source[/]"
         mark = " (file)"
         table.add_row(
-            r["entity"],
-            r["table"],
-            r["delta_strategy"],
-            ", ".join(r["business_keys"]),
+            escape(r["entity"]),
+            escape(r["table"]),
+            escape(r["delta_strategy"]),
+            escape(", ".join(r["business_keys"])),
             f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
             ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
             r["last_sync_at"] or "-",
@@ -564,7 +596,7 @@ def entity_show(
 ) -> None:
     """Show an entity's columns: source type, PostgreSQL type and name mapping."""
     runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
+    with runtime.metadata(read_only=True) as conn:
         data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True)
     if as_json:
         emit_json(data)
@@ -603,8 +635,8 @@ def entity_show(
             escape(c["api_name"]),
             escape(c["source_name"]),
             escape(c["data_type"]),
-            c["pg_name"],
-            c["pg_type"],
+            escape(c["pg_name"]),
+            escape(c["pg_type"]),
             "yes" if c["is_business_key"] else "",
             "retired" if c["retired"] else "",
         )
@@ -652,7 +684,7 @@ def entity_set(
                 history.ensure(conn, entity)  # created and seeded now, in this transaction
         data = _entity_json(runtime, entity)
     err.print(
-        f"{ref}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
+        f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
         f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
     for key in data["overridden_by_file"]:
@@ -692,15 +724,25 @@ class _Board:
         bar = self.bar
         if bar is None:
             return None
-        task = bar.add_task(ref, total=None, pages=0)
+        shown = escape(ref)  # the description is rendered as markup
+        task = bar.add_task(shown, total=None, pages=0)
 
         def update(p: SyncProgress) -> None:
-            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{ref} {p.rows} rows")
+            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{shown} {p.rows} rows")
 
         return update
 
 
 def _report(outcome: Outcome, as_json: bool) -> None:
+    if outcome.error is not None:
+        log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
+        if as_json:
+            sys.stdout.write(
+                json.dumps({"entity": outcome.entity, "status": "error", "error": outcome.error}, ensure_ascii=False)
+                + "\n"
+            )
+            sys.stdout.flush()
+        return
     if outcome.result is None:
         log.info(
             "skipped %s: %s", outcome.entity, outcome.skipped, extra={"event": "skipped", "entity": outcome.entity}
@@ -758,6 +800,7 @@ def _run_syncs(
     connector: str | None = None,
     workers: int | None = None,
     wait: bool = False,
+    wait_timeout: float | None = None,
     max_delete_fraction: float | None = None,
     metrics_file: Path | None = None,
     pushgateway: str | None = None,
@@ -771,6 +814,64 @@ def _run_syncs(
         raise UsageError("--force and --connector go with --all")
     state = _state(ctx)
     runtime = state.runtime()
+    cancel = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        cancel.set()
+
+    # Installed before the first query, so that a signal at any point ends in a recorded, bounded stop.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcomes = _sync_pass(
+            runtime,
+            state,
+            refs,
+            cancel,
+            full_refresh,
+            as_json,
+            all_,
+            force,
+            connector,
+            workers,
+            wait or wait_timeout is not None,
+            wait_timeout,
+            max_delete_fraction,
+        )
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+    results = [o.result for o in (outcomes or []) if o.result is not None]
+    _publish_metrics(runtime, results, metrics_file, pushgateway)
+    if received:
+        raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
+    if any(r.status != "success" for r in results) or any(o.error and not o.busy for o in outcomes or []):
+        raise typer.Exit(EXIT_FAILED)
+    if any(o.busy for o in outcomes or []):
+        raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
+    if not all_ and any(o.held_elsewhere for o in outcomes or []):
+        raise typer.Exit(EXIT_CLAIMED)
+
+
+def _sync_pass(
+    runtime: Runtime,
+    state: State,
+    refs: list[str],
+    cancel: threading.Event,
+    full_refresh: bool,
+    as_json: bool,
+    all_: bool,
+    force: bool,
+    connector: str | None,
+    workers: int | None,
+    wait: bool,
+    wait_timeout: float | None,
+    max_delete_fraction: float | None,
+) -> list[Outcome] | None:
+    """Select the entities and sync them; None when nothing is due or a signal came first."""
     with runtime.metadata() as meta:
         if all_:
             if connector is not None:
@@ -779,62 +880,55 @@ def _run_syncs(
             entities = due_entities(runtime, meta, force=force, connector=connector)
         else:
             entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(refs)]
-        for entity in entities:
-            runtime.config.connector(entity.connector)
-            runtime.config.token(entity.connector)
+            for entity in entities:
+                runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
+    # A connector's token or CA bundle is checked per entity by the runner: one broken connector
+    # fails its own entities (recorded as failed runs), the others still sync.
+    if cancel.is_set():
+        return None
     if not entities:
         log.info("nothing is due", extra={"event": "nothing_due"})
-        _publish_metrics(runtime, [], metrics_file, pushgateway)
-        return
-    cancel = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        cancel.set()
-
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with _Board(err.is_terminal and state.log_format == "text") as board:
-            outcomes = run_entities(
-                runtime,
-                entities,
-                full_refresh=full_refresh,
-                workers=workers or runtime.config.settings.sync.workers,
-                wait=wait,
-                explicit=not all_,
-                max_delete_fraction=max_delete_fraction,
-                cancel=cancel,
-                progress=board.for_entity,
-                on_outcome=lambda o: _report(o, as_json),
-            )
-    finally:
-        for sig, old in handlers.items():
-            signal.signal(sig, old)
-    results = [o.result for o in outcomes if o.result is not None]
-    _publish_metrics(runtime, results, metrics_file, pushgateway)
-    if received:
-        raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
-    if any(r.status != "success" for r in results):
-        raise typer.Exit(EXIT_FAILED)
-    if not all_ and any(o.held_elsewhere for o in outcomes):
-        raise typer.Exit(EXIT_CLAIMED)
+        return None
+    with _Board(err.is_terminal and state.log_format == "text") as board:
+        return run_entities(
+            runtime,
+            entities,
+            full_refresh=full_refresh,
+            workers=workers or runtime.config.settings.sync.workers,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            explicit=not all_,
+            max_delete_fraction=max_delete_fraction,
+            cancel=cancel,
+            progress=board.for_entity,
+            on_outcome=lambda o: _report(o, as_json),
+        )
 
 
 def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path | None, gateway: str | None) -> None:
+    """Write/push the pass's metrics; a failure is a warning and never changes the exit code."""
     if textfile is None and not gateway:
         return
-    with runtime.metadata() as meta:
-        entities = {e.ref: e for e in store.list_entities(meta, runtime.schema)}
-    metrics.publish(metrics.build_registry(results, entities), textfile=textfile, pushgateway=gateway)
+    problems: list[str] = []
+    entities: dict[str, store.Entity] = {}
+    try:
+        with runtime.metadata(read_only=True) as meta:
+            entities = {e.ref: e for e in store.list_entities(meta, runtime.schema)}
+    except (SyncFlowError, psycopg.Error) as exc:
+        problems.append(f"metrics: cannot read the entities' state: {exc}")
+    problems += metrics.publish(metrics.build_registry(results, entities), textfile=textfile, pushgateway=gateway)
+    for problem in problems:
+        log.warning(problem, extra={"event": "metrics_failed"})
 
 
 SYNC_EXIT_HELP = (
-    "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it; "
-    "1 a run failed or was partial; 2 usage, configuration or database unreachable; 75 an entity named "
-    "explicitly is being synced by another process (use --wait); 130/143 stopped by SIGINT/SIGTERM."
+    "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it "
+    "(metrics that cannot be written or pushed are a warning, never a failure); "
+    "1 a run failed or was partial (a connector's missing token or unreadable CA bundle fails that "
+    "connector's entities; the others still sync); 2 usage, configuration (no configuration file) or database "
+    "unreachable; 75 an entity named explicitly is being synced by another process (use --wait), or another "
+    "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
+    "(queries in flight are cancelled; the run is recorded as cancelled)."
 )
 MetricsFileOpt = Annotated[
     Path | None,
@@ -847,7 +941,20 @@ WorkersOpt = Annotated[
     int | None, typer.Option("--workers", min=1, max=64, help="Entities synced at once (default: from the config).")
 ]
 WaitOpt = Annotated[
-    bool, typer.Option("--wait", help="Wait for an entity another process is syncing, instead of skipping it.")
+    bool,
+    typer.Option(
+        "--wait",
+        help="Wait for an entity another process is syncing, instead of skipping it (until it is free or a "
+        "signal comes; bound it with --wait-timeout).",
+    ),
+]
+WaitTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait-timeout",
+        min=0.001,
+        help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
+    ),
 ]
 JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
 DeleteFractionOpt = Annotated[
@@ -871,6 +978,7 @@ def sync(
     connector: Annotated[str | None, typer.Option("--connector", help="With --all: only this connector.")] = None,
     workers: WorkersOpt = None,
     wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
     as_json: JsonRunsOpt = False,
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
@@ -887,6 +995,7 @@ def sync(
         connector=connector,
         workers=workers,
         wait=wait,
+        wait_timeout=wait_timeout,
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
@@ -900,6 +1009,7 @@ def full_refresh(
     refs: Annotated[list[str], typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)],
     workers: WorkersOpt = None,
     wait: WaitOpt = False,
+    wait_timeout: WaitTimeoutOpt = None,
     as_json: JsonRunsOpt = False,
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
@@ -913,6 +1023,7 @@ def full_refresh(
         as_json=as_json,
         workers=workers,
         wait=wait,
+        wait_timeout=wait_timeout,
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
@@ -930,10 +1041,15 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Health of every entity. Exit 1 when one failed 3 times in a row or is stale (a health check)."""
+    """Health of every entity (read-only; a health check).
+
+    Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
+    deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
+    """
     runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
-        claims.sweep_abandoned(conn, runtime.schema)
+    if connector is not None:
+        runtime.config.connector(connector)  # a typo must not pass a health check
+    with runtime.metadata(read_only=True) as conn:
         rows = entity_health(
             runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor
         )
@@ -946,8 +1062,8 @@ def status(
         for r in rows:
             colour = {"success": "green", "partial": "yellow", None: "dim"}.get(r["last_run_status"], "red")
             table.add_row(
-                r["entity"],
-                r["strategy"],
+                escape(r["entity"]),
+                escape(r["strategy"]),
                 (r["last_run_started_at"] or "never")[:19],
                 f"[{colour}]{r['last_run_status'] or '-'}[/]",
                 str(r["rows"] if r["rows"] is not None else "-"),
@@ -976,8 +1092,8 @@ def runs_command(
     args = list(args or [])
     if status is not None and status not in runs_mod.STATUSES:
         raise UsageError(f"--status must be one of {', '.join(runs_mod.STATUSES)}")
-    runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
+    runtime = _state(ctx).runtime(require_file=False)
+    with runtime.metadata(read_only=True) as conn:
         if args and args[0] == "show":
             if len(args) != 2:
                 raise UsageError("usage: syncflow runs show RUN_UID")
@@ -1014,7 +1130,7 @@ def runs_command(
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
         table.add_row(
             (r["started_at"] or "")[:19],
-            r["entity"],
+            escape(r["entity"]),
             r["kind"],
             f"[{colour}]{r['status']}[/]",
             str(r["records_fetched"]),
@@ -1046,7 +1162,7 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
         for rej in run["rejects"]:
             table.add_row(
                 escape(json.dumps(rej["business_key"])),
-                rej["column"] or "-",
+                escape(rej["column"] or "-"),
                 escape(str(rej["value"])),
                 escape(rej["reason"]),
             )
@@ -1077,8 +1193,8 @@ def history_command(
             raise UsageError(f"--as-of {as_of!r} is not an ISO 8601 time, e.g. 2026-11-26T09:30:00+00:00") from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-    runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
+    runtime = _state(ctx).runtime(require_file=False)
+    with runtime.metadata(read_only=True) as conn:
         entity = store.get_entity(conn, runtime.schema, ref)
         given: dict[str, str] = {}
         for item in keys:
@@ -1093,9 +1209,9 @@ def history_command(
         emit_json(found)
         return
     if not found:
-        err.print(f"{ref}: no recorded versions for that key" + (" at that time" if when else ""))
+        err.print(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
         return
-    table = Table(title=f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items()))
+    table = Table(title=escape(f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items())))
     for col in ("operation", "valid from", "valid to", "row version", "run", "data"):
         table.add_column(col, overflow="fold")
     for v in found:

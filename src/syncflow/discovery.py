@@ -38,10 +38,11 @@ class DiscoveryReport:
     outcomes: list[EntityOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # APIs that could not be stored at all
 
     @property
     def failed(self) -> bool:
-        return any(o.error for o in self.outcomes)
+        return bool(self.rejected) or any(o.error for o in self.outcomes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class DiscoveryReport:
             "entities": [{**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table} for o in self.outcomes],
             "warnings": self.warnings,
             "missing_at_source": self.missing,
+            "rejected": self.rejected,
         }
 
 
@@ -75,7 +77,9 @@ def discover_connector(
     """Discover one connector's APIs and create or evolve their tables."""
     items, _ = client.list_apis()
     parsed = parse_apis(items)
-    report = DiscoveryReport(connector=name, dry_run=dry_run, warnings=list(parsed.warnings))
+    report = DiscoveryReport(
+        connector=name, dry_run=dry_run, warnings=list(parsed.warnings), rejected=list(parsed.rejected)
+    )
     cuid = store.connector_uid(conn, schema, name)
     stored = {e.slug: e for e in store.list_entities(conn, schema, connector=name)}
     target_schema = config.target_schema(name)

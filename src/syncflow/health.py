@@ -1,8 +1,13 @@
 """`syncflow status`: is every entity healthy? Made for health checks and alerting.
 
-An entity is unhealthy when its last three runs or more failed in a row, or
-when it is stale: its last success (or, never synced, its discovery) is older
-than ``stale_factor`` times its interval.
+An entity is unhealthy when its last three runs or more failed in a row,
+when it is stale (its last success, or, never synced, its discovery, is older
+than ``stale_factor`` times its interval), when it needs attention, or when
+the delete guard held back deletes in its last completed run: rows gone at
+the source stay live in the table until someone looks.
+
+Read-only: a run left ``running`` by a dead process (its claim is free) is
+shown as ``abandoned`` without being marked; the next sync marks it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from syncflow import store
+from syncflow import claims, store
 from syncflow.runner import effective_settings
 from syncflow.runtime import Runtime
 from syncflow.store import Conn
@@ -31,10 +36,21 @@ def entity_health(
         cur.execute(
             sql.SQL(
                 "SELECT DISTINCT ON (entity_uid) entity_uid::text AS uid, status, started_at, completed_at,"
-                " records_fetched FROM {} ORDER BY entity_uid, started_at DESC"
-            ).format(sql.Identifier(schema, "sync_runs"))
+                " records_fetched, status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l"
+                "   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s::oid"
+                "   AND l.objid = (hashtext(entity_uid::text)::bigint & 4294967295)::oid) AS dead"
+                " FROM {} ORDER BY entity_uid, started_at DESC"
+            ).format(sql.Identifier(schema, "sync_runs")),
+            [claims.LOCK_NAMESPACE],
         )
         last_runs = {r["uid"]: r for r in cur.fetchall()}
+        cur.execute(
+            sql.SQL(
+                "SELECT DISTINCT ON (entity_uid) entity_uid::text AS uid, error_details -> 'delete_guard' AS guard"
+                " FROM {} WHERE status IN ('success', 'partial') ORDER BY entity_uid, started_at DESC"
+            ).format(sql.Identifier(schema, "sync_runs"))
+        )
+        guards = {r["uid"]: r["guard"] for r in cur.fetchall()}
         cur.execute(
             sql.SQL(
                 "SELECT e.uid::text AS uid, e.discovered_at, c.reltuples::bigint AS rows FROM {} e"
@@ -58,7 +74,11 @@ def entity_health(
         if stale:
             problems.append(f"no success for more than {stale_factor:g} × {eff['interval_seconds']}s")
         if e.needs_attention:
-            problems.append("needs attention (breaking schema change)")
+            problems.append(f"needs attention: {e.needs_attention}")
+        guard = guards.get(e.uid)
+        held = _held(guard)
+        if held:
+            problems.append(f"attention: delete guard held back {held} deletes")
         next_due = (e.last_sync_at + interval) if e.last_sync_at else now
         rows = extra.get(e.uid, {}).get("rows")
         out.append(
@@ -66,7 +86,7 @@ def entity_health(
                 "entity": e.ref,
                 "strategy": e.delta_strategy,
                 "enabled": eff["enabled"],
-                "last_run_status": run["status"] if run else None,
+                "last_run_status": ("abandoned" if run["dead"] else run["status"]) if run else None,
                 "last_run_started_at": run["started_at"].isoformat() if run else None,
                 "last_run_fetched": run["records_fetched"] if run else None,
                 "last_success_at": e.last_success_at.isoformat() if e.last_success_at else None,
@@ -74,8 +94,15 @@ def entity_health(
                 "consecutive_failures": e.consecutive_failures,
                 "rows": max(int(rows), 0) if rows is not None else None,
                 "stale": stale,
-                "healthy": not (failing or stale),
+                "delete_guard_held": held,
+                "healthy": not problems,
                 "problems": problems,
             }
         )
     return out
+
+
+def _held(guard: Any) -> int:
+    """Rows the delete guard held back, from a run's error details; 0 when absent or unreadable."""
+    value = guard.get("would_delete") if isinstance(guard, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

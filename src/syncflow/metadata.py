@@ -13,6 +13,9 @@ from typing import Any
 from syncflow.typemap import map_type
 
 STRATEGIES = ("full", "rowversion", "hash")
+# bridge.entities stores slug and name as varchar(200); PostgreSQL text cannot hold NUL at all.
+MAX_SLUG = 200
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,24 @@ class ApiSpec:
 
 @dataclass
 class ParseResult:
-    """Every API that has a slug, plus warnings about the ones skipped outright."""
+    """Every API that has a slug, plus warnings about the ones skipped outright.
+
+    ``rejected``: APIs that cannot be stored at all (a slug PostgreSQL cannot
+    hold); discovery goes on without them and reports them as failures.
+    """
 
     apis: list[ApiSpec] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+class Rejected(str):
+    """A parse outcome: the API cannot be stored; the text says why, naming it."""
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    return text.replace("\x00", "")  # PostgreSQL text and jsonb cannot hold NUL
 
 
 def _bool(value: Any, default: bool) -> bool:
@@ -69,7 +82,7 @@ def _bool(value: Any, default: bool) -> bool:
 
 
 def parse_api(raw: Any, index: int) -> ApiSpec | str:
-    """One API, or a warning string when it has no usable slug."""
+    """One API, or a warning string when it has no usable slug (a :class:`Rejected` one when unstorable)."""
     if not isinstance(raw, dict):
         return f"API #{index + 1} is not a JSON object; skipped"
     slug = raw.get("slug")
@@ -77,7 +90,15 @@ def parse_api(raw: Any, index: int) -> ApiSpec | str:
         label = raw.get("name") if isinstance(raw.get("name"), str) else f"#{index + 1}"
         return f"API {label} has no slug; skipped"
     slug = slug.strip()
+    if "\x00" in slug:
+        return Rejected(f"API {slug!r} has a NUL character in its slug, which PostgreSQL cannot store; skipped")
+    if len(slug) > MAX_SLUG:
+        return Rejected(f"API {slug[:40]!r}... has a slug of {len(slug)} characters (at most {MAX_SLUG}); skipped")
     warnings: list[str] = []
+    name = _text(raw.get("name"))
+    if len(name) > MAX_NAME:
+        warnings.append(f"{slug}: the API name has {len(name)} characters; the first {MAX_NAME} are kept")
+        name = name[:MAX_NAME]
     strategy_raw = raw.get("delta_strategy")
     strategy = _text(strategy_raw).strip().lower() or "full"
     if strategy not in STRATEGIES:
@@ -98,6 +119,9 @@ def parse_api(raw: Any, index: int) -> ApiSpec | str:
         source = col["name"]
         alias = col.get("output_alias")
         api_name = alias if isinstance(alias, str) and alias else source
+        if "\x00" in source or "\x00" in api_name:
+            warnings.append(f"{slug}: column {api_name!r} has a NUL character in its name; ignored")
+            continue
         if api_name in seen:
             warnings.append(f"{slug}: column {api_name!r} is listed twice; the first is kept")
             continue
@@ -154,7 +178,7 @@ def parse_api(raw: Any, index: int) -> ApiSpec | str:
     ]
     return ApiSpec(
         slug=slug,
-        name=_text(raw.get("name")),
+        name=name,
         description=_text(raw.get("description")),
         delta_strategy=strategy,
         business_keys=tuple(keys),
@@ -170,6 +194,9 @@ def parse_apis(items: list[Any]) -> ParseResult:
     seen: set[str] = set()
     for i, raw in enumerate(items):
         parsed = parse_api(raw, i)
+        if isinstance(parsed, Rejected):
+            result.rejected.append(str(parsed))
+            continue
         if isinstance(parsed, str):
             result.warnings.append(parsed)
             continue

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from syncflow.errors import ConfigError, SyncFlowError
 from syncflow.runs import RunResult
 from syncflow.store import Entity
 
 JOB = "syncflow"
+PUSH_TIMEOUT = 10.0  # seconds; a cron job must not hang on an unreachable Pushgateway
 
 
 def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) -> CollectorRegistry:
@@ -45,6 +45,12 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
     latency = Gauge(
         "syncflow_apismith_latency_seconds", "Mean APISmith response time during this pass", ["connector"], registry=reg
     )
+    held = Gauge(
+        "syncflow_delete_guard_held",
+        "Soft-deletes the delete guard held back in the entity's last run (0: none)",
+        ["entity"],
+        registry=reg,
+    )
     per_connector: dict[str, tuple[int, int, float]] = {}
     for r in results:
         c = r.counts
@@ -59,6 +65,8 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
         ):
             rows.labels(r.entity, outcome).set(n)
         failed.labels(r.entity, r.status).set(0 if r.status == "success" else 1)
+        guard = r.error_details.get("delete_guard")
+        held.labels(r.entity).set(int(guard.get("would_delete", 0)) if isinstance(guard, dict) else 0)
         connector = r.entity.split(".", 1)[0]
         req, ret, secs = per_connector.get(connector, (0, 0, 0.0))
         per_connector[connector] = (req + r.http_requests, ret + r.http_retries, secs + r.http_seconds)
@@ -73,15 +81,20 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
     return reg
 
 
-def publish(reg: CollectorRegistry, *, textfile: Path | None, pushgateway: str | None) -> None:
-    """Write and/or push; a failure is reported, it does not change the runs' outcome."""
+def publish(reg: CollectorRegistry, *, textfile: Path | None, pushgateway: str | None) -> list[str]:
+    """Write and/or push; returns what failed, one line each, without changing the runs' outcome.
+
+    Metrics describe a pass; they must never turn a good pass into a failed one.
+    """
+    problems: list[str] = []
     if textfile is not None:
         try:
             write_to_textfile(str(textfile), reg)
         except OSError as exc:
-            raise ConfigError(f"--metrics-file {textfile}: cannot write: {exc.strerror}") from None
+            problems.append(f"--metrics-file {textfile}: cannot write: {exc.strerror or exc}")
     if pushgateway:
         try:
-            push_to_gateway(pushgateway, job=JOB, registry=reg, timeout=10)
-        except OSError as exc:
-            raise SyncFlowError(f"--pushgateway {pushgateway}: push failed: {exc}") from None
+            push_to_gateway(pushgateway, job=JOB, registry=reg, timeout=PUSH_TIMEOUT)
+        except Exception as exc:  # URLError, HTTPError, ValueError for a bad URL: all just a failed push
+            problems.append(f"--pushgateway {pushgateway}: push failed: {exc}")
+    return problems

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncflow import claims, store
+import psycopg
+
+from syncflow import claims, db, inflight, runs, store
+from syncflow.errors import SyncFlowError
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime
 from syncflow.store import Conn, Entity
@@ -35,6 +38,9 @@ class Outcome:
     result: RunResult | None = None
     skipped: str | None = None
     held_elsewhere: bool = False
+    # Could not even start a run (no run record); ``busy``: because of a lock held on SyncFlow's own tables.
+    error: str | None = None
+    busy: bool = False
 
 
 def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
@@ -80,6 +86,7 @@ def run_entities(
     full_refresh: bool = False,
     workers: int = 1,
     wait: bool = False,
+    wait_timeout: float | None = None,
     explicit: bool = False,
     max_delete_fraction: float | None = None,
     cancel: threading.Event | None = None,
@@ -95,6 +102,8 @@ def run_entities(
     lock = threading.Lock()
     errors: list[BaseException] = []
     cancel = cancel or threading.Event()
+    # A whole SyncFlow table locked by another session: every entity would wait lock_timeout_seconds in turn.
+    halt = threading.Event()
 
     def record(outcome: Outcome) -> None:
         with lock:
@@ -105,7 +114,7 @@ def run_entities(
     def work() -> None:
         conn: Conn | None = None
         try:
-            while not cancel.is_set():
+            while not cancel.is_set() and not halt.is_set():
                 try:
                     entity = todo.get_nowait()
                 except queue.Empty:
@@ -114,20 +123,29 @@ def run_entities(
                     if conn is not None:
                         conn.close()
                     conn = runtime.connect()
-                record(
-                    _one(
+                try:
+                    outcome = _one(
                         runtime,
                         conn,
                         entity,
                         started,
                         full_refresh,
                         wait,
+                        wait_timeout,
                         explicit,
                         max_delete_fraction,
                         cancel,
                         progress,
                     )
-                )
+                except db.DatabaseBusy as exc:
+                    outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
+                    if not exc.row_lock:
+                        halt.set()
+                except SyncFlowError as exc:
+                    # Before a run could start (the entity vanished, the connection dropped): this entity only.
+                    text = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
+                    outcome = Outcome(entity.ref, error=text)
+                record(outcome)
         except BaseException as exc:
             errors.append(exc)
             cancel.set()
@@ -143,8 +161,18 @@ def run_entities(
     for t in threads:
         while t.is_alive():
             t.join(timeout=0.2)
+            # A signal sets ``cancel``; workers blocked in PostgreSQL only notice when their statement ends.
+            inflight.interrupt(cancel)
     if errors:
         raise errors[0]
+    if halt.is_set():
+        reason = next((o.error for o in outcomes if o.error), "")
+        while True:
+            try:
+                left = todo.get_nowait()
+            except queue.Empty:
+                break
+            record(Outcome(left.ref, skipped=f"not tried: {reason}"))
     order = {e.ref: i for i, e in enumerate(entities)}
     return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
 
@@ -156,56 +184,140 @@ def _one(
     started: datetime,
     full_refresh: bool,
     wait: bool,
+    wait_timeout: float | None,
     explicit: bool,
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
 ) -> Outcome:
     schema = runtime.schema
-    got = claims.wait_claim(conn, entity.uid) if wait else claims.try_claim(conn, entity.uid)
-    if not got:
-        log.info(
-            "skipped %s: another process is syncing it", entity.ref, extra={"event": "skipped", "entity": entity.ref}
-        )
-        return Outcome(entity.ref, skipped="another process is syncing it", held_elsewhere=True)
     try:
-        dead = claims.abandon_dead_runs(conn, schema, entity.uid)
-        if dead:
-            log.warning(
-                "%s: marked %d run(s) left running by a dead process as abandoned",
-                entity.ref,
-                dead,
-                extra={"event": "abandoned", "entity": entity.ref},
-            )
-        fresh = store.get_entity(conn, schema, entity.ref)  # the checkpoint as it is now
-        conn.commit()
-        if not explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= started:
-            return Outcome(entity.ref, skipped="another process synced it meanwhile")
-        eff = effective_settings(runtime, fresh)
-        sync = runtime.config.settings.sync
-        options = SyncOptions(
-            page_size=eff["page_size"],
-            history=eff["history"],
-            full_refresh=full_refresh,
-            max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
+        return _claimed(
+            runtime,
+            conn,
+            entity,
+            started,
+            full_refresh,
+            wait,
+            wait_timeout,
+            explicit,
+            max_delete_fraction,
+            cancel,
+            progress,
         )
-        with runtime.client(fresh.connector) as client:
-            result = sync_entity(
-                conn,
-                schema,
-                fresh,
-                client,
-                options=options,
-                on_progress=progress(fresh.ref) if progress else None,
-                cancel=cancel,
-                reconnect=runtime.connect,
+    except psycopg.Error as exc:
+        # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
+        if db.is_timeout(exc):
+            raise db.lock_conflict(conn, exc, schema) from None
+        if cancel.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
+            return Outcome(entity.ref, skipped="cancelled before it started")
+        raise
+
+
+def _claimed(
+    runtime: Runtime,
+    conn: Conn,
+    entity: Entity,
+    started: datetime,
+    full_refresh: bool,
+    wait: bool,
+    wait_timeout: float | None,
+    explicit: bool,
+    max_delete_fraction: float | None,
+    cancel: threading.Event,
+    progress: Callable[[str], ProgressFn | None] | None,
+) -> Outcome:
+    schema = runtime.schema
+    with inflight.watching(conn, cancel):  # a signal ends a --wait for the claim too
+        if wait:
+            got = claims.wait_claim(conn, entity.uid, timeout_seconds=wait_timeout)
+        else:
+            got = claims.try_claim(conn, entity.uid)
+    if not got:
+        # Reported once, by whoever renders outcomes.
+        waited = f" (waited {wait_timeout:g}s)" if wait and wait_timeout is not None else ""
+        return Outcome(entity.ref, skipped=f"another process is syncing it{waited}", held_elsewhere=True)
+    try:
+        with db.translate_locks(conn, schema):
+            return _run_claimed(
+                runtime, conn, entity, started, full_refresh, explicit, max_delete_fraction, cancel, progress
             )
-            result.http_retries = client.stats.retries
-            result.http_requests = client.stats.requests
-            result.http_seconds = client.stats.seconds
-        return Outcome(entity.ref, result=result)
     finally:
         try:
             claims.release(conn, entity.uid)
         except Exception:
             conn.close()
+
+
+def _run_claimed(
+    runtime: Runtime,
+    conn: Conn,
+    entity: Entity,
+    started: datetime,
+    full_refresh: bool,
+    explicit: bool,
+    max_delete_fraction: float | None,
+    cancel: threading.Event,
+    progress: Callable[[str], ProgressFn | None] | None,
+) -> Outcome:
+    schema = runtime.schema
+    dead = claims.abandon_dead_runs(conn, schema, entity.uid)
+    if dead:
+        log.warning(
+            "%s: marked %d run(s) left running by a dead process as abandoned",
+            entity.ref,
+            dead,
+            extra={"event": "abandoned", "entity": entity.ref},
+        )
+    fresh = store.get_entity(conn, schema, entity.ref)  # the checkpoint as it is now
+    conn.commit()
+    if not explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= started:
+        return Outcome(entity.ref, skipped="another process synced it meanwhile")
+    eff = effective_settings(runtime, fresh)
+    sync = runtime.config.settings.sync
+    options = SyncOptions(
+        page_size=eff["page_size"],
+        history=eff["history"],
+        full_refresh=full_refresh,
+        max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
+    )
+    try:
+        client = runtime.client(fresh.connector)
+    except SyncFlowError as exc:
+        # The connector's problem (token unset, CA bundle unreadable) fails its entities, not the invocation.
+        return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, full_refresh, exc))
+    with client, inflight.watching(conn, cancel):
+        result = sync_entity(
+            conn,
+            schema,
+            fresh,
+            client,
+            options=options,
+            on_progress=progress(fresh.ref) if progress else None,
+            cancel=cancel,
+            reconnect=runtime.connect,
+        )
+        result.http_retries = client.stats.retries
+        result.http_requests = client.stats.requests
+        result.http_seconds = client.stats.seconds
+    return Outcome(entity.ref, result=result)
+
+
+def _failed_before_start(conn: Conn, schema: str, entity: Entity, full_refresh: bool, exc: SyncFlowError) -> RunResult:
+    """A run recorded as failed without reaching the source, so ``status`` and ``runs`` show why."""
+    kind = "full_refresh" if full_refresh else "sync"
+    uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
+    message = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
+    result = RunResult(
+        uid=uid,
+        entity=entity.ref,
+        kind=kind,
+        status="failed",
+        rowversion_start=entity.last_rowversion,
+        rowversion_end=entity.last_rowversion,
+        error_message=message,
+        error_details={"error": type(exc).__name__, **exc.details},
+    )
+    runs.finish(conn, schema, entity, result, checkpoint=None, set_checkpoint=False)
+    conn.commit()
+    return result

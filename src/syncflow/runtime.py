@@ -16,8 +16,8 @@ from typing import Any
 
 from syncflow import db, store
 from syncflow.client import APISmithClient
-from syncflow.config import LoadedConfig, resolve
-from syncflow.errors import SourceError
+from syncflow.config import CONFIG_ENV, LoadedConfig, resolve
+from syncflow.errors import ConfigError, SourceError
 from syncflow.store import Conn
 
 
@@ -36,24 +36,52 @@ class Runtime:
         config_path: Path | None = None,
         database_url: str | None = None,
         env: dict[str, str] | None = None,
+        require_file: bool = True,
     ) -> Runtime:
+        """The configuration; ``require_file``: commands that act on connectors need the file itself.
+
+        Without it every connector would look deleted: ``sync --all`` would find
+        nothing due and succeed, and the connectors would be marked inactive.
+        """
         overrides = {"database": {"url": database_url}} if database_url else None
-        return cls(resolve(cli_path=config_path, env=env, overrides=overrides))
+        config = resolve(cli_path=config_path, env=env, overrides=overrides)
+        if require_file and not config.exists:
+            raise ConfigError(
+                f"no configuration file: looked for {config.path.absolute()} (neither --config nor "
+                f"${CONFIG_ENV} is given); create it with 'syncflow connector add NAME --url URL' or name one "
+                f"with --config FILE or ${CONFIG_ENV}"
+            )
+        return cls(config)
 
     @property
     def schema(self) -> str:
         return self.config.settings.database.schema_
 
     @contextmanager
-    def metadata(self) -> Iterator[Conn]:
-        """A migrated metadata connection with connectors mirrored from the file."""
-        conn = db.open_metadata(self.config.settings.database.url, self.schema)
-        if self.started_at is None:
-            row = conn.execute("SELECT clock_timestamp()").fetchone()
-            self.started_at = row[0] if row and isinstance(row[0], datetime) else None
+    def metadata(self, *, read_only: bool = False) -> Iterator[Conn]:
+        """A metadata connection with the configured timeouts.
+
+        Writing commands get the schema migrated and the connectors mirrored
+        from the file; ``read_only`` ones (status, entities, runs, ...) get a
+        connection on which PostgreSQL refuses every write. A lock or statement
+        timeout inside the block becomes :class:`db.DatabaseBusy` naming the lock.
+        """
+        sync = self.config.settings.sync
+        conn = db.open_metadata(
+            self.config.settings.database.url,
+            self.schema,
+            lock_timeout=sync.lock_timeout_seconds,
+            statement_timeout=sync.statement_timeout_seconds,
+            read_only=read_only,
+        )
         try:
-            store.mirror_connectors(conn, self.schema, self.config)
-            yield conn
+            with db.translate_locks(conn, self.schema):
+                if self.started_at is None:
+                    row = conn.execute("SELECT clock_timestamp()").fetchone()
+                    self.started_at = row[0] if row and isinstance(row[0], datetime) else None
+                if not read_only:
+                    store.mirror_connectors(conn, self.schema, self.config)
+                yield conn
         finally:
             conn.close()
 

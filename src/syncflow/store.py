@@ -95,10 +95,42 @@ FROM {entities} e JOIN {connectors} c ON c.uid = e.connector_uid
 """
 
 
+_COLUMN_TEXT = ("api_name", "source_name", "data_type", "pg_name", "pg_type")
+_COLUMN_FLAGS = ("is_nullable", "is_business_key", "retired")
+
+
+def _stored_columns(raw: Any) -> list[StoredColumn]:
+    """The stored column list, or ValueError saying what is wrong with it."""
+    if not isinstance(raw, list):
+        raise ValueError("columns is not a list")
+    columns = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ValueError(f"column #{i + 1} is not an object")
+        bad = [f for f in _COLUMN_TEXT if not isinstance(item.get(f), str) or not item[f]]
+        bad += [f for f in _COLUMN_FLAGS if f in item and not isinstance(item[f], bool)]
+        if bad:
+            raise ValueError(f"column #{i + 1} has no valid {', '.join(bad)}")
+        columns.append(StoredColumn.from_json(item))
+    return columns
+
+
 def _entity(row: dict[str, Any]) -> Entity:
+    """An entity from its row; unreadable metadata makes it need attention instead of crashing."""
     row = dict(row)
-    row["columns"] = [StoredColumn.from_json(c) for c in row["columns"]]
-    row["business_keys"] = list(row["business_keys"])
+    try:
+        row["columns"] = _stored_columns(row["columns"])
+        keys = row["business_keys"]
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError("business_keys is not a list of column names")
+        if not set(keys) <= {c.pg_name for c in row["columns"]}:
+            raise ValueError("business_keys names columns that are not stored")
+        row["business_keys"] = list(keys)
+    except ValueError as exc:
+        row["columns"], row["business_keys"] = [], []
+        row["needs_attention"] = (
+            f"its stored metadata is unreadable: {exc}; run 'syncflow discover {row['connector']}' to rebuild it"
+        )
     return Entity(**row)
 
 
@@ -112,10 +144,26 @@ def _q(schema: str, text: str) -> sql.Composed:
 
 
 def mirror_connectors(conn: Conn, schema: str, config: LoadedConfig) -> None:
-    """Make ``connectors`` match the file; ones gone from the file turn inactive."""
-    names = list(config.settings.connectors)
+    """Make ``connectors`` match the file; ones gone from the file turn inactive.
+
+    Rows are compared first and only differences are written, so that an
+    unchanged file writes nothing and a row lock held elsewhere on a
+    connector does not block every command.
+    """
+    wanted = {
+        name: (c.base_url, c.token_env, c.target_schema or name, str(c.verify_tls).lower(), True)
+        for name, c in config.settings.connectors.items()
+    }
+    rows = conn.execute(
+        _q(schema, "SELECT name, base_url, token_env, target_schema, verify_tls, is_active FROM {connectors}")
+    ).fetchall()
+    current = {str(r[0]): tuple(r[1:]) for r in rows}
+    stale = [name for name, values in current.items() if name not in wanted and values[-1]]
+    changed = {name: values for name, values in wanted.items() if current.get(name) != values}
+    if not stale and not changed:
+        return
     with conn.transaction():
-        for name, c in config.settings.connectors.items():
+        for name, (base_url, token_env, target_schema, verify_tls, _active) in changed.items():
             conn.execute(
                 _q(
                     schema,
@@ -123,22 +171,15 @@ def mirror_connectors(conn: Conn, schema: str, config: LoadedConfig) -> None:
                     " VALUES (%s, %s, %s, %s, %s)"
                     " ON CONFLICT (name) DO UPDATE SET base_url = EXCLUDED.base_url,"
                     " token_env = EXCLUDED.token_env, target_schema = EXCLUDED.target_schema,"
-                    " verify_tls = EXCLUDED.verify_tls, is_active = true, updated_at = now()"
-                    " WHERE ({connectors}.base_url, {connectors}.token_env,"
-                    " {connectors}.target_schema, {connectors}.verify_tls, {connectors}.is_active)"
-                    " IS DISTINCT FROM (EXCLUDED.base_url, EXCLUDED.token_env,"
-                    " EXCLUDED.target_schema, EXCLUDED.verify_tls, true)",
+                    " verify_tls = EXCLUDED.verify_tls, is_active = true, updated_at = now()",
                 ),
-                [name, c.base_url, c.token_env, c.target_schema or name, str(c.verify_tls).lower()],
+                [name, base_url, token_env, target_schema, verify_tls],
             )
-        conn.execute(
-            _q(
-                schema,
-                "UPDATE {connectors} SET is_active = false, updated_at = now()"
-                " WHERE is_active AND NOT (name = ANY(%s))",
-            ),
-            [names],
-        )
+        if stale:
+            conn.execute(
+                _q(schema, "UPDATE {connectors} SET is_active = false, updated_at = now() WHERE name = ANY(%s)"),
+                [stale],
+            )
 
 
 def connector_rows(conn: Conn, schema: str) -> list[dict[str, Any]]:

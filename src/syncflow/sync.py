@@ -416,7 +416,16 @@ def _record_failure(
     exc: Exception,
     reconnect: Callable[[], Conn] | None,
 ) -> None:
-    result.status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+    """Record the failed (or cancelled) run; nothing here may interrupt or lose that record.
+
+    A signal cancels the statement a worker is blocked in; the resulting
+    QueryCanceled is the signal's doing, so the run is ``cancelled``.
+    """
+    from syncflow import inflight  # the runner watches this connection; recording must not be interrupted
+
+    signalled = inflight.stand_down()
+    cancelled = isinstance(exc, Cancelled) or (signalled and isinstance(exc, psycopg.errors.QueryCanceled))
+    result.status = "cancelled" if cancelled else "failed"
     details: dict[str, Any] = {"error": type(exc).__name__}
     if isinstance(exc, SyncFlowError):
         message = exc.message
@@ -424,6 +433,8 @@ def _record_failure(
         if isinstance(exc, SourceNotFound):
             details["missing_at_source"] = True
             message += f" (the API {entity.slug!r} is gone at the source; 'syncflow discover' confirms)"
+    elif cancelled:
+        message = f"{entity.ref}: cancelled by a signal while waiting for PostgreSQL"
     elif isinstance(exc, psycopg.Error):
         message = f"{entity.ref}: database error: {str(exc).strip().splitlines()[0]}"
         if exc.sqlstate:
@@ -434,22 +445,25 @@ def _record_failure(
         message = f"{entity.ref}: {message}"
     result.error_message = message
     result.error_details = {**result.error_details, **details}
-    target = conn
     with contextlib.suppress(psycopg.Error):
         conn.rollback()
-    if conn.closed or conn.broken:
-        if reconnect is None:
-            return
+    # A cancel request that crossed the rollback may still hit the next statement: then record on a new connection.
+    for attempt in (conn, None):
+        target = attempt
+        if target is None or target.closed or target.broken:
+            if reconnect is None:
+                return
+            try:
+                target = reconnect()
+            except SyncFlowError:
+                return
         try:
-            target = reconnect()
-        except SyncFlowError:
+            runs.finish(target, schema, entity, result, checkpoint=None, set_checkpoint=False)
+            target.commit()
             return
-    try:
-        runs.finish(target, schema, entity, result, checkpoint=None, set_checkpoint=False)
-        target.commit()
-    except psycopg.Error:
-        with contextlib.suppress(psycopg.Error):
-            target.rollback()
-    finally:
-        if target is not conn:
-            target.close()
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                target.rollback()
+        finally:
+            if target is not conn:
+                target.close()
