@@ -132,3 +132,52 @@ def test_history_usage_errors(synced: Cli) -> None:
     assert r.stderr == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
     r = synced("history", "erp.orders", *KEY, "--as-of", "yesterday")
     assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
+
+
+# An API whose slug is another entity's history table name (issue: name collision).
+SHADOW = {
+    "slug": "orders__history",
+    "delta_strategy": "full",
+    "columns": [
+        {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
+        {"name": "VALUE", "output_alias": "value", "data_type": "VARCHAR2(20)"},
+    ],
+}
+
+
+def _tables_stay_apart(cli: Cli, demo: Any, db_url: str) -> None:
+    """Both entities sync into their own tables; orders' history holds only order versions."""
+    for ref in ("erp.orders", "erp.orders__history"):
+        r = cli("sync", ref)
+        assert r.exit_code == 0, r.stdout + r.stderr
+    shown = json.loads(cli("entity", "show", "erp.orders__history", "--json").stdout)
+    assert shown["table"] != "erp.orders__history"
+    shadow_table = shown["table"]
+    assert not shadow_table.endswith("__history")
+    assert {r["id"] for r in rows(db_url, shadow_table, "id")} == {k[0] for k in demo.state.snapshot("orders__history")}
+    history = rows(db_url, "erp.orders__history", "order_no, _bridge_operation")
+    assert len(history) == 40 and {h["_bridge_operation"] for h in history} == {"insert"}
+    assert len(versions(cli)) == 1
+
+
+def test_history_table_never_collides_with_a_later_entity(synced: Cli, demo: Any, db_url: str) -> None:
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    demo.state.set_api("orders__history", copy.deepcopy(SHADOW))
+    demo.state.insert("orders__history", 5)
+    r = synced("discover")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    _tables_stay_apart(synced, demo, db_url)
+
+
+def test_entity_named_like_a_history_table_discovered_first(demo_cli: Cli, demo: Any, db_url: str) -> None:
+    orders = copy.deepcopy(demo.state.entities["orders"].api)
+    demo.state.set_api("orders", {})  # not offered yet
+    demo.state.set_api("orders__history", copy.deepcopy(SHADOW))
+    demo.state.insert("orders__history", 5)
+    assert demo_cli("discover").exit_code == 0
+    demo.state.set_api("orders", orders)
+    r = demo_cli("discover")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert demo_cli("entity", "set", "erp.orders", "--history").exit_code == 0
+    _tables_stay_apart(demo_cli, demo, db_url)
