@@ -277,3 +277,36 @@ def test_rebuild_then_failed_sync_then_sync_is_complete(synced: Cli, demo: Any, 
     assert entity_row(db_url, "items")["last_rowversion"] is None
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
+
+
+def test_restored_column_is_refreshed(synced: Cli, demo: Any, db_url: str) -> None:
+    """A column retired and offered again: values that changed meanwhile arrive without a version bump."""
+    full = copy.deepcopy(demo.state.entities["items"].api)
+    retired = copy.deepcopy(full)
+    retired["columns"] = [c for c in retired["columns"] if c["output_alias"] != "category"]
+    demo.state.set_api("items", retired)
+    assert plan_of(discover(synced), "erp.items")["retire"] == ["category"]
+    with demo.state.lock:
+        for row in demo.state.entities["items"].rows.values():
+            row["category"] = "RECLASSIFIED"
+    demo.state.set_api("items", full)
+    plan = plan_of(discover(synced), "erp.items")
+    assert plan["restore"] == ["category"] and plan["checkpoint_reset"], plan
+    sync_runs(synced, "erp.items")
+    assert_complete(db_url, demo, "items")
+
+
+def test_rows_rejected_before_a_key_is_widened_arrive_after(synced: Cli, demo: Any, db_url: str) -> None:
+    long_key = {**demo.state.snapshot("items")[("P00000001",)], "item_number": "P" * 70}
+    demo.state.put_rows("items", [long_key])
+    r = synced("sync", "erp.items")
+    assert r.exit_code == 1  # partial: the key does not fit varchar(50)
+    api = copy.deepcopy(demo.state.entities["items"].api)
+    for c in api["columns"]:
+        if c["output_alias"] == "item_number":
+            c["data_type"] = "VARCHAR2(100)"
+    demo.state.set_api("items", api)
+    plan = plan_of(discover(synced), "erp.items")
+    assert [w["name"] for w in plan["widen"]] == ["item_number"]
+    sync_runs(synced, "erp.items")
+    assert_complete(db_url, demo, "items")
