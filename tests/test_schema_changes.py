@@ -310,3 +310,45 @@ def test_rows_rejected_before_a_key_is_widened_arrive_after(synced: Cli, demo: A
     assert [w["name"] for w in plan["widen"]] == ["item_number"]
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
+
+
+def test_rebuild_during_a_real_sync_loses_no_row(synced: Cli, demo: Any, db_url: str) -> None:
+    """The issue as reported: ``discover --rebuild`` while a sync process is midway."""
+    from tests.test_operation import spawn
+
+    demo.state.insert("items", 200)
+    synced.config.write_text(synced.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
+    midway, go_on = threading.Event(), threading.Event()
+    requests = 0
+
+    def gate(slug: str, page: int, params: dict[str, str]) -> None:
+        nonlocal requests
+        if slug == "items":
+            requests += 1
+            if requests == 3:
+                midway.set()
+                go_on.wait(timeout=30)
+
+    demo.state.before_page = gate
+    proc = spawn(synced, "sync", "erp.items")
+    try:
+        assert midway.wait(timeout=30), "the sync never reached its third page"
+        items = copy.deepcopy(demo.state.entities["items"].api)
+        for c in items["columns"]:
+            if c["output_alias"] == "base_uom":
+                c["data_type"] = "VARCHAR2(5)"  # narrowing: needs --rebuild
+        demo.state.set_api("items", items)
+        r = synced("discover", "--rebuild", "erp.items")
+        assert r.exit_code == 75, r.stdout + r.stderr
+        threading.Timer(0.3, go_on.set).start()
+        r = synced("discover", "--rebuild", "erp.items", "--wait", "--wait-timeout", "60")
+        assert r.exit_code == 0, r.stdout + r.stderr
+        assert "rebuilt" in r.stdout
+    finally:
+        go_on.set()
+        demo.state.before_page = None
+        _out, errtext = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errtext
+    assert entity_row(db_url, "items")["last_rowversion"] is None  # reset after the sync ended, not before
+    sync_runs(synced, "erp.items")
+    assert_complete(db_url, demo, "items")
