@@ -409,7 +409,7 @@ def _render_report(report: DiscoveryReport) -> None:
         if o.error:
             changes.append(f"[red]failed:[/] {escape(o.error)}")
         if p.checkpoint_reset and not o.refused:
-            changes.append(f"checkpoint reset: {escape('; '.join(p.checkpoint_reset))}")
+            changes.append(f"checkpoint reset, the next sync reads every row: {escape('; '.join(p.checkpoint_reset))}")
         if o.refused:
             changes.append("[yellow]refused: a sync is running; nothing changed[/]")
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
