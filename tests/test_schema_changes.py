@@ -352,3 +352,25 @@ def test_rebuild_during_a_real_sync_loses_no_row(synced: Cli, demo: Any, db_url:
     assert entity_row(db_url, "items")["last_rowversion"] is None  # reset after the sync ended, not before
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
+
+
+def test_widened_scale_brings_the_digits_that_were_rounded(synced: Cli, demo: Any, db_url: str) -> None:
+    """numeric(10,3) rounded 1.23456 to 1.235; after widening to numeric(12,5) the table must say 1.23456."""
+    row = {**demo.state.snapshot("items")[("P00000001",)], "weight_per_unit": "1.23456"}
+    demo.state.put_rows("items", [row])
+    sync_runs(synced, "erp.items")
+    assert rows(db_url, "SELECT weight_per_unit::text AS w FROM erp.items WHERE item_number = 'P00000001'") == [
+        {"w": "1.235"}
+    ]
+    api = copy.deepcopy(demo.state.entities["items"].api)
+    for c in api["columns"]:
+        if c["output_alias"] == "weight_per_unit":
+            c["data_type"] = "NUMBER(12,5)"
+    demo.state.set_api("items", api)
+    plan = plan_of(discover(synced), "erp.items")
+    assert plan["widen"] and plan["checkpoint_reset"], plan
+    (run,) = sync_runs(synced, "erp.items")
+    assert run["records_updated"] == 1  # only the row whose value differs is rewritten
+    assert rows(db_url, "SELECT weight_per_unit::text AS w FROM erp.items WHERE item_number = 'P00000001'") == [
+        {"w": "1.23456"}
+    ]

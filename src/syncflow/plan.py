@@ -10,6 +10,7 @@ what to do, never applied silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +236,9 @@ def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable) -> Non
         )
     if not live.has_rows:
         reasons.append(f"the table {plan.target_schema}.{plan.target_table} is empty")
+    rounded = [name for name, old_type, new_type in plan.widen if _rounded_before(old_type, new_type)]
+    if rounded:
+        reasons.append(f"column(s) {', '.join(rounded)} now keep digits that were rounded away before")
     if readded:
         reasons.append(f"column(s) {', '.join(readded)} were missing from the table and are added again")
     if new:
@@ -262,6 +266,24 @@ def choose_table(slug: str, stored: Entity | None, target_schema: str, taken: se
         if not is_reserved_table_name(name):
             return name
         avoid.add(name)
+
+
+_NUMERIC_SCALE_RE = re.compile(r"^numeric\((\d+),(\d+)\)$")
+
+
+def _rounded_before(old_type: str, new_type: str) -> bool:
+    """Whether the old type rounded values that the widened one keeps (more decimals, fractional seconds).
+
+    PostgreSQL rounds, rather than rejects, a numeric with too many decimals
+    and a timestamp with too precise seconds, so rows already read may differ
+    from the source in exactly the digits the new type has room for.
+    """
+    old, new = normalize(old_type), normalize(new_type)
+    scale = _NUMERIC_SCALE_RE.match(old)
+    if scale:
+        wider = _NUMERIC_SCALE_RE.match(new)
+        return new == "numeric" or bool(wider and int(wider.group(2)) > int(scale.group(2)))
+    return old == "timestamp(0)" and new in ("timestamp", "timestamptz")
 
 
 def choose_history_table(table: str, stored: Entity | None, target_schema: str, taken: set[str]) -> str:
