@@ -456,7 +456,9 @@ def discover(
     ] = None,
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="Wait for a running sync of an entity to change, instead of refusing it."),
+        typer.Option(
+            "--wait", help="When an entity to change is being synced, wait for that sync to end instead of refusing it."
+        ),
     ] = False,
     wait_timeout: Annotated[
         float,
