@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Cli
@@ -181,3 +182,30 @@ def test_entity_named_like_a_history_table_discovered_first(demo_cli: Cli, demo:
     assert r.exit_code == 0, r.stdout + r.stderr
     assert demo_cli("entity", "set", "erp.orders", "--history").exit_code == 0
     _tables_stay_apart(demo_cli, demo, db_url)
+
+
+@pytest.mark.parametrize("how", ["drop", "rebuild"])
+def test_table_built_again_keeps_one_current_version_per_record(synced: Cli, demo: Any, db_url: str, how: str) -> None:
+    """Reloading a table that was dropped or rebuilt closes the versions that were current before."""
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    if how == "drop":
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE erp.orders")
+        assert synced("discover").exit_code == 0
+    else:
+        orders = copy.deepcopy(demo.state.entities["orders"].api)
+        for c in orders["columns"]:
+            if c["output_alias"] == "status":
+                c["data_type"] = "VARCHAR2(8)"  # narrowing: breaking
+        demo.state.set_api("orders", orders)
+        assert synced("discover", "--rebuild", "erp.orders").exit_code == 0
+    r = synced("sync", "erp.orders")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    current = rows(
+        db_url, "erp.orders__history", "order_no, line_no, count(*) AS n", "_bridge_valid_to IS NULL GROUP BY 1, 2"
+    )
+    assert len(current) == 40 and {c["n"] for c in current} == {1}
+    found = versions(synced)
+    assert [v["operation"] for v in found] == ["insert", "insert"]
+    assert found[0]["valid_to"] == found[1]["valid_from"]
