@@ -154,6 +154,13 @@ def _tables_stay_apart(cli: Cli, demo: Any, db_url: str) -> None:
     shown = json.loads(cli("entity", "show", "erp.orders__history", "--json").stdout)
     assert shown["table"] != "erp.orders__history"
     shadow_table = shown["table"]
+    plan = json.loads(cli("discover", "--dry-run", "--json").stdout)[0]["entities"]
+    assert {e["entity"]: e["history_table"] for e in plan} == {
+        "erp.items": "erp.items__history",
+        "erp.customers": "erp.customers__history",
+        "erp.orders": "erp.orders__history",
+        "erp.orders__history": f"{shadow_table}__history",
+    }
     assert not shadow_table.endswith("__history")
     assert {r["id"] for r in rows(db_url, shadow_table, "id")} == {k[0] for k in demo.state.snapshot("orders__history")}
     history = rows(db_url, "erp.orders__history", "order_no, _bridge_operation")

@@ -101,6 +101,7 @@ class EntityPlan:
             "warnings": self.warnings,
             "unsyncable_reason": self.unsyncable_reason,
             "checkpoint_reset": self.checkpoint_reset,
+            "history_table": f"{self.target_schema}.{self.history_table}" if self.history_table else None,
         }
 
 
