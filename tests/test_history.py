@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Cli
@@ -132,3 +133,86 @@ def test_history_usage_errors(synced: Cli) -> None:
     assert r.stderr == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
     r = synced("history", "erp.orders", *KEY, "--as-of", "yesterday")
     assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
+
+
+# An API whose slug is another entity's history table name (issue: name collision).
+SHADOW = {
+    "slug": "orders__history",
+    "delta_strategy": "full",
+    "columns": [
+        {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
+        {"name": "VALUE", "output_alias": "value", "data_type": "VARCHAR2(20)"},
+    ],
+}
+
+
+def _tables_stay_apart(cli: Cli, demo: Any, db_url: str) -> None:
+    """Both entities sync into their own tables; orders' history holds only order versions."""
+    for ref in ("erp.orders", "erp.orders__history"):
+        r = cli("sync", ref)
+        assert r.exit_code == 0, r.stdout + r.stderr
+    shown = json.loads(cli("entity", "show", "erp.orders__history", "--json").stdout)
+    assert shown["table"] != "erp.orders__history"
+    shadow_table = shown["table"]
+    plan = json.loads(cli("discover", "--dry-run", "--json").stdout)[0]["entities"]
+    assert {e["entity"]: e["history_table"] for e in plan} == {
+        "erp.items": "erp.items__history",
+        "erp.customers": "erp.customers__history",
+        "erp.orders": "erp.orders__history",
+        "erp.orders__history": f"{shadow_table}__history",
+    }
+    assert not shadow_table.endswith("__history")
+    assert {r["id"] for r in rows(db_url, shadow_table, "id")} == {k[0] for k in demo.state.snapshot("orders__history")}
+    history = rows(db_url, "erp.orders__history", "order_no, _bridge_operation")
+    assert len(history) == 40 and {h["_bridge_operation"] for h in history} == {"insert"}
+    assert len(versions(cli)) == 1
+
+
+def test_history_table_never_collides_with_a_later_entity(synced: Cli, demo: Any, db_url: str) -> None:
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    demo.state.set_api("orders__history", copy.deepcopy(SHADOW))
+    demo.state.insert("orders__history", 5)
+    r = synced("discover")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    _tables_stay_apart(synced, demo, db_url)
+
+
+def test_entity_named_like_a_history_table_discovered_first(demo_cli: Cli, demo: Any, db_url: str) -> None:
+    orders = copy.deepcopy(demo.state.entities["orders"].api)
+    demo.state.set_api("orders", {})  # not offered yet
+    demo.state.set_api("orders__history", copy.deepcopy(SHADOW))
+    demo.state.insert("orders__history", 5)
+    assert demo_cli("discover").exit_code == 0
+    demo.state.set_api("orders", orders)
+    r = demo_cli("discover")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert demo_cli("entity", "set", "erp.orders", "--history").exit_code == 0
+    _tables_stay_apart(demo_cli, demo, db_url)
+
+
+@pytest.mark.parametrize("how", ["drop", "rebuild"])
+def test_table_built_again_keeps_one_current_version_per_record(synced: Cli, demo: Any, db_url: str, how: str) -> None:
+    """Reloading a table that was dropped or rebuilt closes the versions that were current before."""
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    if how == "drop":
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE erp.orders")
+        assert synced("discover").exit_code == 0
+    else:
+        orders = copy.deepcopy(demo.state.entities["orders"].api)
+        for c in orders["columns"]:
+            if c["output_alias"] == "status":
+                c["data_type"] = "VARCHAR2(8)"  # narrowing: breaking
+        demo.state.set_api("orders", orders)
+        assert synced("discover", "--rebuild", "erp.orders").exit_code == 0
+    r = synced("sync", "erp.orders")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    current = rows(
+        db_url, "erp.orders__history", "order_no, line_no, count(*) AS n", "_bridge_valid_to IS NULL GROUP BY 1, 2"
+    )
+    assert len(current) == 40 and {c["n"] for c in current} == {1}
+    found = versions(synced)
+    assert [v["operation"] for v in found] == ["insert", "insert"]
+    assert found[0]["valid_to"] == found[1]["valid_from"]

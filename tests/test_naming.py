@@ -62,3 +62,21 @@ def test_existing_mapping_never_changes() -> None:
 
 def test_taken_names_are_avoided() -> None:
     assert assign_names(["items"], taken={"items"}) == {"items": "items_2"}
+
+
+def test_history_table_names_end_in_the_reserved_suffix() -> None:
+    from syncflow.naming import HISTORY_SUFFIX, history_table_name
+
+    assert history_table_name("items") == "items__history"
+    long = "x" * 60
+    name = history_table_name(long)
+    assert name.endswith(HISTORY_SUFFIX) and len(name.encode()) <= MAX_IDENTIFIER_BYTES
+    assert history_table_name("x" * 59 + "a") != history_table_name("x" * 59 + "b")
+
+
+def test_data_tables_never_take_the_reserved_suffix() -> None:
+    from syncflow.plan import choose_table
+
+    assert choose_table("items__history", None, "erp", set()) == "items__history_2"
+    assert choose_table("items__history", None, "erp", {"items__history_2"}) == "items__history_3"
+    assert choose_table("items", None, "erp", set()) == "items"

@@ -96,3 +96,27 @@ def sweep_abandoned(conn: Conn, schema: str) -> int:
             finally:
                 release(conn, str(uid))
     return total
+
+
+def claim_for_change(conn: Conn, entity_uid: str, *, wait_seconds: float | None = None) -> bool:
+    """Take the claim before changing an entity's schema; False when a sync still holds it.
+
+    A schema change under a running sync loses rows (the sync writes its own
+    checkpoint over a reset one, or merges into a table that was swapped), so
+    discovery takes the same claim the sync workers hold for the whole run.
+    Without ``wait_seconds`` it does not wait; with it, the wait is bounded
+    (cron jobs must end). Works in autocommit and in transaction mode: the
+    timeouts are ``SET LOCAL`` in a transaction of their own, and the session
+    lock outlives it.
+    """
+    if not wait_seconds or wait_seconds <= 0:
+        return try_claim(conn, entity_uid)
+    limit = max(1, int(wait_seconds * 1000))
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(limit)))
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limit + 1000)))
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, entity_uid])
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        return False
+    return True

@@ -435,6 +435,10 @@ def _render_report(report: DiscoveryReport) -> None:
             changes.append(f"rebuilt; old rows kept in {escape(o.backup_table)}")
         if o.error:
             changes.append(f"[red]failed:[/] {escape(o.error)}")
+        if p.checkpoint_reset and not o.refused:
+            changes.append(f"checkpoint reset, the next sync reads every row: {escape('; '.join(p.checkpoint_reset))}")
+        if o.refused:
+            changes.append("[yellow]refused: a sync is running; nothing changed[/]")
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
         table.add_row(
             escape(p.ref),
@@ -478,10 +482,27 @@ def discover(
             "table anew; the old table is kept as a backup. Repeatable.",
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="When an entity to change is being synced, wait for that sync to end instead of refusing it."
+        ),
+    ] = False,
+    wait_timeout: Annotated[
+        float,
+        typer.Option("--wait-timeout", min=0.001, help="With --wait: the longest wait per entity, in seconds."),
+    ] = 600.0,
 ) -> None:
     """Ask each APISmith what APIs it has; create or evolve one table per entity.
 
-    Exit code 1 when a connector cannot be reached or an entity's change fails.
+    A change to an entity that a sync is running on is refused (or, with
+    --wait, waited for): the other entities are still applied. When a change
+    leaves rows the table lacks (a table created or emptied, a column added or
+    restored, a new target, a strategy change, a rebuild), the entity's
+    checkpoint is reset and its next sync reads every row again.
+
+    Exit code 1 when a connector cannot be reached or an entity's change fails;
+    75 when an entity was refused because a sync of it is running.
     """
     runtime = _state(ctx).runtime()
     names = connectors or sorted(runtime.config.settings.connectors)
@@ -501,7 +522,14 @@ def discover(
             try:
                 with runtime.client(name) as client:
                     report = discover_connector(
-                        conn, runtime.schema, runtime.config, name, client, dry_run=dry_run, rebuild=wanted
+                        conn,
+                        runtime.schema,
+                        runtime.config,
+                        name,
+                        client,
+                        dry_run=dry_run,
+                        rebuild=wanted,
+                        wait_seconds=wait_timeout if wait else None,
                     )
             except SyncFlowError as exc:
                 if len(names) == 1:
@@ -515,10 +543,14 @@ def discover(
             for problem in report.rejected:
                 err.print(f"[bold red]error:[/] {escape(name)}: {escape(problem)}")
             failures += report.rejected + [o.error for o in report.outcomes if o.error]
+            for refusal in report.refused:
+                err.print(f"[yellow]refused:[/] {escape(refusal)}")
     if as_json:
         emit_json([r.to_json() for r in reports])
     if failures:
         raise typer.Exit(EXIT_FAILED)
+    if any(r.refused for r in reports):
+        raise typer.Exit(EXIT_CLAIMED)
 
 
 # -- entities -------------------------------------------------------------------------------

@@ -117,8 +117,20 @@ def read_live_table(conn: psycopg.Connection[Any], schema: str, table: str) -> L
         " AND a.attnum = i.indkey[0] WHERE i.indrelid = %s AND a.attname = '_bridge_rowversion')",
         [oid],
     ).fetchone()
+    # Whether any row is there: an emptied table must not keep a checkpoint that says otherwise.
+    has_rows = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, table))
+    ).fetchone()
     return LiveTable(
         columns={str(n): LiveColumn(str(n), str(t), bool(nn)) for n, t, nn in cols},
         unique_keys=[tuple(u[0]) for u in uniques],
         rowversion_index=bool(rv_index and rv_index[0]),
+        has_rows=bool(has_rows and has_rows[0]),
+    )
+
+
+def invalidate_hashes(schema: str, table: str) -> sql.Composed:
+    """Forget the stored row hashes, so that the next sync rewrites every row it reads once."""
+    return sql.SQL("UPDATE {} SET _bridge_hash = NULL WHERE _bridge_hash IS NOT NULL").format(
+        sql.Identifier(schema, table)
     )

@@ -3,6 +3,16 @@
 Each entity's change (DDL and its ``entities`` row) is applied in one
 transaction, so a failure midway leaves no half-made table; the failure is
 reported against that entity and the others go on.
+
+A change to an existing entity is made holding its claim (the advisory lock
+a sync holds for its whole run), and planned again once the claim is held:
+a schema change under a running sync would lose rows. When a sync holds it,
+the entity is refused (or waited for, bounded) and the others go on.
+
+Whenever the change leaves rows the table lacks behind the checkpoint (a
+table created or emptied, a new target, a column added or restored, a
+strategy change, a rebuild), the checkpoint is reset, so the next sync reads
+every row again; the merge rewrites only rows whose values differ.
 """
 
 from __future__ import annotations
@@ -14,11 +24,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import ddl, history, store
+from syncflow import claims, ddl, history, store
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
-from syncflow.metadata import parse_apis
-from syncflow.plan import EntityPlan, LiveTable, choose_table, plan_entity
+from syncflow.metadata import ApiSpec, parse_apis
+from syncflow.plan import EntityPlan, LiveTable, choose_history_table, choose_table, plan_entity
 from syncflow.store import Conn, Entity
 
 
@@ -27,6 +37,8 @@ class EntityOutcome:
     plan: EntityPlan
     error: str | None = None
     backup_table: str | None = None
+    # Not applied because a sync holds the entity's claim (exit code 75).
+    refused: str | None = None
 
 
 @dataclass
@@ -44,11 +56,18 @@ class DiscoveryReport:
     def failed(self) -> bool:
         return bool(self.rejected) or any(o.error for o in self.outcomes)
 
+    @property
+    def refused(self) -> list[str]:
+        return [o.refused for o in self.outcomes if o.refused]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "connector": self.connector,
             "dry_run": self.dry_run,
-            "entities": [{**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table} for o in self.outcomes],
+            "entities": [
+                {**o.plan.to_json(), "error": o.error, "backup_table": o.backup_table, "refused": o.refused}
+                for o in self.outcomes
+            ],
             "warnings": self.warnings,
             "missing_at_source": self.missing,
             "rejected": self.rejected,
@@ -73,8 +92,13 @@ def discover_connector(
     *,
     dry_run: bool = False,
     rebuild: frozenset[str] = frozenset(),
+    wait_seconds: float | None = None,
 ) -> DiscoveryReport:
-    """Discover one connector's APIs and create or evolve their tables."""
+    """Discover one connector's APIs and create or evolve their tables.
+
+    ``wait_seconds``: how long to wait for an entity's claim when a sync
+    holds it; None refuses such an entity at once.
+    """
     items, _ = client.list_apis()
     parsed = parse_apis(items)
     report = DiscoveryReport(
@@ -83,18 +107,25 @@ def discover_connector(
     cuid = store.connector_uid(conn, schema, name)
     stored = {e.slug: e for e in store.list_entities(conn, schema, connector=name)}
     target_schema = config.target_schema(name)
-    claimed: set[str] = set()
+    reserved: set[str] = set()  # names given to earlier entities of this run
     for spec in parsed.apis:
         old = stored.get(spec.slug)
-        taken = store.taken_tables(conn, schema, target_schema, old.uid if old else None) | claimed
-        table = choose_table(spec.slug, old, target_schema, taken)
-        claimed.add(table)
-        live = ddl.read_live_table(conn, target_schema, table)
-        plan = plan_entity(connector=name, target_schema=target_schema, spec=spec, stored=old, live=live, table=table)
+        plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
         outcome = EntityOutcome(plan)
         report.outcomes.append(outcome)
         if dry_run:
             continue
+        held: str | None = None
+        if old is not None and _touches(plan, old):
+            if not claims.claim_for_change(conn, old.uid, wait_seconds=wait_seconds):
+                outcome.refused = refusal_message(plan, wait_seconds)
+                continue
+            held = old.uid
+            # Plan again under the claim: a sync that ended meanwhile may have moved the checkpoint.
+            old = store.get_entity(conn, schema, plan.ref)
+            reserved.difference_update((plan.target_table, plan.history_table))
+            plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
+            outcome.plan = plan
         try:
             with conn.transaction():
                 outcome.backup_table = _apply(
@@ -113,10 +144,47 @@ def discover_connector(
                 f"{plan.ref}: could not apply the schema change to "
                 f"{plan.target_schema}.{plan.target_table}: {str(exc).strip().splitlines()[0]}"
             )
+        finally:
+            if held is not None:
+                claims.release(conn, held)
     if not dry_run:
         with conn.transaction():
             report.missing = store.mark_missing(conn, schema, cuid, [a.slug for a in parsed.apis])
     return report
+
+
+def _plan(
+    conn: Conn,
+    schema: str,
+    connector: str,
+    target_schema: str,
+    spec: ApiSpec,
+    old: Entity | None,
+    reserved: set[str],
+) -> tuple[EntityPlan, LiveTable | None]:
+    """Choose the entity's table and history table names, read the live table, plan."""
+    taken = store.taken_tables(conn, schema, target_schema, old.uid if old else None) | reserved
+    table = choose_table(spec.slug, old, target_schema, taken)
+    history_table = choose_history_table(table, old, target_schema, taken | {table})
+    reserved.update((table, history_table))
+    live = ddl.read_live_table(conn, target_schema, table)
+    plan = plan_entity(connector=connector, target_schema=target_schema, spec=spec, stored=old, live=live, table=table)
+    plan.history_table = history_table
+    return plan, live
+
+
+def _touches(plan: EntityPlan, old: Entity) -> bool:
+    """Whether applying the plan changes the entity a sync may be running on."""
+    return plan.action != "unchanged" or plan.history_table != old.history_table
+
+
+def refusal_message(plan: EntityPlan, wait_seconds: float | None) -> str:
+    waited = f" (still after waiting {wait_seconds:g}s)" if wait_seconds else ""
+    return (
+        f"{plan.ref}: a sync of this entity is running (another process holds its claim){waited};"
+        " nothing was changed for it. Run 'syncflow discover"
+        f" {plan.connector}' again when the sync has finished, or add --wait."
+    )
 
 
 def _apply(
@@ -133,7 +201,6 @@ def _apply(
 ) -> str | None:
     """Run one entity's DDL and save its row; returns a backup table's name, if any."""
     backup: str | None = None
-    checkpoint = old.last_rowversion if old else None
     attention: str | None = None
     pending: dict[str, Any] | None = None
     columns = plan.columns
@@ -141,7 +208,6 @@ def _apply(
         conn.execute(ddl.create_schema(plan.target_schema))
         if plan.action == "breaking" and rebuild:
             backup = _rebuild(conn, plan)
-            checkpoint = None
             columns = plan.desired_columns
         elif plan.action == "create":
             conn.execute(ddl.create_table(plan.target_schema, plan.target_table, plan.columns, plan.business_keys))
@@ -150,13 +216,13 @@ def _apply(
                 conn.execute(ddl.add_column(plan.target_schema, plan.target_table, col))
             for column, _old_type, new_type in plan.widen:
                 conn.execute(ddl.widen_column(plan.target_schema, plan.target_table, column, new_type))
+            if plan.invalidate_hashes:
+                conn.execute(ddl.invalidate_hashes(plan.target_schema, plan.target_table))
             if plan.breaking:
                 attention = attention_message(plan)
                 pending = plan.to_json()
         if plan.create_rowversion_index or (backup and plan.delta_strategy == "rowversion"):
             conn.execute(ddl.create_rowversion_index(plan.target_schema, plan.target_table))
-    if plan.strategy_change:
-        checkpoint = None
     keys = plan.business_keys
     if attention and old is not None and live is not None:
         # Until the operator rebuilds, keep syncing against what the table really is.
@@ -177,9 +243,10 @@ def _apply(
         unsyncable_reason=plan.unsyncable_reason,
         needs_attention=attention,
         pending_change=pending,
-        last_rowversion=checkpoint,
+        history_table=plan.history_table,
     )
-    store.save_entity(conn, schema, entity)
+    reset = bool(plan.checkpoint_reset or backup or plan.strategy_change)
+    store.save_entity(conn, schema, entity, reset_checkpoint=reset)
     # Schema changes apply to the history table too, when there is one.
     if (
         plan.action not in ("unsyncable", "create")

@@ -1,7 +1,8 @@
 """Record history: one row per version of each record, beside the target table.
 
 Opt-in per entity (``history = true`` in the file, or ``entity set --history``).
-The history table ``<table>__history`` holds the business key, every data
+The history table (``<table>__history``; its name is chosen by discovery and
+stored with the entity, see :func:`table_name`) holds the business key, every data
 column as it became, ``_bridge_operation`` (insert, update, delete,
 undelete), ``_bridge_run_uid``, ``_bridge_rowversion`` and the validity
 interval ``[_bridge_valid_from, _bridge_valid_to)`` (``valid_to`` null for the
@@ -23,17 +24,23 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from syncflow import ddl
-from syncflow.naming import assign_names
+from syncflow.errors import SyncFlowError
+from syncflow.naming import HISTORY_SUFFIX, history_table_name
 from syncflow.store import Conn, Entity, StoredColumn
 from syncflow.typemap import is_widening, normalize
 
-SUFFIX = "__history"
+SUFFIX = HISTORY_SUFFIX
 OPERATIONS = ("insert", "update", "delete", "undelete")
 
 
 def table_name(entity: Entity) -> str:
-    """``<table>__history`` through the naming rule (63 bytes, hash suffix when cut)."""
-    return assign_names([entity.target_table + SUFFIX])[entity.target_table + SUFFIX]
+    """The entity's history table: the name discovery stored, else ``<table>__history``.
+
+    Discovery reserves the name for every entity (history on or off) and
+    never gives a data table a name ending in ``__history``, so the two
+    kinds of table cannot collide, whatever order the APIs appear in.
+    """
+    return entity.history_table or history_table_name(entity.target_table)
 
 
 def create_sql(schema: str, table: str, columns: Sequence[StoredColumn], keys: Sequence[str]) -> sql.Composed:
@@ -65,6 +72,11 @@ def ensure(conn: Conn, entity: Entity) -> str:
     schema = entity.target_schema
     live = ddl.read_live_table(conn, schema, name)
     columns = entity.columns
+    if live is not None and "_bridge_history_id" not in live.columns:
+        raise SyncFlowError(
+            f"{entity.ref}: {schema}.{name} is not a history table, so history cannot be kept there;"
+            f" run 'syncflow discover {entity.connector}' to give the history table a free name"
+        )
     if live is None:
         conn.execute(create_sql(schema, name, columns, entity.business_keys))
         names = sql.SQL(", ").join(sql.Identifier(c.pg_name) for c in columns)

@@ -80,3 +80,29 @@ def assign_names(
         used.add(candidate)
         result[api] = candidate
     return result
+
+
+# -- internal tables ---------------------------------------------------------------------------
+
+# Names ending in this suffix belong to history tables: a data table never gets one.
+HISTORY_SUFFIX = "__history"
+
+
+def is_reserved_table_name(name: str) -> bool:
+    """True for names kept for SyncFlow's own tables beside the data tables."""
+    return name.endswith(HISTORY_SUFFIX)
+
+
+def history_table_name(table: str, n: int = 1) -> str:
+    """``<table>__history`` within 63 bytes, ending in the reserved suffix even when cut.
+
+    ``n`` > 1 gives the alternatives tried when the first is taken. A cut
+    name keeps a hash of the full table name, so two long tables that share
+    a prefix still get different history tables.
+    """
+    stem = table if n == 1 else f"{table}_{n}"
+    name = stem + HISTORY_SUFFIX
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    keep = MAX_IDENTIFIER_BYTES - len(HISTORY_SUFFIX) - _HASH_LEN - 1
+    return f"{stem.encode()[:keep].decode(errors='ignore')}_{_short_hash(stem)}{HISTORY_SUFFIX}"

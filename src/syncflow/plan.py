@@ -10,11 +10,12 @@ what to do, never applied silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from syncflow.metadata import ApiSpec
-from syncflow.naming import assign_names
+from syncflow.naming import assign_names, history_table_name, is_reserved_table_name
 from syncflow.store import Entity, StoredColumn
 from syncflow.typemap import is_widening, normalize
 
@@ -42,6 +43,7 @@ class LiveTable:
     columns: dict[str, LiveColumn]
     unique_keys: list[tuple[str, ...]]
     rowversion_index: bool
+    has_rows: bool = True
 
 
 @dataclass
@@ -66,6 +68,12 @@ class EntityPlan:
     create_rowversion_index: bool = False
     warnings: list[str] = field(default_factory=list)
     unsyncable_reason: str | None = None
+    # Why the checkpoint is reset (the next sync reads every row again); empty: it is kept.
+    checkpoint_reset: list[str] = field(default_factory=list)
+    # Re-added columns: stored hashes no longer describe the rows, so every row is rewritten once.
+    invalidate_hashes: bool = False
+    # The history table's name, reserved whether history is on or not (set by discovery).
+    history_table: str | None = None
 
     @property
     def ref(self) -> str:
@@ -92,6 +100,8 @@ class EntityPlan:
             "create_rowversion_index": self.create_rowversion_index,
             "warnings": self.warnings,
             "unsyncable_reason": self.unsyncable_reason,
+            "checkpoint_reset": self.checkpoint_reset,
+            "history_table": f"{self.target_schema}.{self.history_table}" if self.history_table else None,
         }
 
 
@@ -167,6 +177,8 @@ def plan_entity(
     if live is None:
         plan.action = "create"
         plan.create_rowversion_index = spec.delta_strategy == "rowversion"
+        if stored is not None and stored.last_rowversion is not None:
+            plan.checkpoint_reset.append(f"the table {target_schema}.{table} is created empty")
         return plan
 
     final: list[StoredColumn] = []
@@ -196,18 +208,98 @@ def plan_entity(
         plan.breaking.append(f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})")
     if spec.delta_strategy == "rowversion" and not live.rowversion_index:
         plan.create_rowversion_index = True
+    if stored is not None:
+        _checkpoint_resets(plan, stored, live)
     if plan.breaking:
         plan.action = "breaking"
-    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change:
+    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change or plan.checkpoint_reset:
         plan.action = "alter"
     return plan
 
 
+def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable) -> None:
+    """Find what makes the stored checkpoint pass rows the table lacks; set the reasons.
+
+    The checkpoint says "every row up to here is in the table". That stops
+    being true when the table is another one, when it was emptied, or when a
+    column appears that the rows already read have no value in (new at the
+    source without a version bump, restored, or dropped by hand and re-added).
+    """
+    known = {c.pg_name for c in stored.columns}
+    readded = [c.pg_name for c in plan.add_columns if c.pg_name in known]
+    new = [c.pg_name for c in plan.add_columns if c.pg_name not in known]
+    plan.invalidate_hashes = bool(readded)
+    reasons: list[str] = []
+    if (stored.target_schema, stored.target_table) != (plan.target_schema, plan.target_table):
+        reasons.append(
+            f"the entity moves from {stored.target_schema}.{stored.target_table}"
+            f" to {plan.target_schema}.{plan.target_table}, which lacks the rows read since"
+        )
+    if not live.has_rows:
+        reasons.append(f"the table {plan.target_schema}.{plan.target_table} is empty")
+    rounded = [name for name, old_type, new_type in plan.widen if _rounded_before(old_type, new_type)]
+    if rounded:
+        reasons.append(f"column(s) {', '.join(rounded)} now keep digits that were rounded away before")
+    if readded:
+        reasons.append(f"column(s) {', '.join(readded)} were missing from the table and are added again")
+    if new:
+        reasons.append(f"new column(s) {', '.join(new)} have no value in the rows already read")
+    if plan.restore:
+        reasons.append(f"restored column(s) {', '.join(plan.restore)} have no current value in the rows already read")
+    if plan.strategy_change:
+        reasons.append(f"the delta strategy changes from {plan.strategy_change[0]} to {plan.strategy_change[1]}")
+    # No checkpoint (a full or hash entity, or one never synced): the next sync reads every row anyway.
+    if stored.last_rowversion is not None:
+        plan.checkpoint_reset += reasons
+
+
 def choose_table(slug: str, stored: Entity | None, target_schema: str, taken: set[str]) -> str:
-    """The entity's table: the stored one, else the slug through the naming rule."""
+    """The entity's table: the stored one, else the slug through the naming rule.
+
+    A new name never ends in the suffix reserved for history tables, so no
+    data table can be, or later become, another entity's history table.
+    """
     if stored is not None and stored.target_schema == target_schema:
         return stored.target_table
-    return assign_names([slug], taken=taken)[slug]
+    avoid = set(taken)
+    while True:
+        name = assign_names([slug], taken=avoid)[slug]
+        if not is_reserved_table_name(name):
+            return name
+        avoid.add(name)
+
+
+_NUMERIC_SCALE_RE = re.compile(r"^numeric\((\d+),(\d+)\)$")
+
+
+def _rounded_before(old_type: str, new_type: str) -> bool:
+    """Whether the old type rounded values that the widened one keeps (more decimals, fractional seconds).
+
+    PostgreSQL rounds, rather than rejects, a numeric with too many decimals
+    and a timestamp with too precise seconds, so rows already read may differ
+    from the source in exactly the digits the new type has room for.
+    """
+    old, new = normalize(old_type), normalize(new_type)
+    scale = _NUMERIC_SCALE_RE.match(old)
+    if scale:
+        wider = _NUMERIC_SCALE_RE.match(new)
+        return new == "numeric" or bool(wider and int(wider.group(2)) > int(scale.group(2)))
+    return old == "timestamp(0)" and new in ("timestamp", "timestamptz")
+
+
+def choose_history_table(table: str, stored: Entity | None, target_schema: str, taken: set[str]) -> str:
+    """The history table's name: the stored one while the data table stays, else a free one."""
+    if (
+        stored is not None
+        and stored.history_table
+        and (stored.target_schema, stored.target_table) == (target_schema, table)
+        and stored.history_table not in taken
+    ):
+        return stored.history_table
+    n = 1
+    while history_table_name(table, n) in taken:
+        n += 1
+    return history_table_name(table, n)
 
 
 def _with_type(col: StoredColumn, pg_type: str) -> StoredColumn:

@@ -73,6 +73,8 @@ class Entity:
     last_rowversion: str | None = None
     consecutive_failures: int = 0
     history_enabled: bool = False
+    # Chosen by discovery and stored, so that it never collides with a data table.
+    history_table: str | None = None
 
     @property
     def ref(self) -> str:
@@ -90,7 +92,8 @@ SELECT e.uid::text AS uid, c.name AS connector, e.connector_uid::text AS connect
        e.target_schema, e.target_table, e.columns, e.syncable, e.unsyncable_reason,
        e.needs_attention, e.pending_change, e.missing_at_source, e.sync_enabled,
        e.sync_interval_seconds, e.page_size, e.last_sync_at, e.last_sync_status,
-       e.last_success_at, e.last_rowversion, e.consecutive_failures, e.history_enabled
+       e.last_success_at, e.last_rowversion, e.consecutive_failures, e.history_enabled,
+       e.history_table
 FROM {entities} e JOIN {connectors} c ON c.uid = e.connector_uid
 """
 
@@ -226,14 +229,19 @@ def get_entity(conn: Conn, schema: str, ref: str, *, for_update: bool = False) -
     return _entity(row)
 
 
-def save_entity(conn: Conn, schema: str, entity: Entity) -> str:
-    """Insert or update the entity's discovered definition; returns its uid."""
+def save_entity(conn: Conn, schema: str, entity: Entity, *, reset_checkpoint: bool = False) -> str:
+    """Insert or update the entity's discovered definition; returns its uid.
+
+    The checkpoint is the sync's to move: discovery only ever resets it
+    (``reset_checkpoint``), never writes back a value it read earlier, which a
+    sync may have moved on from in the meantime. ``entity.last_rowversion`` is ignored.
+    """
     row = conn.execute(
         _q(
             schema,
             "INSERT INTO {entities} (connector_uid, slug, api_name, description, delta_strategy,"
             " business_keys, target_schema, target_table, columns, syncable, unsyncable_reason,"
-            " needs_attention, pending_change, missing_at_source, last_rowversion, discovered_at)"
+            " needs_attention, pending_change, missing_at_source, history_table, discovered_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, now())"
             " ON CONFLICT (connector_uid, slug) DO UPDATE SET api_name = EXCLUDED.api_name,"
             " description = EXCLUDED.description, delta_strategy = EXCLUDED.delta_strategy,"
@@ -241,7 +249,8 @@ def save_entity(conn: Conn, schema: str, entity: Entity) -> str:
             " target_table = EXCLUDED.target_table, columns = EXCLUDED.columns,"
             " syncable = EXCLUDED.syncable, unsyncable_reason = EXCLUDED.unsyncable_reason,"
             " needs_attention = EXCLUDED.needs_attention, pending_change = EXCLUDED.pending_change,"
-            " missing_at_source = false, last_rowversion = EXCLUDED.last_rowversion,"
+            " missing_at_source = false, history_table = EXCLUDED.history_table,"
+            " last_rowversion = CASE WHEN %s THEN NULL ELSE {entities}.last_rowversion END,"
             " discovered_at = now(), updated_at = now()"
             " RETURNING uid::text",
         ),
@@ -259,7 +268,8 @@ def save_entity(conn: Conn, schema: str, entity: Entity) -> str:
             entity.unsyncable_reason,
             entity.needs_attention,
             Jsonb(entity.pending_change) if entity.pending_change is not None else None,
-            entity.last_rowversion,
+            entity.history_table,
+            reset_checkpoint,
         ],
     ).fetchone()
     assert row is not None
@@ -303,11 +313,12 @@ def update_settings(
 
 
 def taken_tables(conn: Conn, schema: str, target_schema: str, exclude_uid: str | None) -> set[str]:
-    """Table names other entities already use in a target schema."""
+    """Table names other entities use in a target schema: data and history tables."""
     rows = conn.execute(
         _q(
             schema,
-            "SELECT target_table FROM {entities} WHERE target_schema = %s AND (%s::uuid IS NULL OR uid <> %s::uuid)",
+            "SELECT t FROM {entities}, LATERAL (VALUES (target_table), (history_table)) v(t)"
+            " WHERE target_schema = %s AND t IS NOT NULL AND (%s::uuid IS NULL OR uid <> %s::uuid)",
         ),
         [target_schema, exclude_uid, exclude_uid],
     ).fetchall()
