@@ -347,3 +347,26 @@ def test_hostile_column_names_sync(cli: Cli, server: DemoServer, db_url: str) ->
     assert len(stored) == 5
     values = {v for r in stored for k, v in r.items() if isinstance(v, str) and not k.startswith("_bridge")}
     assert {f"{n}-3" for n in HOSTILE} <= values
+
+
+# -- a rowversion entity read from the start (checkpoint reset) reconciles deletes ---------------
+
+
+def test_rowversion_read_from_the_start_soft_deletes_rows_gone_without_tombstone(
+    cli: Cli, server: DemoServer, db_url: str
+) -> None:
+    st = server.state
+    st.set_api("items", _items_api())
+    st.insert("items", 40, new_version=False)
+    _configure(cli, server, "page_size = 7")
+    assert cli("discover").exit_code == 0
+    assert cli("sync", "erp.items").exit_code == 0
+    gone = st.delete("items", 3, hard=True)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # what discover does when it resets the checkpoint
+        conn.execute("UPDATE bridge.entities SET last_rowversion = NULL WHERE slug = 'items'")
+    code, runs = _sync(cli, "sync", "erp.items")
+    assert code == 0 and runs[0]["status"] == "success", runs
+    assert runs[0]["records_deleted"] == 3, runs
+    deleted = {r["item_number"] for r in _rows(db_url, "SELECT item_number FROM erp.items WHERE _bridge_deleted")}
+    assert deleted == {k[0] for k in gone}
+    _assert_items_equal_source(db_url, st)

@@ -235,7 +235,9 @@ def _run(
     started: float,
 ) -> None:
     rowversion = entity.delta_strategy == "rowversion"
-    reconcile = options.full_refresh or entity.delta_strategy in ("full", "hash")
+    # A rowversion entity read from the start (first run, or a checkpoint reset by discover) is a
+    # complete read like a full one: rows gone at the source without a tombstone are found then.
+    reconcile = options.full_refresh or not rowversion or start_rv is None
     target = sql.Identifier(entity.target_schema, entity.target_table)
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
     # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
