@@ -91,6 +91,8 @@ def decode_json(body: bytes) -> Any:
         return _EXACT_JSON.decode(body)
     except msgspec.MsgspecError as exc:
         raise ValueError(str(exc) or "not JSON") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def safe_url(url: str | httpx.URL) -> str:

@@ -364,3 +364,32 @@ def test_refused_connection_gets_no_scheme_hint() -> None:
     assert isinstance(exc, SourceTransientError), exc
     assert "cannot connect to" in str(exc)
     assert "https" not in str(exc)
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_slow_but_timely_body_arrives_whole(serve: Callable[..., RawServer], tls: bool, tmp_path: Any) -> None:
+    """Reads are sliced to notice a cancel; pauses longer than a slice must not corrupt the body."""
+    doc = b'{"apis": [' + b",".join(b'{"slug": "s%d", "v": 1.10}' % i for i in range(50)) + b"]}"
+
+    def slow(conn: socket.socket, server: RawServer) -> None:
+        server.read_request(conn)
+        conn.sendall(head(content_type="application/json", content_length=len(doc)))
+        for part in (doc[:10], doc[10:200], doc[200:]):
+            if not server.pause(0.35):
+                return
+            conn.sendall(part)
+
+    verify: bool | str = True
+    context = None
+    if tls:
+        ca = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        verify = str(tmp_path / "ca.pem")
+    server = serve(slow, tls=context)
+    with client_for(server, timeout=5.0, verify=verify, cancel=threading.Event()) as client:
+        apis, resp = client.list_apis()
+    assert [a["slug"] for a in apis] == [f"s{i}" for i in range(50)]
+    assert {a["v"] for a in apis} == {Decimal("1.10")}
+    assert resp.nbytes == len(doc)
