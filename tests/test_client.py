@@ -191,7 +191,10 @@ def test_backoff_is_capped(httpx_mock: HTTPXMock) -> None:
 
 def test_retry_after_is_capped() -> None:
     assert parse_retry_after("86400") == 300.0
+    assert parse_retry_after("inf") == 300.0
     assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=0.0) == 300.0
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -19,6 +19,7 @@ import contextvars
 import decimal
 import email.utils
 import ipaddress
+import math
 import random
 import socket
 import ssl
@@ -63,18 +64,8 @@ DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _CANCEL_POLL = 0.1
 # Only what the client can inflate itself, under the size cap.
 _ACCEPT_ENCODING = "gzip, deflate"
-# OpenSSL's words for "the other side does not speak TLS".
-_PLAIN_HTTP_SIGNS = (
-    "WRONG_VERSION_NUMBER",
-    "wrong version number",
-    "record layer failure",
-    "RECORD_LAYER_FAILURE",
-    "PACKET_LENGTH_TOO_LONG",
-    "packet length too long",
-    "UNKNOWN_PROTOCOL",
-    "unknown protocol",
-    "HTTP_REQUEST",
-)
+# OpenSSL's words (lower case, spaces for underscores) for "the other side does not speak TLS".
+_PLAIN_HTTP_SIGNS = ("wrong version number", "record layer failure", "packet length too long", "unknown protocol")
 
 # The absolute (monotonic) deadline of the request this thread is making, if any.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("syncflow_http_deadline", default=None)
@@ -115,9 +106,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" parses as a float and survives min/max: it would crash the wait.
+        return None if math.isnan(seconds) else min(max(seconds, 0.0), _MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -327,6 +321,11 @@ class _Inflater:
         return self._obj.flush()
 
 
+def _speaks_plain_http(tls_error: str) -> bool:
+    words = tls_error.lower().replace("_", " ")
+    return any(sign in words for sign in _PLAIN_HTTP_SIGNS)
+
+
 def _other_scheme(base_url: str) -> str:
     parts = urlsplit(safe_url(base_url))
     other = "http" if parts.scheme == "https" else "https"
@@ -453,7 +452,7 @@ class APISmithClient:
             if cause is not None:
                 reason = str(getattr(cause, "reason", None) or cause)
                 hint = ""
-                if url.scheme == "https" and any(sign in f"{reason} {cause}" for sign in _PLAIN_HTTP_SIGNS):
+                if url.scheme == "https" and _speaks_plain_http(f"{reason} {cause}"):
                     hint = f"; the server may speak plain HTTP: try base_url = {_other_scheme(self.base_url)}"
                 raise SourceUnreachable(
                     f"connector {self.connector}: TLS error talking to {shown}: {reason}{hint}",
