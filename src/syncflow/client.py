@@ -173,16 +173,19 @@ class _BoundedBackend(httpcore.NetworkBackend):
         if self.cancelled():
             raise Cancelled(f"connector {self.connector}: request cancelled by a signal")
 
-    def budget(self, timeout: float | None, expired: type[Exception]) -> float | None:
-        """Seconds left for one socket call; raises ``expired`` when none are."""
+    def left(self, end: float | None, expired: type[Exception]) -> float | None:
+        """Seconds until ``end``; raises ``expired`` when none are left, Cancelled when cancelled."""
         self.check_cancel()
-        end = self.end(timeout)
         if end is None:
             return None
         left = end - time.monotonic()
         if left <= 0:
             raise expired("request deadline passed")
         return left
+
+    def budget(self, timeout: float | None, expired: type[Exception]) -> float | None:
+        """Seconds left for one socket call that starts now."""
+        return self.left(self.end(timeout), expired)
 
     def _resolve(self, host: str, port: int, timeout: float | None) -> list[str]:
         try:
@@ -205,8 +208,9 @@ class _BoundedBackend(httpcore.NetworkBackend):
 
         # getaddrinfo cannot be interrupted; a daemon thread lets the request give up on it.
         threading.Thread(target=lookup, name=f"syncflow-dns-{host}", daemon=True).start()
+        end = self.end(timeout)
         while not done.is_set():
-            left = self.budget(timeout, httpcore.ConnectTimeout)
+            left = self.left(end, httpcore.ConnectTimeout)
             done.wait(_CANCEL_POLL if left is None else min(left, _CANCEL_POLL))
         if failed:
             raise httpcore.ConnectError(str(failed[0]))
@@ -230,7 +234,7 @@ class _BoundedBackend(httpcore.NetworkBackend):
         end = self.end(timeout)
         last: Exception | None = None
         for address in self._resolve(host, port, timeout):
-            left = self.budget(None if end is None else max(end - time.monotonic(), 0.0), httpcore.ConnectTimeout)
+            left = self.left(end, httpcore.ConnectTimeout)
             try:
                 stream = self._inner.connect_tcp(address, port, left, local_address, socket_options)
             except httpcore.ConnectError as exc:

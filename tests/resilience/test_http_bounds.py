@@ -393,3 +393,28 @@ def test_slow_but_timely_body_arrives_whole(serve: Callable[..., RawServer], tls
     assert [a["slug"] for a in apis] == [f"s{i}" for i in range(50)]
     assert {a["v"] for a in apis} == {Decimal("1.10")}
     assert resp.nbytes == len(doc)
+
+
+def test_connect_phase_is_bounded() -> None:
+    """A listener whose accept queue is full never completes the handshake."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue; later SYNs are dropped
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.05)  # let the fillers' handshakes land in the queue
+        with APISmithClient(connector="erp", base_url=f"http://127.0.0.1:{port}", timeout=0.5, attempts=1) as c:
+            exc, elapsed = timed(c.list_apis)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert isinstance(exc, SourceTransientError), exc
+    assert "timed out after 0.5 s" in str(exc)
+    assert elapsed < 1.5
