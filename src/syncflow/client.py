@@ -289,17 +289,32 @@ class _BoundedStream(httpcore.NetworkStream):
 
 
 class _BoundedTransport(httpx.HTTPTransport):
-    """httpx's transport on the bounded backend (httpx has no public knob for the backend)."""
+    """httpx's transport (direct or through a proxy) on the bounded backend.
 
-    def __init__(self, ssl_context: ssl.SSLContext, backend: _BoundedBackend) -> None:
-        super().__init__(verify=ssl_context)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=backend,
-        )
+    httpx has no public knob for the backend; its pools (direct, HTTP and SOCKS
+    proxy) all keep it in ``_network_backend``. The deadline tests fail if that changes.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, backend: _BoundedBackend, proxy: str | None = None) -> None:
+        super().__init__(verify=ssl_context, proxy=proxy)
+        self._pool._network_backend = backend
+
+
+def _transports(
+    ssl_context: ssl.SSLContext, backend: _BoundedBackend
+) -> tuple[httpx.BaseTransport, dict[str, httpx.BaseTransport | None]]:
+    """The direct transport and, as httpx would mount them, the proxies named by the environment.
+
+    httpx ignores HTTP(S)_PROXY / ALL_PROXY / NO_PROXY once a transport is given, so
+    they are mounted here, on the same bounded backend.
+    """
+    from httpx._utils import get_environment_proxies  # httpx's own reading of the variables
+
+    mounts: dict[str, httpx.BaseTransport | None] = {
+        pattern: None if url is None else _BoundedTransport(ssl_context, backend, url)
+        for pattern, url in get_environment_proxies().items()
+    }
+    return _BoundedTransport(ssl_context, backend), mounts
 
 
 class _Inflater:
@@ -360,11 +375,12 @@ class APISmithClient:
     def __post_init__(self) -> None:
         self._own_http = self.http is None
         if self.http is None:
-            backend = _BoundedBackend(self.connector, self._cancelled)
+            transport, mounts = _transports(self._ssl_context(), _BoundedBackend(self.connector, self._cancelled))
             self.http = httpx.Client(
                 base_url=self.base_url,
                 timeout=self.timeout,
-                transport=_BoundedTransport(self._ssl_context(), backend),
+                transport=transport,
+                mounts=mounts,
                 headers={"Accept": "application/json", "Accept-Encoding": _ACCEPT_ENCODING, "User-Agent": "syncflow"},
             )
 

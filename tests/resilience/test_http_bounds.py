@@ -418,3 +418,55 @@ def test_connect_phase_is_bounded() -> None:
     assert isinstance(exc, SourceTransientError), exc
     assert "timed out after 0.5 s" in str(exc)
     assert elapsed < 1.5
+
+
+# -- proxies from the environment ---------------------------------------------------------------
+
+
+def test_environment_proxy_is_used_and_bounded(
+    serve: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bytes] = []
+
+    def proxy(conn: socket.socket, server: RawServer) -> None:
+        request = server.read_request(conn)
+        seen.append(request.split(b"\r\n", 1)[0])
+        if b"/api/v1/data/" in request:
+            drip_body_after_head(conn, server)
+            return
+        conn.sendall(head(content_type="application/json", content_length=2) + b"[]")
+
+    server = serve(proxy)
+    for var in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "127.0.0.1":  # the target must be reached through the proxy, never looked up
+            raise socket.gaierror(socket.EAI_NONAME, f"test: no lookup of {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+    with APISmithClient(connector="erp", base_url="http://apismith.invalid:8007", timeout=1.0, attempts=1) as client:
+        assert client.list_apis()[0] == []
+        exc, elapsed = timed(lambda: client.get_page("items", page=1, page_size=10))
+    assert seen[0] == b"GET http://apismith.invalid:8007/api/v1/apis HTTP/1.1"
+    assert isinstance(exc, SourceTransientError), exc
+    assert "timed out after 1 s" in str(exc)
+    assert elapsed < 2.0
+
+
+def drip_body_after_head(conn: socket.socket, server: RawServer) -> None:
+    conn.sendall(head(content_type="application/json", content_length=100_000) + b"[")
+    while server.pause(0.1):
+        conn.sendall(b" ")
