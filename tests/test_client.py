@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from pathlib import Path
+
 import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from syncflow.client import APISmithClient, parse_retry_after
+from syncflow.client import APISmithClient, decode_json, parse_retry_after
 from syncflow.errors import (
+    ConfigError,
     SourceAuthError,
     SourceNotFound,
     SourceProtocolError,
@@ -111,3 +115,109 @@ def test_data_params_and_slug_quoting(client: APISmithClient, httpx_mock: HTTPXM
         url=f"{BASE}/api/v1/data/odd%2Fslug?page=2&page_size=50&rowversion_gt=123", json={"rows": []}
     )
     client.get_page("odd/slug", page=2, page_size=50, rowversion_gt="123")
+
+
+# -- exact JSON -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"1234567890123456789012345678.1234567891", Decimal("1234567890123456789012345678.1234567891")),
+        (
+            b"3.14159265358979323846264338327950288419716939937510",
+            Decimal("3.14159265358979323846264338327950288419716939937510"),
+        ),
+        (b"1e400", Decimal("1e400")),
+        (b"-1.5E-400", Decimal("-1.5E-400")),
+        (b"12345678901234567890123456789012", 12345678901234567890123456789012),
+        (b"-99999999999999999999999999999999999999", -99999999999999999999999999999999999999),
+        (b"18446744073709551616", 2**64),
+        (b"9007199254740993", 9007199254740993),  # 2**53 + 1: a float would make it ...992
+        (b"42", 42),
+        (b'"\\ud83d\\ude00 \\u0000 \xf0\x9f\x90\x8d"', "\U0001f600 \x00 \U0001f40d"),
+    ],
+)
+def test_decode_json_numbers_and_strings_are_exact(text: bytes, expected: object) -> None:
+    value = decode_json(text)
+    assert value == expected
+    assert type(value) is type(expected)
+    if isinstance(expected, Decimal):
+        assert str(value) == str(expected)
+
+
+def test_decode_json_negative_zero_and_nesting() -> None:
+    doc = decode_json(b'{"a": [-0.0, {"b": [1, 2.50, null, true]}], "k": 12345678901234567890123456789012}')
+    zero = doc["a"][0]
+    assert isinstance(zero, Decimal) and zero.is_signed() and str(zero) == "-0.0"
+    assert doc["a"][1] == {"b": [1, Decimal("2.50"), None, True]}
+    assert str(doc["a"][1]["b"][1]) == "2.50"
+    assert doc["k"] == 12345678901234567890123456789012
+
+
+def test_decode_json_keeps_distinct_big_keys_distinct() -> None:
+    rows = decode_json(b"[12345678901234567890123456789012, 12345678901234567890123456789013]")
+    assert len(set(rows)) == 2
+
+
+@pytest.mark.parametrize("bad", [b"", b"[1,]", b"NaN", b"[]x", b'"\xff"', b"<html>", b"[" * 100_000 + b"]" * 100_000])
+def test_decode_json_rejects_what_is_not_json(bad: bytes) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        decode_json(bad)
+
+
+def test_client_decodes_pages_exactly(client: APISmithClient, httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(
+        url=f"{BASE}/api/v1/data/items?page=1&page_size=2",
+        content=b'{"rows": [{"data": {"k": 12345678901234567890123456789012, "v": 0.1}}]}',
+    )
+    data = client.get_page("items", page=1, page_size=2).data
+    assert data["rows"][0]["data"] == {"k": 12345678901234567890123456789012, "v": Decimal("0.1")}
+
+
+# -- bounds and messages ----------------------------------------------------------------------
+
+
+def test_backoff_is_capped(httpx_mock: HTTPXMock) -> None:
+    waits: list[float] = []
+    client = APISmithClient(connector="erp", base_url=BASE, attempts=12, backoff=100.0, sleep=waits.append)
+    for _ in range(12):
+        httpx_mock.add_response(url=f"{BASE}/api/v1/apis", status_code=503)
+    with pytest.raises(SourceTransientError):
+        client.list_apis()
+    assert len(waits) == 11
+    assert max(waits) <= 300.0
+
+
+def test_retry_after_is_capped() -> None:
+    assert parse_retry_after("86400") == 300.0
+    assert parse_retry_after("inf") == 300.0
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=0.0) == 300.0
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_error_names_the_configured_variable(httpx_mock: HTTPXMock, status: int) -> None:
+    client = APISmithClient(connector="erp", base_url=BASE, token=TOKEN, token_env="ERP_APISMITH_TOKEN")
+    httpx_mock.add_response(url=f"{BASE}/api/v1/apis", status_code=status)
+    with pytest.raises(SourceAuthError) as info:
+        client.list_apis()
+    assert "environment variable ERP_APISMITH_TOKEN" in str(info.value)
+    assert TOKEN not in str(info.value) and TOKEN not in repr(info.value.details)
+
+
+def test_auth_error_without_token_says_none_is_configured(httpx_mock: HTTPXMock) -> None:
+    client = APISmithClient(connector="erp", base_url=BASE)
+    httpx_mock.add_response(url=f"{BASE}/api/v1/apis", status_code=401)
+    with pytest.raises(SourceAuthError, match="no token is configured: set token_env for connector erp"):
+        client.list_apis()
+
+
+def test_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "ca.pem"
+    with pytest.raises(ConfigError) as info:
+        APISmithClient(connector="erp", base_url=BASE, verify=str(missing))
+    assert info.value.exit_code == 2
+    assert str(missing) in str(info.value)
+    assert "verify_tls" in str(info.value)

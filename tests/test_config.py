@@ -113,3 +113,68 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
                 assert "[connectors.erp.entities." in text
                 continue
             assert f"{info.alias or name} =" in text, f"{name} is not documented in the example"
+
+
+# -- credentials in base_url, CA bundle, response cap -----------------------------------------
+
+CREDS_FIX = "credentials in base_url are not allowed; put the token in the environment variable named by token_env"
+
+
+@pytest.mark.parametrize("url", ["http://svcuser:S3cretPW@127.0.0.1:1", "https://S3cretPW@127.0.0.1:1/smith"])
+def test_credentials_in_base_url_are_refused_in_the_file(cli: Cli, url: str) -> None:
+    path = write(cli, f'[connectors.erp]\nbase_url = "{url}"\n')
+    for args in (("connector", "list"), ("connector", "show", "erp", "--json"), ("connector", "test", "erp")):
+        r = cli(*args)
+        assert r.exit_code == 2, args
+        assert "S3cretPW" not in r.stdout + r.stderr
+        assert r.stderr == f"error: {path}: connectors.erp.base_url: {CREDS_FIX}\n"
+
+
+def test_credentials_in_base_url_are_refused_by_connector_add(cli: Cli) -> None:
+    before = cli.config.read_text(encoding="utf-8")
+    r = cli("connector", "add", "erp", "--url", "http://svcuser:S3cretPW@127.0.0.1:1", "--token-env", "ERP_T")
+    assert r.exit_code == 2
+    assert "S3cretPW" not in r.stdout + r.stderr
+    assert CREDS_FIX in r.stderr
+    assert cli.config.read_text(encoding="utf-8") == before
+
+
+def test_missing_ca_bundle_is_a_configuration_error_naming_the_file(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "certs" / "apismith-ca.pem"
+    write(cli, f'[connectors.erp]\nbase_url = "https://127.0.0.1:1"\nverify_tls = "{missing}"\n')
+    r = cli("connector", "test", "erp")
+    assert r.exit_code == 2
+    assert str(missing) in r.stderr
+    assert "connectors.erp.verify_tls" in r.stderr
+
+
+def test_max_response_bytes_default_and_validation(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[sync]\nmax_response_bytes = 1024\n", encoding="utf-8")
+    assert resolve(cli_path=path, env={}).settings.sync.max_response_bytes == 1024
+    path.write_text("", encoding="utf-8")
+    assert resolve(cli_path=path, env={}).settings.sync.max_response_bytes == 268_435_456
+    with pytest.raises(ConfigError) as info:
+        resolve(cli_path=path, env={"SYNCFLOW_SYNC_MAX_RESPONSE_BYTES": "0"})
+    assert info.value.problems == [
+        f"{path}: environment SYNCFLOW_SYNC_MAX_RESPONSE_BYTES (sync.max_response_bytes): Input should be greater than 0"
+    ]
+
+
+def test_runtime_client_gets_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from syncflow.runtime import Runtime
+
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[sync]\nmax_response_bytes = 4096\nhttp_timeout_seconds = 7\n\n"
+        '[connectors.erp]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "ERP_T"\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("ERP_T", "tok")
+    runtime = Runtime.load(config_path=path, env={})
+    cancel = threading.Event()
+    with runtime.client("erp", cancel=cancel) as client:
+        assert (client.max_response_bytes, client.timeout, client.token_env) == (4096, 7.0, "ERP_T")
+        assert client.cancel is cancel

@@ -4,21 +4,36 @@ This is the boundary where httpx's exceptions and HTTP statuses become the
 :class:`SourceError` tree (protocol section 3). Only errors marked transient
 are retried. The token goes in the ``Authorization`` header and nowhere else:
 no message, URL or detail built here contains it.
+
+Every wait is bounded, because cron gives a run a fixed slot: one request
+(name resolution, connect, TLS, headers, body) has a single deadline of
+``timeout`` seconds, enforced at every socket read by a network backend that
+also watches the ``cancel`` event; retry waits are capped and wake on
+``cancel``. A body may not inflate past ``max_response_bytes``, and JSON
+numbers are decoded exactly (never through a float).
 """
 
 from __future__ import annotations
 
+import contextvars
+import decimal
 import email.utils
+import ipaddress
+import math
 import random
+import socket
 import ssl
+import threading
 import time
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
-import orjson
+import msgspec
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -27,6 +42,8 @@ from tenacity import (
 )
 
 from syncflow.errors import (
+    Cancelled,
+    ConfigError,
     SourceAuthError,
     SourceError,
     SourceNotFound,
@@ -40,6 +57,33 @@ DATA_PATH = "/api/v1/data/{slug}"
 BODY_PREVIEW_BYTES = 200
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _MAX_RETRY_AFTER = 300.0
+# No single wait between attempts is longer, whatever the backoff or Retry-After says.
+MAX_RETRY_WAIT = 300.0
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# How often a blocked socket read or name lookup looks at the cancel event.
+_CANCEL_POLL = 0.1
+# Only what the client can inflate itself, under the size cap.
+_ACCEPT_ENCODING = "gzip, deflate"
+# OpenSSL's words (lower case, spaces for underscores) for "the other side does not speak TLS".
+_PLAIN_HTTP_SIGNS = ("wrong version number", "record layer failure", "packet length too long", "unknown protocol")
+
+# The absolute (monotonic) deadline of the request this thread is making, if any.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("syncflow_http_deadline", default=None)
+_EXACT_JSON = msgspec.json.Decoder(float_hook=decimal.Decimal)
+
+
+def decode_json(body: bytes) -> Any:
+    """Decode JSON with every number exact: integers as int, the others as Decimal.
+
+    Floats would round NUMBER(38,10) values and merge distinct 32-digit keys.
+    Raises ValueError for anything that is not one well-formed JSON document.
+    """
+    try:
+        return _EXACT_JSON.decode(body)
+    except msgspec.MsgspecError as exc:
+        raise ValueError(str(exc) or "not JSON") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -62,9 +106,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" parses as a float and survives min/max: it would crash the wait.
+        return None if math.isnan(seconds) else min(max(seconds, 0.0), _MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -105,6 +152,205 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+class _BoundedBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend with the request deadline and cancel event applied.
+
+    httpx's timeouts apply per socket operation, so a server dripping one byte
+    a second never times out, and name resolution has no timeout at all.
+    """
+
+    def __init__(self, connector: str, cancelled: Callable[[], bool]) -> None:
+        self._inner = httpcore.SyncBackend()
+        self.connector = connector
+        self.cancelled = cancelled
+
+    def end(self, timeout: float | None) -> float | None:
+        """When the current operation must be over: its own timeout or the request's deadline."""
+        ends = [t for t in (_DEADLINE.get(), None if timeout is None else time.monotonic() + timeout) if t is not None]
+        return min(ends) if ends else None
+
+    def check_cancel(self) -> None:
+        if self.cancelled():
+            raise Cancelled(f"connector {self.connector}: request cancelled by a signal")
+
+    def left(self, end: float | None, expired: type[Exception]) -> float | None:
+        """Seconds until ``end``; raises ``expired`` when none are left, Cancelled when cancelled."""
+        self.check_cancel()
+        if end is None:
+            return None
+        left = end - time.monotonic()
+        if left <= 0:
+            raise expired("request deadline passed")
+        return left
+
+    def budget(self, timeout: float | None, expired: type[Exception]) -> float | None:
+        """Seconds left for one socket call that starts now."""
+        return self.left(self.end(timeout), expired)
+
+    def _resolve(self, host: str, port: int, timeout: float | None) -> list[str]:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return [host]
+        found: list[Any] = []
+        failed: list[OSError] = []
+        done = threading.Event()
+
+        def lookup() -> None:
+            try:
+                found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:
+                failed.append(exc)
+            finally:
+                done.set()
+
+        # getaddrinfo cannot be interrupted; a daemon thread lets the request give up on it.
+        threading.Thread(target=lookup, name=f"syncflow-dns-{host}", daemon=True).start()
+        end = self.end(timeout)
+        while not done.is_set():
+            left = self.left(end, httpcore.ConnectTimeout)
+            done.wait(_CANCEL_POLL if left is None else min(left, _CANCEL_POLL))
+        if failed:
+            raise httpcore.ConnectError(str(failed[0]))
+        addresses: list[str] = []
+        for info in found:
+            address = str(info[4][0])
+            if address not in addresses:
+                addresses.append(address)
+        if not addresses:
+            raise httpcore.ConnectError(f"no address found for {host}")
+        return addresses
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        end = self.end(timeout)
+        last: Exception | None = None
+        for address in self._resolve(host, port, timeout):
+            left = self.left(end, httpcore.ConnectTimeout)
+            try:
+                stream = self._inner.connect_tcp(address, port, left, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+                continue
+            return _BoundedStream(stream, self)
+        raise last if last is not None else httpcore.ConnectError(f"cannot connect to {host}")
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _BoundedStream(self._inner.connect_unix_socket(path, timeout, socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _BoundedStream(httpcore.NetworkStream):
+    """A socket whose reads end at the request deadline and wake up for the cancel event."""
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: _BoundedBackend) -> None:
+        self._inner = inner
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        end = self._backend.end(timeout)
+        while True:
+            self._backend.check_cancel()
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                raise httpcore.ReadTimeout("request deadline passed")
+            # Short slices so a cancel is noticed; a timed-out recv leaves the socket usable.
+            try:
+                return self._inner.read(max_bytes, _CANCEL_POLL if left is None else min(left, _CANCEL_POLL))
+            except httpcore.ReadTimeout:
+                continue
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._backend.budget(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        left = self._backend.budget(timeout, httpcore.ConnectTimeout)
+        return _BoundedStream(self._inner.start_tls(ssl_context, server_hostname, left), self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _BoundedTransport(httpx.HTTPTransport):
+    """httpx's transport (direct or through a proxy) on the bounded backend.
+
+    httpx has no public knob for the backend; its pools (direct, HTTP and SOCKS
+    proxy) all keep it in ``_network_backend``. The deadline tests fail if that changes.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, backend: _BoundedBackend, proxy: str | None = None) -> None:
+        super().__init__(verify=ssl_context, proxy=proxy)
+        self._pool._network_backend = backend
+
+
+def _transports(
+    ssl_context: ssl.SSLContext, backend: _BoundedBackend
+) -> tuple[httpx.BaseTransport, dict[str, httpx.BaseTransport | None]]:
+    """The direct transport and, as httpx would mount them, the proxies named by the environment.
+
+    httpx ignores HTTP(S)_PROXY / ALL_PROXY / NO_PROXY once a transport is given, so
+    they are mounted here, on the same bounded backend.
+    """
+    from httpx._utils import get_environment_proxies  # httpx's own reading of the variables
+
+    mounts: dict[str, httpx.BaseTransport | None] = {
+        pattern: None if url is None else _BoundedTransport(ssl_context, backend, url)
+        for pattern, url in get_environment_proxies().items()
+    }
+    return _BoundedTransport(ssl_context, backend), mounts
+
+
+class _Inflater:
+    """gzip/deflate decoding that never produces more than it is asked for."""
+
+    def __init__(self, encoding: str) -> None:
+        self._deflate = encoding == "deflate"
+        self._first = True
+        wbits = zlib.MAX_WBITS | 16 if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+        self._obj = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, max_length: int) -> bytes:
+        if self._first and self._deflate:
+            # "deflate" is zlib-wrapped by the standard, raw by some servers: try both.
+            self._first = False
+            try:
+                return self._obj.decompress(data, max_length)
+            except zlib.error:
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._obj.decompress(data, max_length)
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+def _speaks_plain_http(tls_error: str) -> bool:
+    words = tls_error.lower().replace("_", " ")
+    return any(sign in words for sign in _PLAIN_HTTP_SIGNS)
+
+
+def _other_scheme(base_url: str) -> str:
+    parts = urlsplit(safe_url(base_url))
+    other = "http" if parts.scheme == "https" else "https"
+    return urlunsplit((other, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
 @dataclass
 class APISmithClient:
     """Talks to one APISmith instance on behalf of one connector."""
@@ -117,28 +363,55 @@ class APISmithClient:
     backoff: float = 1.0
     verify: bool | str = True
     http: httpx.Client | None = None
-    sleep: Callable[[float], None] = time.sleep
+    # None: really wait (on ``cancel`` when there is one); tests pass a recorder.
+    sleep: Callable[[float], None] | None = None
     stats: ClientStats = field(default_factory=ClientStats)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    # The name of the variable the token came from, for messages (never the token).
+    token_env: str | None = None
+    # Set by a signal handler: waits and reads stop and raise Cancelled.
+    cancel: threading.Event | None = None
 
     def __post_init__(self) -> None:
         self._own_http = self.http is None
         if self.http is None:
-            verify: bool | ssl.SSLContext = True
-            if isinstance(self.verify, str):
-                try:
-                    verify = ssl.create_default_context(cafile=self.verify)
-                except (OSError, ssl.SSLError) as exc:
-                    raise SourceUnreachable(
-                        f"connector {self.connector}: cannot load CA bundle {self.verify}: {exc}"
-                    ) from None
-            else:
-                verify = self.verify
+            transport, mounts = _transports(self._ssl_context(), _BoundedBackend(self.connector, self._cancelled))
             self.http = httpx.Client(
                 base_url=self.base_url,
                 timeout=self.timeout,
-                verify=verify,
-                headers={"Accept": "application/json", "User-Agent": "syncflow"},
+                transport=transport,
+                mounts=mounts,
+                headers={"Accept": "application/json", "Accept-Encoding": _ACCEPT_ENCODING, "User-Agent": "syncflow"},
             )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if not isinstance(self.verify, str):
+            return httpx.create_ssl_context(verify=self.verify)
+        try:
+            return ssl.create_default_context(cafile=self.verify)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            raise ConfigError(
+                f"connectors.{self.connector}.verify_tls: cannot load the CA bundle {self.verify}: {reason}"
+            ) from None
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _check_cancel(self) -> None:
+        if self._cancelled():
+            raise Cancelled(f"connector {self.connector}: request cancelled by a signal")
+
+    def _pause(self, seconds: float) -> None:
+        """The wait between attempts: interruptible by ``cancel``."""
+        self._check_cancel()
+        if self.sleep is not None:
+            self.sleep(seconds)
+        elif self.cancel is not None:
+            self.cancel.wait(seconds)
+        else:
+            time.sleep(seconds)
+        self._check_cancel()
 
     def close(self) -> None:
         """Close the underlying client if this object created it."""
@@ -159,9 +432,9 @@ class APISmithClient:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, SourceTransientError) and exc.retry_after is not None:
-                return exc.retry_after
+                return min(exc.retry_after, MAX_RETRY_WAIT)
             base = self.backoff * (2 ** (state.attempt_number - 1))
-            return float(base + random.uniform(0, self.backoff))  # noqa: S311 - jitter, not crypto
+            return min(float(base + random.uniform(0, self.backoff)), MAX_RETRY_WAIT)  # noqa: S311 - jitter
 
         def before_sleep(state: RetryCallState) -> None:
             self.stats.retries += 1
@@ -171,7 +444,7 @@ class APISmithClient:
             wait=wait,
             retry=retry_if_exception(lambda e: isinstance(e, SourceError) and e.transient),
             before_sleep=before_sleep,
-            sleep=self.sleep,
+            sleep=self._pause,
             reraise=True,
         )
         result: Response = retrying(self._get_once, path, params)
@@ -179,25 +452,30 @@ class APISmithClient:
 
     def _get_once(self, path: str, params: Mapping[str, str | int] | None) -> Response:
         assert self.http is not None
+        self._check_cancel()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.http.build_request("GET", path, params=params).url
         shown = safe_url(url)
         self.stats.requests += 1
         started = time.monotonic()
+        deadline = started + self.timeout
+        deadline_token = _DEADLINE.set(deadline)
+        status: int | None = None
         try:
-            resp = self.http.get(path, params=params, headers=headers)
-            body = resp.content
+            with self.http.stream("GET", path, params=params, headers=headers) as resp:
+                status = resp.status_code
+                body = self._read_body(resp, shown, deadline)
         except httpx.TimeoutException as exc:
-            raise SourceTransientError(
-                f"connector {self.connector}: timed out after {self.timeout:g} s ({shown})",
-                details={"url": shown, "error": type(exc).__name__},
-            ) from None
+            raise self._timed_out(shown, type(exc).__name__) from None
         except httpx.ConnectError as exc:
             cause = _ssl_cause(exc)
             if cause is not None:
+                reason = str(getattr(cause, "reason", None) or cause)
+                hint = ""
+                if url.scheme == "https" and _speaks_plain_http(f"{reason} {cause}"):
+                    hint = f"; the server may speak plain HTTP: try base_url = {_other_scheme(self.base_url)}"
                 raise SourceUnreachable(
-                    f"connector {self.connector}: TLS error talking to {shown}: "
-                    f"{getattr(cause, 'reason', None) or cause}",
+                    f"connector {self.connector}: TLS error talking to {shown}: {reason}{hint}",
                     details={"url": shown, "error": "tls"},
                 ) from None
             raise SourceTransientError(
@@ -206,7 +484,7 @@ class APISmithClient:
             ) from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise SourceTransientError(
-                f"connector {self.connector}: connection failed during {shown}: {exc}",
+                f"connector {self.connector}: connection failed during {shown}: {exc}{self._https_hint(url, status)}",
                 details={"url": shown, "error": type(exc).__name__},
             ) from None
         except httpx.HTTPError as exc:
@@ -214,13 +492,14 @@ class APISmithClient:
                 f"connector {self.connector}: HTTP error during {shown}: {exc}",
                 details={"url": shown, "error": type(exc).__name__},
             ) from None
+        finally:
+            _DEADLINE.reset(deadline_token)
         elapsed = time.monotonic() - started
         self.stats.seconds += elapsed
-        self.stats.bytes += len(body)
         self._check_status(resp, body, shown)
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            data = decode_json(body)
+        except ValueError:
             raise SourceProtocolError(
                 f"connector {self.connector}: {shown} returned a body that is not JSON "
                 f"(content-type {resp.headers.get('content-type', '?')}): {body_preview(body)!r}",
@@ -228,15 +507,76 @@ class APISmithClient:
             ) from None
         return Response(data=data, nbytes=len(body), url=shown, elapsed=elapsed, preview=body_preview(body))
 
+    def _timed_out(self, shown: str, error: str) -> SourceTransientError:
+        return SourceTransientError(
+            f"connector {self.connector}: timed out after {self.timeout:g} s ({shown})",
+            details={"url": shown, "error": error},
+        )
+
+    def _https_hint(self, url: httpx.URL, status: int | None) -> str:
+        """A plain-HTTP request to a TLS port fails before any response head: say so."""
+        if url.scheme != "http" or status is not None:
+            return ""
+        return f" (if the server speaks HTTPS, try base_url = {_other_scheme(self.base_url)})"
+
+    def _too_large(self, shown: str) -> SourceProtocolError:
+        return SourceProtocolError(
+            f"connector {self.connector}: response from {shown} exceeds max_response_bytes ({self.max_response_bytes})",
+            details={"url": shown, "max_response_bytes": self.max_response_bytes},
+        )
+
+    def _read_body(self, resp: httpx.Response, shown: str, deadline: float) -> bytes:
+        """The decoded body, read against the deadline, the cancel event and the size cap."""
+        limit = self.max_response_bytes
+        codings = [c.strip().lower() for c in resp.headers.get("content-encoding", "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise SourceProtocolError(
+                f"connector {self.connector}: {shown} answered with unsupported content-encoding "
+                f"{', '.join(codings)!r} (asked for {_ACCEPT_ENCODING})",
+                details={"url": shown, "content_encoding": ", ".join(codings)},
+            )
+        inflater = _Inflater(codings[0]) if codings else None
+        declared = resp.headers.get("content-length", "")
+        if inflater is None and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(shown)
+        body = bytearray()
+        try:
+            for raw in resp.iter_raw():
+                self._check_cancel()
+                if time.monotonic() > deadline:
+                    raise self._timed_out(shown, "deadline")
+                body += raw if inflater is None else inflater.feed(raw, limit - len(body) + 1)
+                if len(body) > limit:
+                    self.stats.bytes += limit
+                    raise self._too_large(shown)
+            if inflater is not None:
+                body += inflater.flush()
+        except zlib.error as exc:
+            raise SourceProtocolError(
+                f"connector {self.connector}: {shown} sent a body that is not valid {codings[0]}: {exc}",
+                details={"url": shown, "content_encoding": codings[0]},
+            ) from None
+        if len(body) > limit:
+            self.stats.bytes += limit
+            raise self._too_large(shown)
+        self.stats.bytes += len(body)
+        return bytes(body)
+
     def _check_status(self, resp: httpx.Response, body: bytes, shown: str) -> None:
         status = resp.status_code
         if 200 <= status < 300:
             return
         details = {"url": shown, "status": status, "body": body_preview(body)}
         if status in (401, 403):
+            if self.token_env:
+                fix = f"check the token in environment variable {self.token_env} (token_env)"
+            elif not self.token:
+                fix = f"no token is configured: set token_env for connector {self.connector}"
+            else:
+                fix = "check the variable named by token_env"
             raise SourceAuthError(
-                f"connector {self.connector}: APISmith refused the token (HTTP {status}) for "
-                f"{shown}; check the variable named by token_env",
+                f"connector {self.connector}: APISmith refused the token (HTTP {status}) for {shown}; {fix}",
                 details=details,
             )
         if status == 404:

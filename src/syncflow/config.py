@@ -67,6 +67,8 @@ class SyncConfig(_Strict):
     stale_factor: float = Field(default=3.0, gt=0)
     lock_timeout_seconds: float = Field(default=60.0, ge=0)
     statement_timeout_seconds: float = Field(default=0.0, ge=0)
+    # The most one HTTP response may inflate to: a gzip bomb must not exhaust memory.
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
 
 class EntityOverride(_Strict):
@@ -91,6 +93,12 @@ class ConnectorConfig(_Strict):
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         parts = urlsplit(value)
+        # Checked first, and the value never echoed: it would show the password. httpx
+        # would also send these as Basic auth in place of the bearer token.
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "credentials in base_url are not allowed; put the token in the environment variable named by token_env"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid URL {value!r}: expected http://host[:port][/path] or https://...")
         try:

@@ -6,6 +6,7 @@ to drive the core without the CLI.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,8 +95,11 @@ class Runtime:
             statement_timeout=sync.statement_timeout_seconds,
         )
 
-    def client(self, name: str) -> APISmithClient:
-        """An APISmith client for the connector, with its token from the environment."""
+    def client(self, name: str, *, cancel: threading.Event | None = None) -> APISmithClient:
+        """An APISmith client for the connector, with its token from the environment.
+
+        ``cancel`` (a signal handler's event) interrupts its retry waits and reads.
+        """
         conn_cfg = self.config.connector(name)
         sync = self.config.settings.sync
         token = self.config.token(name)
@@ -107,6 +111,9 @@ class Runtime:
             attempts=sync.retry_attempts,
             backoff=sync.retry_backoff_seconds,
             verify=conn_cfg.verify_tls,
+            max_response_bytes=sync.max_response_bytes,
+            token_env=conn_cfg.token_env,
+            cancel=cancel,
         )
 
 
