@@ -282,7 +282,7 @@ def _run_claimed(
         max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
     )
     try:
-        client = runtime.client(fresh.connector)
+        client = runtime.client(fresh.connector, cancel=cancel)
     except SyncFlowError as exc:
         # The connector's problem (token unset, CA bundle unreadable) fails its entities, not the invocation.
         return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, full_refresh, exc))

@@ -346,5 +346,6 @@ class Stage:
 def _preview(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, bool)):
         return value
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, (str, Decimal)) else repr(value)
+    text = str(text)
     return text[:VALUE_PREVIEW]
