@@ -222,7 +222,7 @@ def test_one_broken_connector_does_not_stop_the_others(demo_cli: Cli, demo: Any,
     expected = {
         "token": "environment variable CRM_TOKEN is not set",
         "unreachable": "127.0.0.1:9",
-        "ca_bundle": "cannot load CA bundle",
+        "ca_bundle": "cannot load the CA bundle",
     }[problem]
     if problem == "token":
         env = {}
