@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, demo (and bench, once it exists)."""
+"""Developer sessions: tests, lint, typecheck, demo, bench, fuzz."""
 
 from __future__ import annotations
 
@@ -39,3 +39,20 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite (writes docs/benchmarks.md); pass e.g. -- --sizes 20000 --repeat 1 for a smoke run."""
     session.run("python", "-m", "pip", "install", "--quiet", "-e", ".", external=True)
     session.run("python", "benchmarks/bench.py", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def fuzz(session: nox.Session) -> None:
+    """The property tests' long profile (thousands of generated histories; 30+ minutes) before a release."""
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[test]", external=True)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "tests/property",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "fuzz"},
+        external=True,
+    )

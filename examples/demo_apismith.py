@@ -45,8 +45,20 @@ try:
             return orjson.Fragment(str(obj).encode())
         raise TypeError(type(obj).__name__)
 
+    def _big_ints(obj: Any) -> Any:
+        if isinstance(obj, int) and not isinstance(obj, bool):
+            return Decimal(obj)
+        if isinstance(obj, dict):
+            return {k: _big_ints(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [_big_ints(v) for v in obj]
+        return obj
+
     def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, default=_fragment)
+        try:
+            return orjson.dumps(obj, default=_fragment)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: written out exactly
+            return orjson.dumps(_big_ints(obj), default=_fragment)
 
 except ImportError:  # pragma: no cover - orjson is a SyncFlow dependency
     import json

@@ -36,8 +36,8 @@ from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("SYNCFLOW_PROPERTY_EXAMPLES", "18")),
-    stateful_step_count=10,
+    max_examples=int(os.environ.get("SYNCFLOW_PROPERTY_EXAMPLES", "60")),
+    stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
     derandomize=False,
@@ -161,6 +161,7 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
                 f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n{entity}',
                 encoding="utf-8",
             )
+            self._discover()
 
         # -- the source ---------------------------------------------------------------------
 
@@ -275,6 +276,11 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             if run["status"] != "success":  # one more: the last one may have been cut short by a fault
                 run = self._run("sync", "erp.things")
             assert run["status"] == "success", (run["error_message"], run)
+
+        def teardown(self) -> None:
+            """Every sequence ends converged: an undisturbed run leaves the table equal to the source."""
+            if self.discovered:
+                self.settle()
 
         # -- the invariant ------------------------------------------------------------------
 
