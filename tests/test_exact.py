@@ -370,3 +370,83 @@ def test_rowversion_read_from_the_start_soft_deletes_rows_gone_without_tombstone
     deleted = {r["item_number"] for r in _rows(db_url, "SELECT item_number FROM erp.items WHERE _bridge_deleted")}
     assert deleted == {k[0] for k in gone}
     _assert_items_equal_source(db_url, st)
+
+
+# -- honest counts and quiet output ------------------------------------------------------------------
+
+
+def test_tombstones_of_rows_already_deleted_are_not_counted_again(cli: Cli, server: DemoServer, db_url: str) -> None:
+    st = server.state
+    st.set_api("items", _items_api())
+    st.insert("items", 30, new_version=False)
+    _configure(cli, server)
+    assert cli("discover").exit_code == 0
+    assert cli("sync", "erp.items").exit_code == 0
+    before = _rows(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0]["last_rowversion"]
+    st.delete("items", 5)  # tombstones
+    code, runs = _sync(cli, "sync", "erp.items")
+    assert code == 0 and runs[0]["records_deleted"] == 5, runs
+    for _ in range(2):  # the tombstones come again (the checkpoint put back before them)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("UPDATE bridge.entities SET last_rowversion = %s WHERE slug = 'items'", [before])
+        code, runs = _sync(cli, "sync", "erp.items")
+        assert code == 0 and runs[0]["status"] == "success", runs
+        assert runs[0]["records_deleted"] == 0, runs  # the 5 were soft-deleted already
+        fetched = runs[0]["records_fetched"]
+        parts = ("records_inserted", "records_updated", "records_unchanged", "records_rejected")
+        assert fetched >= sum(runs[0][p] for p in parts), runs
+
+
+def test_a_rejected_value_prints_only_the_summary(cli: Cli, server: DemoServer, db_url: str) -> None:
+    st = server.state
+    st.set_api("items", _items_api())
+    st.insert("items", 30, new_version=False)
+    key = next(iter(st.entities["items"].rows))
+    st.put_rows("items", [{**st.entities["items"].rows[key], "base_uom": "far too long for ten"}])
+    _configure(cli, server)
+    assert cli("discover").exit_code == 0
+    r = cli("sync", "erp.items")
+    assert r.exit_code == 1
+    assert "1 rejected" in r.stderr
+    assert "error ignored" not in r.stderr and "psycopg.Copy" not in r.stderr, r.stderr
+
+
+def test_a_cancelled_run_counts_the_batches_it_committed(
+    cli: Cli, server: DemoServer, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from syncflow import store
+    from syncflow.runtime import Runtime
+    from syncflow.sync import SyncOptions, sync_entity
+
+    st = server.state
+    st.set_api("items", _items_api())
+    st.insert("items", 100, new_version=False)
+    _configure(cli, server)
+    assert cli("discover").exit_code == 0
+    cancel = threading.Event()
+
+    def stop_later(slug: str, page: int, params: dict[str, str]) -> None:
+        if len([q for q in st.requests if "/data/" in q]) >= 6:
+            cancel.set()
+
+    st.before_page = stop_later
+    for name, value in cli.env.items():
+        monkeypatch.setenv(name, value)
+    rt = Runtime.load(config_path=cli.config)
+    with rt.metadata() as meta:
+        entity = store.get_entity(meta, rt.schema, "erp.items")
+    conn = rt.connect()
+    try:
+        with rt.client("erp") as client:
+            options = SyncOptions(page_size=10, batch_rows=10, prefetch_pages=1)
+            result = sync_entity(conn, rt.schema, entity, client, options=options, cancel=cancel)
+    finally:
+        conn.close()
+        st.before_page = None
+    assert result.status == "cancelled"
+    stored = len(_items_live(db_url))
+    assert stored > 0
+    recorded = _rows(db_url, "SELECT records_fetched, records_inserted FROM bridge.sync_runs")[0]
+    assert recorded == {"records_fetched": stored, "records_inserted": stored}

@@ -167,13 +167,13 @@ class _Loader:
                 self.conn.execute(self.seen_sql)
             row = self._merge()
             assert row is not None
-            distinct, tombs, inserted, updated, _tomb_deleted = (int(v) for v in row)
+            distinct, tombs, inserted, updated, tomb_deleted = (int(v) for v in row)
             counts.duplicates += stage.staged - distinct
             counts.fetched += distinct
             counts.inserted += inserted
             counts.updated += updated
             counts.tombstones += tombs
-            counts.deleted += tombs
+            counts.deleted += tomb_deleted  # a tombstone for a row already soft-deleted deletes nothing
             stage.truncate()
         if self.rejects:
             runs.add_rejects(self.conn, self.schema, self.result.uid, self.rejects)
