@@ -148,6 +148,7 @@ def test_a_signal_while_blocked_on_a_table_lock_cancels_the_run(
                     query(
                         db_url,
                         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
+                        " AND datname = current_database()"
                         " AND wait_event_type = 'Lock'",
                     )
                     == [(1,)]
@@ -180,6 +181,7 @@ def test_a_signal_ends_a_wait_for_the_claim(synced: Cli, db_url: str) -> None:
                     query(
                         db_url,
                         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
+                        " AND datname = current_database()"
                         " AND wait_event = 'advisory'",
                     )
                     == [(1,)]
