@@ -19,6 +19,7 @@ import contextvars
 import decimal
 import email.utils
 import ipaddress
+import json
 import math
 import random
 import socket
@@ -28,6 +29,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -81,9 +83,18 @@ def decode_json(body: bytes) -> Any:
     try:
         return _EXACT_JSON.decode(body)
     except msgspec.MsgspecError as exc:
-        raise ValueError(str(exc) or "not JSON") from None
+        # msgspec refuses a lone surrogate escape ("\ud800") that JSON's grammar allows; the standard
+        # decoder takes it (exactly too), so one such value rejects its row later, not the whole page.
+        try:
+            return json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise ValueError(str(exc) or "not JSON") from None
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def safe_url(url: str | httpx.URL) -> str:

@@ -75,7 +75,14 @@ def copy_sql(columns: Sequence[StoredColumn]) -> sql.Composed:
 
 
 def hash_expr(columns: Sequence[StoredColumn], alias: str) -> sql.Composed:
-    parts = [sql.Identifier(alias, c.pg_name) for c in sorted(columns, key=lambda c: c.pg_name)]
+    """The row hash. ``jsonb`` goes in as text: jsonb's own hash gives ``[]``, ``{}`` and NULL the same
+    value, and ``1`` the same as ``[[1]]``, so a change between them would go unnoticed."""
+    parts = [
+        sql.SQL("{}::text").format(sql.Identifier(alias, c.pg_name))
+        if c.pg_type == "jsonb"
+        else sql.Identifier(alias, c.pg_name)
+        for c in sorted(columns, key=lambda c: c.pg_name)
+    ]
     return sql.SQL("hash_record_extended(ROW({}), 0)::text").format(sql.SQL(", ").join(parts))
 
 

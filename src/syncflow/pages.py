@@ -42,7 +42,6 @@ JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread befo
 RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None, str | None]
 # The business key of a raw row, as the loader reads it (by alias, by source name, from oracle_keys).
 KeyFn = Callable[[dict[str, Any], dict[str, Any] | None], Hashable]
-Seen = tuple[Hashable, str | None]  # (business key, row version) of a row read
 
 
 def is_digits(value: str) -> bool:
@@ -175,12 +174,27 @@ class StreamState:
 
 
 def _token(key: Hashable) -> Hashable:
-    """A hashable stand-in for a key (an object or array as a key value is repr'd)."""
+    """A hashable stand-in for a key that tells apart what PostgreSQL may tell apart.
+
+    Python holds ``1 == Decimal("1.0")``, yet in a text column they are the keys
+    ``"1"`` and ``"1.0"``; so non-strings count with their type and spelling
+    (``(1, "1")`` stays distinct from ``"1"`` too). An object or array is repr'd.
+    """
+    if type(key) is str:
+        return key
+    if type(key) is tuple:
+        return tuple(_token(v) for v in key)
     try:
         hash(key)
     except TypeError:
         return repr(key)
-    return key
+    return (type(key).__name__, str(key))
+
+
+def _fingerprint(row: RawRow) -> Hashable:
+    """A row read again is "the same" only with the same data and tombstone flag, not just its version:
+    a second-granular source can rewrite a row, or delete it, within its version's second."""
+    return (row[2], repr(row[0]))
 
 
 class PageStream:
@@ -204,11 +218,8 @@ class PageStream:
         key_fn: KeyFn,
         rowversion_gt: str | None = None,
         keyset: bool = False,
-        tail: set[Seen] | None = None,
     ) -> None:
         self.client = client
-        # (key, version) of rows already stored at the first request's boundary version: not new.
-        self.tail = set(tail or ())
         self.slug = slug
         self.page_size = page_size
         self.key_fn = key_fn
@@ -216,6 +227,7 @@ class PageStream:
         self.state = StreamState(keyset=keyset)
         self._stop = threading.Event()
         self._nbytes = 0
+        self._unordered = False  # found out of row-version order: no more keyset paging
 
     def stop(self) -> None:
         self._stop.set()
@@ -318,14 +330,27 @@ class PageStream:
     def _keyset(self) -> Iterator[Page]:
         st = self.state
         cursor = self.start
-        tail = self.tail  # (key, version) of the rows at the previous page's last version
+        # (key, version, fingerprint) of the rows at the previous page's last version
+        tail: set[tuple[Hashable, str | None, Hashable]] = set()
+        previous: str | None = None  # the cursor of the query before this one
+        expect: int | None = None  # what this query's total must at least be, if rows are in version order
         while True:
             if self._stop.is_set():
                 return
             rows, total, has_more, total_pages = self._fetch(1, cursor)
+            if expect is not None and total is not None and total < expect and not self._unordered:
+                # Rows at or below the cursor existed beyond the page just read: the server does not
+                # order by row version (it only seemed to on that page). Read that query again, whole.
+                self._unordered = True
+                self._warn("the server does not order rows by row version; paging by page number and reading twice")
+                outcome: list[str | None] = []
+                yield from self._segment(previous, outcome, first=None)
+                if outcome and not self._stop.is_set():
+                    st.complete = True
+                return
             if tail:
-                again = {rv for _, rv in tail}
-                fresh = [r for r in rows if r[1] not in again or (self._key(r), r[1]) not in tail]
+                again = {t[1] for t in tail}
+                fresh = [r for r in rows if r[1] not in again or (self._key(r), r[1], _fingerprint(r)) not in tail]
             else:
                 fresh = rows
             st.rereads += len(rows) - len(fresh)
@@ -336,17 +361,19 @@ class PageStream:
             if nxt is not None:
                 yield self._page(fresh)
                 last = rows[-1][1]
-                tail = {(self._key(r), r[1]) for r in rows if r[1] == last}
-                cursor = nxt
+                tail = {(self._key(r), r[1], _fingerprint(r)) for r in rows if r[1] == last}
+                consumed = sum(1 for r in rows if r[1] is not None and compare_rowversions(r[1], nxt) <= 0)
+                expect = total - consumed if total is not None else None
+                previous, cursor = cursor, nxt
                 continue
             # One version fills the page, or the rows are not in version order: page by number.
-            outcome: list[str | None] = []
+            outcome = []
             yield from self._segment(cursor, outcome, first=(rows, total, has_more, total_pages))
             if not outcome or self._stop.is_set():
                 return
             if outcome[0] is None:
                 break  # the query ended inside the segment
-            cursor, tail = outcome[0], set()
+            cursor, tail, expect = outcome[0], set(), None
         st.complete = True
 
     def _segment(
@@ -367,7 +394,7 @@ class PageStream:
         end of the query) to ``outcome``.
         """
         st = self.state
-        passed: set[Seen] = set()
+        passed: set[tuple[Hashable, str | None, Hashable]] = set()
         before: int | None = None
         for _attempt in range(MAX_PASSES):
             sequence = 0
@@ -394,8 +421,8 @@ class PageStream:
                 # Rows above the resume cursor are read again by keyset paging: not part of the segment.
                 inside = rows if nxt is None else [r for r in rows if compare_rowversions(r[1] or "", nxt) <= 0]
                 sequence = hash((sequence, tuple((self._key(r), r[1]) for r in inside)))
-                fresh = [r for r in inside if (self._key(r), r[1]) not in passed]
-                passed.update((self._key(r), r[1]) for r in fresh)
+                fresh = [r for r in inside if (self._key(r), r[1], _fingerprint(r)) not in passed]
+                passed.update((self._key(r), r[1], _fingerprint(r)) for r in fresh)
                 st.rereads += len(inside) - len(fresh)
                 if fresh:
                     yield self._page(fresh)
@@ -424,7 +451,7 @@ class PageStream:
             st.missing_rowversions = True
             return None
         ordered = all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(rvs))  # type: ignore[arg-type]
-        if not ordered:
+        if not ordered or self._unordered:
             self._warn("the server does not order rows by row version; paging by page number and reading twice")
             return None
         last = rvs[-1]

@@ -22,9 +22,15 @@ import psycopg
 from psycopg import sql
 
 from syncflow import merge
+from syncflow.errors import SourceProtocolError
 from syncflow.pages import RawRow
 from syncflow.runs import Reject
 from syncflow.store import Conn, StoredColumn
+
+
+class SchemaChanged(SourceProtocolError):
+    """The rows' names no longer match the stored metadata in a way NULLs would paper over."""
+
 
 # What a bad value raises: class 22 (data exception) and 23 (integrity, e.g. a null key).
 BAD_VALUE = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
@@ -187,6 +193,21 @@ class Stage:
                 out.append(None)
         return out
 
+    def _check_renamed(self, seen: set[str], extra: set[str], mode: str) -> None:
+        """Unknown names in, known ones gone from every row: a renamed column, not a column of NULLs.
+
+        Storing NULL for the known column would blank every row's value; stop instead, so nothing
+        is overwritten until discovery has learnt the new name.
+        """
+        names = self.api_names if mode == "alias" else self.source_names
+        gone = sorted(n for n, c in zip(names, self.columns, strict=True) if n not in seen and not c.is_business_key)
+        if gone:
+            raise SchemaChanged(
+                f"the source no longer sends {', '.join(gone)} but sends {', '.join(sorted(extra))}: the API"
+                " changed; nothing was overwritten; run 'syncflow discover' and sync again",
+                details={"missing_columns": gone, "new_columns": sorted(extra)},
+            )
+
     def raw_key(self, data: dict[str, Any], okeys: dict[str, Any] | None) -> Hashable:
         """A row's business key before staging, read as :meth:`build` reads it (for the page stream).
 
@@ -229,6 +250,7 @@ class Stage:
             extra = seen_keys - (self.aliases | self.sources)
             if extra:
                 self.drift |= extra
+                self._check_renamed(seen_keys, extra, page_mode)
         out: list[Row] = []
         single, convert = self._single, self._convert
         key_index = self._key_index
@@ -295,7 +317,7 @@ class Stage:
             with self.conn.transaction():
                 self._copy(rows)
             n = len(rows)
-        except (*BAD_VALUE, psycopg.ProgrammingError):
+        except (*BAD_VALUE, psycopg.ProgrammingError, UnicodeEncodeError):
             # Values psycopg cannot dump (an object in a text column) become JSON text;
             # then PostgreSQL's own checks isolate the rows it refuses.
             plain = [tuple(_plain(v) for v in r) for r in rows]
@@ -308,8 +330,13 @@ class Stage:
             with self.conn.transaction():
                 self._copy(rows)
             return len(rows)
-        except BAD_VALUE as exc:
+        except (*BAD_VALUE, UnicodeEncodeError) as exc:
             if len(rows) == 1:
+                if isinstance(exc, UnicodeEncodeError):  # a lone surrogate: no UTF-8 can hold it
+                    rejects.append(
+                        self._reject(list(rows[0][3:]), None, f"text that is not valid Unicode: {exc.reason}")
+                    )
+                    return 0
                 rejects.append(self._reject_from_error(rows[0], exc))
                 return 0
             if len(rows) <= SMALL:

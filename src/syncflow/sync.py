@@ -23,7 +23,7 @@ from psycopg import sql
 from syncflow import history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
-from syncflow.pages import MAX_PASSES, Page, PageStream, Seen, prefetch, rowversion_before
+from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
@@ -209,19 +209,6 @@ class _Loader:
         counts.pages, counts.bytes = self.pages, self.bytes
 
 
-def _checkpoint_tail(conn: Conn, entity: Entity, checkpoint: str) -> set[Seen]:
-    """(key, version) of the stored rows at the checkpoint's version: read again, they are not new."""
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in entity.business_keys)
-    found = conn.execute(
-        sql.SQL("SELECT {}, _bridge_rowversion FROM {} WHERE _bridge_rowversion = %s").format(
-            keys, sql.Identifier(entity.target_schema, entity.target_table)
-        ),
-        [checkpoint],
-    ).fetchall()
-    n = len(entity.business_keys)
-    return {(r[0] if n == 1 else tuple(r[:n]), r[n]) for r in found}
-
-
 def _run(
     conn: Conn,
     schema: str,
@@ -244,13 +231,11 @@ def _run(
     track_seen = bool(row and row[0])
     history_table = history.ensure(conn, entity) if options.history else None
     loader = _Loader(conn, schema, entity, result, options, track_seen=track_seen, history_table=history_table)
-    # Re-read the checkpoint's own version: a row written later in the same second carries it too.
+    # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
+    # carries it too. The rows read again unchanged are not written (the merge compares hashes).
     request_rv = start_rv
-    tail: set[Seen] = set()
     if rowversion and start_rv is not None:
         request_rv = rowversion_before(start_rv) or start_rv
-        if request_rv != start_rv and track_seen:
-            tail = _checkpoint_tail(conn, entity, start_rv)
     conn.commit()
     counts = result.counts
 
@@ -262,7 +247,6 @@ def _run(
             key_fn=loader.stage.raw_key,
             rowversion_gt=request_rv if rowversion else None,
             keyset=rowversion,
-            tail=tail,
         )
 
     stream = new_stream()
@@ -356,14 +340,22 @@ def _confirm(
         signs.append(f"{repeats} key(s) came more than once (rows shifted between pages)")
     if (not signs and not unseen) or loader.result.counts.rejected:
         return True, []  # with rejects, deletions are held anyway; a second read would not change that
+    counts = loader.result.counts
     digest = st.digest
+    stable = False
     for _ in range(MAX_PASSES - 1):
         again = new_stream()
         loader.load(again, cancel=cancel, on_progress=on_progress)
-        if again.state.complete and again.state.digest == digest:
-            return True, []
+        # Agreeing keys are not enough when a total moved within a read: a row can leave and come
+        # back to its place between two page requests, in both reads alike.
+        if again.state.complete and again.state.digest == digest and not again.state.total_changed:
+            stable = True
+            break
         digest = again.state.digest
-    return False, signs
+    if not loader.track_seen:
+        # A first load: every distinct row is an insert; the second read's rows are not rows again.
+        counts.fetched = counts.inserted + counts.rejected + counts.tombstones
+    return stable, [] if stable else signs
 
 
 def _reconcile_deletes(

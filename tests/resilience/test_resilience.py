@@ -185,7 +185,9 @@ def test_row_versions_going_backwards(synced: Cli, demo: Any, db_url: str) -> No
     # The source restores a row with an older version: an incremental sync cannot see it.
     demo.state.put_rows("items", [{"item_number": "P00000001", "category": "restored"}], version=1)
     code, run, _ = sync(synced, "erp.items")
-    assert (code, run["records_fetched"]) == (0, 0)
+    # Only the checkpoint's own version is read again (unchanged, not written); version 1 stays unseen.
+    assert (code, run["records_inserted"], run["records_updated"]) == (0, 0, 0)
+    assert rows(db_url, "erp.items", "category", "item_number = 'P00000001'") != [{"category": "restored"}]
     assert rows(db_url, "bridge.entities", "last_rowversion", "slug = 'items'")[0]["last_rowversion"] == before
     assert synced("full-refresh", "erp.items").exit_code == 0  # the documented remedy
     assert rows(db_url, "erp.items", "category", "item_number = 'P00000001'") == [{"category": "restored"}]
