@@ -94,7 +94,7 @@ def test_a_server_ordering_by_key_is_noticed_and_no_row_is_lost(cli: Cli, server
         assert stored == set(versions), run
     else:
         assert _rows(db_url, "SELECT last_rowversion FROM bridge.entities")[0]["last_rowversion"] is None
-    code, run = _sync(cli, "sync", "erp.k")
+    _code, run = _sync(cli, "sync", "erp.k")
     stored = {r["code"] for r in _rows(db_url, "SELECT code FROM erp.k WHERE NOT _bridge_deleted")}
     assert run["status"] != "success" or stored == set(versions), (run, stored)
 
@@ -116,7 +116,7 @@ def test_same_second_changes_at_the_checkpoint_version_are_applied(cli: Cli, ser
     st.entities["k"].tombstones[("B",)] = second
     st.entities["k"].touch(("B",), second)
     st.entities["k"].invalidate()
-    code, run = _sync(cli, "sync", "erp.k")
+    _code, run = _sync(cli, "sync", "erp.k")
     assert run["status"] == "success", run
     got = {r["code"]: r["qty"] for r in _rows(db_url, "SELECT code, qty FROM erp.k WHERE NOT _bridge_deleted")}
     assert got == {"A": 2, "C": 1}
@@ -136,7 +136,7 @@ def test_text_keys_one_and_one_point_zero_are_two_rows(cli: Cli, server: DemoSer
     _configure(cli, server, "page_size = 3")
     assert cli("discover").exit_code == 0
     for command in ("sync", "full-refresh"):
-        code, run = _sync(cli, command, "erp.k")
+        _code, run = _sync(cli, command, "erp.k")
         assert run["status"] == "success", run
         live = {r["code"] for r in _rows(db_url, "SELECT code FROM erp.k WHERE NOT _bridge_deleted")}
         assert live == {"a", "b", "1", "1.0", "c", "d"}, (command, live)
@@ -156,7 +156,7 @@ def test_json_values_that_hash_alike_are_still_updated(
     assert cli("discover").exit_code == 0
     assert _sync(cli, "sync", "erp.docs")[1]["status"] == "success"
     st.put_rows("docs", [{"id": i, "doc": d} for i, d in enumerate(after)], version=7)  # same row version
-    code, run = _sync(cli, "sync", "erp.docs")
+    _code, run = _sync(cli, "sync", "erp.docs")
     assert run["status"] == "success" and run["records_updated"] == 4, run
     got = {r["id"]: r["doc"] for r in _rows(db_url, "SELECT id, doc FROM erp.docs ORDER BY id")}
     assert got == dict(enumerate(after))
@@ -199,7 +199,7 @@ def test_a_lone_surrogate_rejects_one_row(cli: Cli, server: DemoServer, db_url: 
     try:
         _configure(cli, server)
         assert cli("discover").exit_code == 0
-        code, run = _sync(cli, "sync", "erp.s")
+        _code, run = _sync(cli, "sync", "erp.s")
     finally:
         demo_apismith.dumps = real_dumps  # type: ignore[assignment]
     assert run["status"] == "partial", run
@@ -222,7 +222,7 @@ def test_a_first_load_read_twice_counts_each_row_once(cli: Cli, server: DemoServ
     st.before_page = insert_once
     _configure(cli, server, "page_size = 7")
     assert cli("discover").exit_code == 0
-    code, run = _sync(cli, "sync", "erp.c")
+    _code, run = _sync(cli, "sync", "erp.c")
     st.before_page = None
     assert run["status"] == "success", run
     assert (run["records_fetched"], run["records_inserted"]) == (31, 31), run
@@ -252,7 +252,7 @@ def test_a_row_that_flaps_while_paged_is_not_lost(cli: Cli, server: DemoServer, 
     st.before_page = flap
     _configure(cli, server, "page_size = 5")
     assert cli("discover").exit_code == 0
-    code, run = _sync(cli, "sync", "erp.f")
+    _code, run = _sync(cli, "sync", "erp.f")
     st.before_page = None
     live = {r["id"] for r in _rows(db_url, "SELECT id FROM erp.f WHERE NOT _bridge_deleted")}
     if run["status"] == "success":
