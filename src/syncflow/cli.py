@@ -38,7 +38,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from syncflow import __version__, claims, db, history, logs, metrics, store, tomledit
+from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
 from syncflow.config import ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
@@ -852,27 +852,35 @@ def _run_syncs(
     def on_signal(signum: int, _frame: object) -> None:
         received.append(signum)
         cancel.set()
+        # The main thread may itself be blocked in PostgreSQL (a lock on SyncFlow's tables): cancel
+        # the statements in flight from another thread, never from inside the handler.
+        threading.Thread(target=inflight.interrupt, args=(cancel,), name="interrupt", daemon=True).start()
 
     # Installed before the first query, so that a signal at any point ends in a recorded, bounded stop.
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcomes = _sync_pass(
-            runtime,
-            state,
-            refs,
-            cancel,
-            full_refresh,
-            as_json,
-            all_,
-            force,
-            connector,
-            workers,
-            wait or wait_timeout is not None,
-            wait_timeout,
-            max_delete_fraction,
-        )
+        try:
+            outcomes = _sync_pass(
+                runtime,
+                state,
+                refs,
+                cancel,
+                full_refresh,
+                as_json,
+                all_,
+                force,
+                connector,
+                workers,
+                wait or wait_timeout is not None,
+                wait_timeout,
+                max_delete_fraction,
+            )
+        except (psycopg.errors.QueryCanceled, SyncFlowError):
+            if not received:
+                raise
+            outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
@@ -904,7 +912,7 @@ def _sync_pass(
     max_delete_fraction: float | None,
 ) -> list[Outcome] | None:
     """Select the entities and sync them; None when nothing is due or a signal came first."""
-    with runtime.metadata() as meta:
+    with runtime.metadata() as meta, inflight.watching(meta, cancel):
         if all_:
             if connector is not None:
                 runtime.config.connector(connector)

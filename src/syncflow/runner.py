@@ -207,10 +207,11 @@ def _one(
         )
     except psycopg.Error as exc:
         # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
-        if db.is_timeout(exc):
-            raise db.lock_conflict(conn, exc, schema) from None
+        # A signal's cancel comes first: it shows up as the same QueryCanceled as a statement timeout.
         if cancel.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
             return Outcome(entity.ref, skipped="cancelled before it started")
+        if db.is_timeout(exc):
+            raise db.lock_conflict(conn, exc, schema) from None
         raise
 
 
@@ -261,7 +262,10 @@ def _run_claimed(
     progress: Callable[[str], ProgressFn | None] | None,
 ) -> Outcome:
     schema = runtime.schema
-    dead = claims.abandon_dead_runs(conn, schema, entity.uid)
+    with inflight.watching(conn, cancel):  # these wait on SyncFlow's own tables: a signal ends the wait
+        dead = claims.abandon_dead_runs(conn, schema, entity.uid)
+        fresh = store.get_entity(conn, schema, entity.ref)  # the checkpoint as it is now
+        conn.commit()
     if dead:
         log.warning(
             "%s: marked %d run(s) left running by a dead process as abandoned",
@@ -269,8 +273,6 @@ def _run_claimed(
             dead,
             extra={"event": "abandoned", "entity": entity.ref},
         )
-    fresh = store.get_entity(conn, schema, entity.ref)  # the checkpoint as it is now
-    conn.commit()
     if not explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= started:
         return Outcome(entity.ref, skipped="another process synced it meanwhile")
     eff = effective_settings(runtime, fresh)

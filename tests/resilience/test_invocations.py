@@ -522,3 +522,36 @@ def test_an_unknown_connector_filter_is_a_usage_error(synced: Cli, command: str)
     r = synced(command, "--connector", "nope")
     assert r.exit_code == 2, r.stdout
     assert "no connector named 'nope' (configured: erp)" in r.stderr
+
+
+@pytest.mark.parametrize("args", [("sync", "--all", "--force"), ("sync", "erp.orders")])
+def test_a_signal_while_waiting_for_a_lock_on_syncflow_tables_exits_at_once(
+    synced: Cli, db_url: str, args: tuple[str, ...]
+) -> None:
+    with_sync_settings(synced, "lock_timeout_seconds = 60\n")
+    assert synced("sync", "erp.orders").exit_code == 0
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE bridge.sync_runs IN ACCESS EXCLUSIVE MODE")
+        proc = spawn(synced, *args)
+        try:
+            _wait_for(
+                lambda: (
+                    query(
+                        db_url,
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'syncflow'"
+                        " AND datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    == [(1,)]
+                )
+            )
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code, _, errtext = finish(proc, timeout=30)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        holder.rollback()
+    assert code == 143, errtext
+    assert took < BOUND, took
+    assert "Traceback" not in errtext
