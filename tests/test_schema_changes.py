@@ -377,3 +377,11 @@ def test_widened_scale_brings_the_digits_that_were_rounded(synced: Cli, demo: An
     assert rows(db_url, "SELECT weight_per_unit::text AS w FROM erp.items WHERE item_number = 'P00000001'") == [
         {"w": "1.23456"}
     ]
+
+
+def test_rebuild_of_an_unknown_slug_is_an_error(synced: Cli) -> None:
+    r = synced("discover", "--rebuild", "nosuch")
+    assert r.exit_code == 2, r.stderr
+    assert "--rebuild nosuch: no such API" in r.stderr
+    r = synced("discover", "--rebuild", "erp.items")  # a known one, nothing breaking: fine
+    assert r.exit_code == 0, r.stderr

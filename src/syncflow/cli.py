@@ -547,6 +547,16 @@ def discover(
                 err.print(f"[yellow]refused:[/] {escape(refusal)}")
     if as_json:
         emit_json([r.to_json() for r in reports])
+    found = {(r.connector, o.plan.slug) for r in reports for o in r.outcomes}
+
+    def slug_at(ref: str, name: str) -> str:
+        return ref.split(".", 1)[1] if ref.startswith(f"{name}.") else ref
+
+    unknown = [ref for ref in rebuild or [] if not any((n, slug_at(ref, n)) in found for n in names)]
+    if unknown and len(reports) == len(names):
+        raise UsageError(
+            f"--rebuild {', '.join(unknown)}: no such API at {', '.join(names)}; nothing was rebuilt for it"
+        )
     if failures:
         raise typer.Exit(EXIT_FAILED)
     if any(r.refused for r in reports):
