@@ -513,10 +513,23 @@ class APISmithClient:
         except ValueError:
             raise SourceProtocolError(
                 f"connector {self.connector}: {shown} returned a body that is not JSON "
-                f"(content-type {resp.headers.get('content-type', '?')}): {body_preview(body)!r}",
-                details={"url": shown, "status": resp.status_code, "body": body_preview(body)},
+                f"(content-type {resp.headers.get('content-type', '?')}): {self._preview(body)!r}",
+                details={"url": shown, "status": resp.status_code, "body": self._preview(body)},
             ) from None
-        return Response(data=data, nbytes=len(body), url=shown, elapsed=elapsed, preview=body_preview(body))
+        return Response(data=data, nbytes=len(body), url=shown, elapsed=elapsed, preview=self._preview(body))
+
+    def _preview(self, body: bytes) -> str:
+        """The body's first bytes for messages, with the token blanked: a proxy's or a debug page's
+        echo of the request must not carry it into logs, run records or --json."""
+        text = body_preview(body)
+        if self.token and len(self.token) >= 4:
+            text = text.replace(self.token, "***")
+            # A token cut off at the end of the preview leaves its first part: blank that too.
+            for cut in range(len(self.token) - 1, 3, -1):
+                if text.endswith(self.token[:cut]):
+                    text = text[: len(text) - cut] + "***"
+                    break
+        return text
 
     def _timed_out(self, shown: str, error: str) -> SourceTransientError:
         return SourceTransientError(
@@ -578,7 +591,7 @@ class APISmithClient:
         status = resp.status_code
         if 200 <= status < 300:
             return
-        details = {"url": shown, "status": status, "body": body_preview(body)}
+        details = {"url": shown, "status": status, "body": self._preview(body)}
         if status in (401, 403):
             if self.token_env:
                 fix = f"check the token in environment variable {self.token_env} (token_env)"

@@ -78,7 +78,8 @@ def entity_health(
         guard = guards.get(e.uid)
         held = _held(guard)
         if held:
-            problems.append(f"attention: delete guard held back {held} deletes")
+            why = _guard_reason(guard)
+            problems.append(f"attention: delete guard held back {held} deletes" + (f" ({why})" if why else ""))
         next_due = (e.last_sync_at + interval) if e.last_sync_at else now
         rows = extra.get(e.uid, {}).get("rows")
         out.append(
@@ -100,6 +101,12 @@ def entity_health(
             }
         )
     return out
+
+
+def _guard_reason(guard: Any) -> str:
+    """The guard's first reason (rows rejected, too many deletes, ...), so the operator knows where to look."""
+    reasons = guard.get("reasons") if isinstance(guard, dict) else None
+    return str(reasons[0])[:200] if isinstance(reasons, list) and reasons else ""
 
 
 def _held(guard: Any) -> int:

@@ -429,6 +429,12 @@ def _record_failure(
             message += f" (the API {entity.slug!r} is gone at the source; 'syncflow discover' confirms)"
     elif cancelled:
         message = f"{entity.ref}: cancelled by a signal while waiting for PostgreSQL"
+    elif isinstance(exc, psycopg.errors.LockNotAvailable):
+        message = (
+            f"{entity.ref}: another session holds a lock on {entity.target_schema}.{entity.target_table}"
+            " (waited lock_timeout_seconds); the run stopped and changed nothing more"
+        )
+        details["sqlstate"] = exc.sqlstate
     elif isinstance(exc, psycopg.Error):
         message = f"{entity.ref}: database error: {str(exc).strip().splitlines()[0]}"
         if exc.sqlstate:

@@ -555,3 +555,37 @@ def test_a_signal_while_waiting_for_a_lock_on_syncflow_tables_exits_at_once(
     assert code == 143, errtext
     assert took < BOUND, took
     assert "Traceback" not in errtext
+
+
+def test_a_lock_on_the_target_table_is_named(synced: Cli, db_url: str) -> None:
+    with_sync_settings(synced, "lock_timeout_seconds = 1\n")
+    assert synced("sync", "erp.orders").exit_code == 0
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE erp.orders IN ACCESS EXCLUSIVE MODE")
+        r = synced("sync", "erp.orders", "--json")
+        holder.rollback()
+    assert r.exit_code == 1, r.stderr
+    run = json.loads(r.stdout.splitlines()[0])
+    assert run["status"] == "failed"
+    assert "another session holds a lock on erp.orders" in run["error_message"], run["error_message"]
+
+
+def test_a_body_echoing_the_token_is_redacted_everywhere(synced: Cli, demo: Any, db_url: str) -> None:
+    demo.state.fail_next(200, body=f"<html>debug: Authorization: Bearer {DEMO_TOKEN}</html>".encode())
+    r = synced("sync", "erp.orders", "--json")
+    assert r.exit_code == 1
+    shown = synced("runs", "--json").stdout + synced("runs", "show", json.loads(r.stdout)["uid"]).stdout
+    stored = query(db_url, "SELECT error_message, error_details::text FROM bridge.sync_runs")
+    for text in (r.stdout, r.stderr, shown, repr(stored)):
+        assert DEMO_TOKEN not in text
+    assert "debug: Authorization: Bearer" in r.stdout  # the rest of the preview is kept
+
+
+def test_status_names_rejects_as_the_reason_the_guard_held(synced: Cli, demo: Any, db_url: str) -> None:
+    assert synced("sync", "erp.orders").exit_code == 0
+    keys = list(demo.state.snapshot("orders"))[:2]
+    demo.state.put_rows("orders", [{"order_no": k[0], "line_no": k[1], "status": "far too long a status"} for k in keys])
+    assert synced("sync", "erp.orders").exit_code == 1  # partial: 2 rejected
+    r = synced("status", "--json")
+    entry = next(e for e in json.loads(r.stdout) if e["entity"] == "erp.orders")
+    assert any("rejected" in p for p in entry["problems"]), entry["problems"]
