@@ -584,7 +584,9 @@ def test_a_body_echoing_the_token_is_redacted_everywhere(synced: Cli, demo: Any,
 def test_status_names_rejects_as_the_reason_the_guard_held(synced: Cli, demo: Any, db_url: str) -> None:
     assert synced("sync", "erp.orders").exit_code == 0
     keys = list(demo.state.snapshot("orders"))[:2]
-    demo.state.put_rows("orders", [{"order_no": k[0], "line_no": k[1], "status": "far too long a status"} for k in keys])
+    demo.state.put_rows(
+        "orders", [{"order_no": k[0], "line_no": k[1], "status": "far too long a status"} for k in keys]
+    )
     assert synced("sync", "erp.orders").exit_code == 1  # partial: 2 rejected
     r = synced("status", "--json")
     entry = next(e for e in json.loads(r.stdout) if e["entity"] == "erp.orders")
