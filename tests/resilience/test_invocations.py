@@ -382,7 +382,7 @@ def test_a_held_delete_guard_shows_in_status_metrics_and_runs(synced: Cli, demo:
     r = synced("status", "--json")
     assert r.exit_code == 1
     items = next(x for x in json.loads(r.stdout) if x["entity"] == "erp.orders")
-    assert "attention: delete guard held back 25 deletes" in items["problems"]
+    assert any(p.startswith("attention: delete guard held back 25 deletes (") for p in items["problems"])
     assert items["healthy"] is False
     text = synced("status")
     assert text.exit_code == 1 and "attention: delete guard held back 25 deletes" in text.stdout

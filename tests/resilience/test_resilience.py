@@ -255,7 +255,7 @@ def test_lock_held_by_someone_else_fails_cleanly(synced: Cli, demo: Any, db_url:
         assert time.monotonic() - started < 10
         holder.rollback()
     assert (code, run["status"]) == (1, "failed")
-    assert "lock timeout" in run["error_message"]
+    assert "another session holds a lock on erp.customers" in run["error_message"]
     converged(synced, demo, db_url, "customers")
 
 
