@@ -349,13 +349,7 @@ def connector_test(
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending metadata migrations (sync, discover and entity set also do this themselves)."""
     runtime = _state(ctx).runtime(require_file=False)
-    sync = runtime.config.settings.sync
-    conn = db.connect(
-        runtime.config.settings.database.url,
-        autocommit=True,
-        lock_timeout=sync.lock_timeout_seconds,
-        statement_timeout=sync.statement_timeout_seconds,
-    )
+    conn = runtime.connect(autocommit=True)
     try:
         with db.translate_locks(conn, runtime.schema):
             applied = db.upgrade(conn, runtime.schema)
@@ -373,14 +367,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
     runtime = _state(ctx).runtime(require_file=False)
-    sync = runtime.config.settings.sync
-    conn = db.connect(
-        runtime.config.settings.database.url,
-        autocommit=True,
-        lock_timeout=sync.lock_timeout_seconds,
-        statement_timeout=sync.statement_timeout_seconds,
-        read_only=True,
-    )
+    conn = runtime.connect(autocommit=True, read_only=True)
     try:
         with db.translate_locks(conn, runtime.schema):
             status = db.migration_status(conn, runtime.schema)

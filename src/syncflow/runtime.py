@@ -86,11 +86,13 @@ class Runtime:
         finally:
             conn.close()
 
-    def connect(self) -> Conn:
-        """A plain connection (no migration check), e.g. for a sync worker."""
+    def connect(self, *, autocommit: bool = False, read_only: bool = False) -> Conn:
+        """A plain connection (no migration check) with the configured timeouts, e.g. for a sync worker."""
         sync = self.config.settings.sync
         return db.connect(
             self.config.settings.database.url,
+            autocommit=autocommit,
+            read_only=read_only,
             lock_timeout=sync.lock_timeout_seconds,
             statement_timeout=sync.statement_timeout_seconds,
         )
