@@ -76,7 +76,7 @@ def test_add_creates_file_and_refuses_duplicates_and_bad_names(cli: Cli) -> None
     assert "invalid connector name 'Bad-Name'" in r.stderr
     r = cli("connector", "add", "crm", "--url", "not a url")
     assert r.exit_code == 2
-    assert "--base-url: invalid URL 'not a url'" in r.stderr
+    assert "--url: invalid URL 'not a url'" in r.stderr
     assert "crm" not in cli.config.read_text(encoding="utf-8")
 
 

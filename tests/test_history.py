@@ -135,6 +135,14 @@ def test_history_usage_errors(synced: Cli) -> None:
     assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
 
 
+def test_history_of_an_entity_with_history_off_says_so(demo_cli: Cli) -> None:
+    assert demo_cli("discover").exit_code == 0
+    assert demo_cli("sync", "erp.customers").exit_code == 0
+    r = demo_cli("history", "erp.customers", "--key", "customer_id=1")
+    assert r.exit_code == 1, r.stderr
+    assert "history is off" in r.stderr and "entity set erp.customers --history" in r.stderr
+
+
 # An API whose slug is another entity's history table name (issue: name collision).
 SHADOW = {
     "slug": "orders__history",

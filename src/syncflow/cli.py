@@ -232,9 +232,12 @@ def connector_add(
     try:
         ConnectorConfig.model_validate(table)
     except ValidationError as exc:
+        # The model's field names, as the options that set them (base_url is --url).
+        option = {"base_url": "url", "verify_tls": "ca-bundle"}
         raise UsageError(
             "; ".join(
-                f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg'].removeprefix('Value error, ')}"
+                f"--{'-'.join(option.get(str(p), str(p)) for p in e['loc']).replace('_', '-')}:"
+                f" {e['msg'].removeprefix('Value error, ')}"
                 for e in exc.errors()
             )
         ) from None
@@ -1246,6 +1249,12 @@ def history_command(
         emit_json(found)
         return
     if not found:
+        if not effective_settings(runtime, entity)["history"]:
+            err.print(
+                f"[bold red]error:[/] {escape(ref)}: history is off, so no versions are recorded; turn it on with"
+                f" 'syncflow entity set {escape(ref)} --history' (or history = true in the file)"
+            )
+            raise typer.Exit(EXIT_FAILED)
         err.print(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
         return
     table = Table(title=escape(f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items())))
