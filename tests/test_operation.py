@@ -303,3 +303,11 @@ def test_wait_outlasts_the_lock_timeout(demo_cli: Cli, db_url: str) -> None:
         out, errtext = proc.communicate(timeout=60)
     assert proc.returncode == 0, errtext
     assert json.loads(out)["status"] == "success"
+
+
+def test_status_rows_right_after_a_load(demo_cli: Cli, db_url: str) -> None:
+    assert demo_cli("discover").exit_code == 0
+    assert demo_cli("sync", "erp.items").exit_code == 0
+    r = demo_cli("status", "--json")
+    items = next(e for e in json.loads(r.stdout) if e["entity"] == "erp.items")
+    assert items["rows"] == 120  # reltuples says -1 until ANALYZE; the count is exact for small tables

@@ -23,6 +23,8 @@ from syncflow.runner import effective_settings
 from syncflow.runtime import Runtime
 from syncflow.store import Conn
 
+EXACT_BELOW = 1_000_000  # tables estimated smaller than this are counted exactly by status
+
 FAILURE_THRESHOLD = 3
 
 
@@ -59,6 +61,18 @@ def entity_health(
             ).format(sql.Identifier(schema, "entities"))
         )
         extra = {r["uid"]: r for r in cur.fetchall()}
+        for e in store.list_entities(conn, schema, connector=connector):
+            found = extra.get(e.uid)
+            estimate = found.get("rows") if found else None
+            if found is not None and estimate is not None and estimate < EXACT_BELOW:
+                # reltuples is -1 until the first ANALYZE (a fresh load showed "0"): count small tables exactly.
+                cur.execute(
+                    sql.SQL("SELECT count(*) AS n FROM {} WHERE NOT _bridge_deleted").format(
+                        sql.Identifier(e.target_schema, e.target_table)
+                    )
+                )
+                counted = cur.fetchone()
+                found["rows"] = counted["n"] if counted else estimate
     out = []
     for e in store.list_entities(conn, schema, connector=connector):
         eff = effective_settings(runtime, e)
