@@ -119,6 +119,8 @@ def test_sigkill_leaves_an_abandoned_run_and_the_next_run_completes(
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     assert query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'") == [(None,)]
+    # `runs` (read-only) shows the dead process's run as abandoned, as `status` does.
+    _wait_for(lambda: json.loads(demo_cli("runs", "--json").stdout)[0]["status"] == "abandoned")
     demo.state.before_page = None
     r = demo_cli("sync", "erp.items", "--json")
     assert r.exit_code == 0, r.stderr

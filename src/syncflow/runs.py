@@ -10,6 +10,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from syncflow.claims import LOCK_NAMESPACE
 from syncflow.store import Conn, Entity, hostname
 
 STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
@@ -195,7 +196,13 @@ def finish(
 
 def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sql.Composed:
     return sql.SQL(
-        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind, r.status, r.started_at,"
+        "SELECT r.uid::text AS uid, c.name || '.' || e.slug AS entity, r.kind,"
+        # A run still 'running' whose claim nobody holds belongs to a dead process (as status says);
+        # the next sync of the entity records it as abandoned. Read-only: nothing is marked here.
+        " CASE WHEN r.status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory'"
+        " AND l.granted AND l.objsubid = 2 AND l.classid = {namespace}::oid"
+        " AND l.objid = (hashtext(r.entity_uid::text)::bigint & 4294967295)::oid) THEN 'abandoned'"
+        " ELSE r.status END AS status, r.started_at,"
         " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
         " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
         " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
@@ -205,6 +212,7 @@ def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sq
         runs=_t(schema, "sync_runs"),
         entities=_t(schema, "entities"),
         connectors=_t(schema, "connectors"),
+        namespace=sql.Literal(LOCK_NAMESPACE),
         where=where,
         tail=tail,
     )
