@@ -462,7 +462,13 @@ def discover(
     connectors: Annotated[
         list[str] | None, typer.Argument(help="Connectors to discover (default: all in the file).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan; change nothing (on a database without SyncFlow metadata, only that is created).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan/result as JSON.")] = False,
     rebuild: Annotated[
         list[str] | None,
@@ -502,7 +508,8 @@ def discover(
         runtime.config.connector(n)
     reports: list[DiscoveryReport] = []
     failures: list[str] = []
-    with runtime.metadata() as conn:
+    # --dry-run writes nothing once the metadata schema exists (on a new database it creates it first).
+    with runtime.metadata(read_only=dry_run and _metadata_current(runtime)) as conn:
         for name in names:
             wanted = frozenset(
                 r.split(".", 1)[1] if r.startswith(f"{name}.") else r
@@ -551,6 +558,15 @@ def discover(
         raise typer.Exit(EXIT_FAILED)
     if any(r.refused for r in reports):
         raise typer.Exit(EXIT_CLAIMED)
+
+
+def _metadata_current(runtime: Runtime) -> bool:
+    """Whether every metadata migration is applied (read-only look)."""
+    conn = runtime.connect(autocommit=True, read_only=True)
+    try:
+        return all(at is not None for _, at in db.migration_status(conn, runtime.schema))
+    finally:
+        conn.close()
 
 
 # -- entities -------------------------------------------------------------------------------

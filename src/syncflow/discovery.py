@@ -27,6 +27,7 @@ from psycopg import sql
 from syncflow import claims, ddl, history, store
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
+from syncflow.errors import UsageError
 from syncflow.metadata import ApiSpec, parse_apis
 from syncflow.plan import EntityPlan, LiveTable, choose_history_table, choose_table, plan_entity
 from syncflow.store import Conn, Entity
@@ -104,7 +105,12 @@ def discover_connector(
     report = DiscoveryReport(
         connector=name, dry_run=dry_run, warnings=list(parsed.warnings), rejected=list(parsed.rejected)
     )
-    cuid = store.connector_uid(conn, schema, name)
+    try:
+        cuid = store.connector_uid(conn, schema, name)
+    except UsageError:
+        if not dry_run:
+            raise
+        cuid = ""  # new in the file: a dry run plans it as never discovered, without registering it
     stored = {e.slug: e for e in store.list_entities(conn, schema, connector=name)}
     target_schema = config.target_schema(name)
     reserved: set[str] = set()  # names given to earlier entities of this run

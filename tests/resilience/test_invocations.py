@@ -355,6 +355,8 @@ def test_read_only_commands_write_nothing(synced: Cli, demo: Any, db_url: str) -
         ("connector", "show", "erp"),
         ("db", "status"),
         ("history", "erp.customers", "--key", f"customer_id={customer_id}"),
+        ("discover", "--dry-run"),
+        ("discover", "erp", "--dry-run", "--json"),
     ):
         r = synced(*args)
         assert r.exit_code in (0, 1), (args, r.stderr)
