@@ -385,3 +385,24 @@ def test_rebuild_of_an_unknown_slug_is_an_error(synced: Cli) -> None:
     assert "--rebuild nosuch: no such API" in r.stderr
     r = synced("discover", "--rebuild", "erp.items")  # a known one, nothing breaking: fine
     assert r.exit_code == 0, r.stderr
+
+
+def test_a_lock_on_one_target_table_fails_only_that_entity(synced: Cli, demo: Any, db_url: str) -> None:
+    synced.config.write_text(synced.config.read_text().replace("[sync]\n", "[sync]\nlock_timeout_seconds = 1\n"))
+    api = copy.deepcopy(demo.state.entities["items"].api)
+    api["columns"].append({"name": "COLOR", "output_alias": "color", "data_type": "VARCHAR2(20)"})
+    demo.state.set_api("items", api)
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE erp.orders IN ACCESS EXCLUSIVE MODE")
+        r = synced("discover")
+        holder.rollback()
+    assert r.exit_code == 1, r.stderr
+    assert "another session holds a lock on erp.orders" in r.stderr, r.stderr
+    with psycopg.connect(db_url) as conn:
+        cols = {
+            c
+            for (c,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'erp' AND table_name = 'items'"
+            )
+        }
+    assert "color" in cols  # the other entities' changes were applied

@@ -116,7 +116,17 @@ def discover_connector(
     reserved: set[str] = set()  # names given to earlier entities of this run
     for spec in parsed.apis:
         old = stored.get(spec.slug)
-        plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
+        try:
+            with conn.transaction():
+                plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            # Reading the live table waited for someone's lock: this entity fails, the others go on.
+            where = f"{target_schema}.{old.target_table}" if old else f"the table of {name}.{spec.slug}"
+            report.rejected.append(
+                f"{name}.{spec.slug}: another session holds a lock on {where}"
+                " (waited lock_timeout_seconds); nothing was changed for it"
+            )
+            continue
         outcome = EntityOutcome(plan)
         report.outcomes.append(outcome)
         if dry_run:
