@@ -199,7 +199,8 @@ def refusal_message(plan: EntityPlan, wait_seconds: float | None) -> str:
     return (
         f"{plan.ref}: a sync of this entity is running (another process holds its claim){waited};"
         " nothing was changed for it. Run 'syncflow discover"
-        f" {plan.connector}' again when the sync has finished, or add --wait."
+        f" {plan.connector}' again when the sync has finished, or "
+        + ("give a longer --wait-timeout." if wait_seconds else "add --wait.")
     )
 
 
