@@ -208,7 +208,8 @@ def test_discover_refuses_an_entity_being_synced(synced: Cli, demo: Any, db_url:
         # --wait is bounded: still held after the timeout, still refused.
         r = synced("discover", "--wait", "--wait-timeout", "0.3", "--json")
         assert r.exit_code == 75
-        assert plan_of(json.loads(r.stdout)[0]["entities"], "erp.items")["refused"]
+        refused = plan_of(json.loads(r.stdout)[0]["entities"], "erp.items")["refused"]
+        assert "give a longer --wait-timeout" in refused and "add --wait" not in refused
     finally:
         holder.close()
     plan = plan_of(discover(synced), "erp.items")
