@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import history, merge, runs
+from syncflow import guard, history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
@@ -277,8 +277,16 @@ def _run(
         if not stable:
             hold.append("the source kept changing while it was read, so rows missing from the fetch may still exist")
         _reconcile_deletes(conn, entity, options, result, st.first_total, hold, history_table)
-    partial = counts.rejected > 0 or not stable
-    result.status = "partial" if partial else "success"
+    previous = None if options.full_refresh else entity.last_rowversion
+    verdict = guard.outcome(
+        rowversion=rowversion,
+        full_refresh=options.full_refresh,
+        rejected=counts.rejected,
+        stable=stable,
+        stored=entity.last_rowversion,
+        earned=st.checkpoint(previous),
+    )
+    result.status = verdict.status
     if counts.rejected:
         result.error_message = f"{counts.rejected} row(s) rejected; see 'syncflow runs show {result.uid}'"
     elif not stable:
@@ -286,14 +294,7 @@ def _run(
             f"{entity.ref}: the source kept changing while it was read (rows shifted between pages in"
             f" {MAX_PASSES} reads); rows may be missing, so the checkpoint stays and the next run reads them again"
         )
-    set_checkpoint = False
-    checkpoint: str | None = entity.last_rowversion
-    if rowversion and not partial:
-        previous = None if options.full_refresh else entity.last_rowversion
-        checkpoint = st.checkpoint(previous)
-        set_checkpoint = True
-    elif options.full_refresh and not partial:
-        checkpoint, set_checkpoint = None, True
+    checkpoint, set_checkpoint = verdict.checkpoint, verdict.set_checkpoint
     result.rowversion_end = checkpoint if set_checkpoint else entity.last_rowversion
     result.duration = time.monotonic() - started
     if result.warnings:
@@ -323,9 +324,6 @@ def _confirm(
     reasons to hold deletions back).
     """
     st = stream.state
-    signs = []
-    if st.total_changed:
-        signs.append("the announced total changed during the run")
     repeats = loader.result.counts.duplicates  # within batches
     unseen = 0
     e = loader.entity
@@ -336,8 +334,7 @@ def _confirm(
         unseen = int(row[1]) if row else 0
     elif not loader.fresh:
         repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
-    if repeats:
-        signs.append(f"{repeats} key(s) came more than once (rows shifted between pages)")
+    signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats)
     if (not signs and not unseen) or loader.result.counts.rejected:
         return True, []  # with rejects, deletions are held anyway; a second read would not change that
     counts = loader.result.counts
@@ -369,22 +366,20 @@ def _reconcile_deletes(
 ) -> None:
     """Soft-delete rows not seen in this complete fetch, unless it looks unsafe."""
     counts = result.counts
-    reasons = list(hold)
-    if counts.rejected:
-        reasons.append(f"{counts.rejected} row(s) were rejected, so the fetch is incomplete")
-    distinct = counts.fetched - counts.rejected
-    if first_total is not None and distinct < first_total:
-        reasons.append(f"fewer distinct keys arrived ({distinct}) than the total announced ({first_total})")
     row = conn.execute(merge.delete_counts(entity.target_schema, entity.target_table, entity.business_keys)).fetchone()
     assert row is not None
     live, unseen = int(row[0]), int(row[1])
     if unseen == 0:
         return
-    if live and unseen / live > options.max_delete_fraction:
-        reasons.append(
-            f"it would soft-delete {unseen} of {live} rows ({unseen / live:.0%}), more than the allowed "
-            f"{options.max_delete_fraction:.0%} (--max-delete-fraction overrides)"
-        )
+    reasons = guard.delete_hold_reasons(
+        hold=hold,
+        rejected=counts.rejected,
+        fetched=counts.fetched,
+        first_total=first_total,
+        live=live,
+        unseen=unseen,
+        max_delete_fraction=options.max_delete_fraction,
+    )
     if reasons:
         result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
         result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
