@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,7 +12,17 @@ from pytest_httpx import HTTPXMock
 
 from syncflow.client import APISmithClient
 from syncflow.errors import SourceProtocolError
-from syncflow.pages import PageStream, compare_rowversions, max_rowversion
+from syncflow.pages import (
+    PageStream,
+    StreamState,
+    _as_rowversion,
+    _fingerprint,
+    _token,
+    compare_rowversions,
+    max_rowversion,
+    parse_page,
+    rowversion_before,
+)
 
 BASE = "http://apismith.test"
 
@@ -140,3 +151,166 @@ def test_rowversion_before_keeps_the_width() -> None:
     assert rowversion_before("abc") is None
     assert rowversion_before("²") is None
     assert compare_rowversions("²", "1") != 0  # compared as text, never through int()
+
+
+# -- the pure parts: page shape, row versions, key tokens, the checkpoint rule -----------------
+
+
+def parse(body: Any) -> tuple[list[Any], int | None, bool | None, int | None]:
+    return parse_page(body, connector="erp", slug="items", url="http://x/api/v1/data/items", preview="BODY")
+
+
+def test_compare_rowversions_is_a_three_way_comparison() -> None:
+    assert compare_rowversions("10", "9") == 1
+    assert compare_rowversions("9", "10") == -1
+    assert compare_rowversions("7", "7") == 0
+    assert compare_rowversions("b", "a") == 1
+    assert compare_rowversions("a", "b") == -1
+    assert compare_rowversions("a", "a") == 0
+    assert compare_rowversions("10", "9a") == -1  # not both digits: as text
+    assert compare_rowversions("007", "7") == 0  # digit strings as integers
+
+
+def test_rowversion_before_at_one_and_zero() -> None:
+    assert rowversion_before("1") == "0"
+    assert rowversion_before("0") is None
+    assert rowversion_before("10") == "09"
+
+
+def test_parse_page_envelope() -> None:
+    body = {
+        "rows": [
+            {"row_version": "5", "data": {"id": 1}},
+            {"row_version": 6, "data": {"id": 2}, "deleted": True},
+            {"row_version": "7", "data": {"id": 3}, "_deleted": True},
+            {"row_version": "8", "data": {"id": 4}, "deleted": "yes", "_deleted": 1},
+            {"data": {"id": 5}, "oracle_keys": {"ID": 5}},
+            {"row_version": "9", "data": {"id": 6}, "oracle_keys": [5]},
+        ],
+        "total": 6,
+        "has_more": False,
+        "total_pages": 1,
+    }
+    rows, total, has_more, total_pages = parse(body)
+    assert rows == [
+        ({"id": 1}, "5", False, None, None),
+        ({"id": 2}, "6", True, None, None),
+        ({"id": 3}, "7", True, None, None),
+        ({"id": 4}, "8", False, None, None),
+        ({"id": 5}, None, False, {"ID": 5}, None),
+        ({"id": 6}, "9", False, None, None),
+    ]
+    assert (total, has_more, total_pages) == (6, False, 1)
+
+
+def test_parse_page_ignores_counts_of_the_wrong_type() -> None:
+    assert parse({"rows": [], "total": True, "has_more": "no", "total_pages": 2.0})[1:] == (None, None, None)
+    assert parse({"rows": [], "total": "3"})[1:] == (None, None, None)
+    assert parse({"rows": [], "total": 0, "has_more": True, "total_pages": 0})[1:] == (0, True, 0)
+
+
+def test_parse_page_bare_array_and_rows_without_data() -> None:
+    assert parse([{"id": 1, "data": {"x": 1}}]) == (
+        [({"id": 1, "data": {"x": 1}}, None, False, None, None)],
+        None,
+        None,
+        None,
+    )
+    # In the envelope, a row without "data" is itself the data.
+    assert parse({"rows": [{"id": 2}]})[0] == [({"id": 2}, None, False, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"rows": "x"}, "expected an object with a 'rows' array, or an array of rows"),
+        ("text", "expected an object with a 'rows' array, or an array of rows"),
+        ({"rows": [1]}, "a row is not a JSON object"),
+        ([[1]], "a row is not a JSON object"),
+        ({"rows": [{"data": [1]}]}, "a row's 'data' is not a JSON object"),
+        ({"rows": [{"data": None}]}, "a row's 'data' is not a JSON object"),
+    ],
+)
+def test_parse_page_names_what_is_wrong(body: Any, why: str) -> None:
+    with pytest.raises(SourceProtocolError) as info:
+        parse(body)
+    assert str(info.value) == (
+        f"connector erp: http://x/api/v1/data/items returned a page of the wrong shape: {why}: 'BODY'"
+    )
+    assert info.value.details == {"url": "http://x/api/v1/data/items", "body": "BODY"}
+
+
+def test_parse_page_preview_defaults_to_empty() -> None:
+    with pytest.raises(SourceProtocolError) as info:
+        parse_page(3, connector="c", slug="s", url="u")
+    assert str(info.value).endswith(": ''")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, (None, None)),
+        ("20251208", ("20251208", None)),
+        (42, ("42", None)),
+        (42.0, ("42", None)),
+        (Decimal("42.000"), ("42", None)),
+        (Decimal("4.5"), ("4.5", None)),
+        (4.5, ("4.5", None)),
+        ("abc", ("abc", None)),
+        ("é", ("é", None)),  # not ASCII, but no digit in it
+        (True, (None, "row_version 'True' is not a string or a number")),
+        ([1], (None, "row_version '[1]' is not a string or a number")),
+        ("x" * 50, ("x" * 50, None)),
+        (float("nan"), (None, "row_version nan is not a usable row version")),
+        (Decimal("Infinity"), (None, "row_version Infinity is not a usable row version")),
+        ("", (None, "row_version '' is not a usable row version")),
+        ("a\nb", (None, "row_version 'a\\nb' is not a usable row version")),
+        ("²", (None, "row_version '²' is not a usable row version")),
+        ("1٣", (None, "row_version '1٣' is not a usable row version")),
+    ],
+)
+def test_row_versions(value: Any, expected: tuple[str | None, str | None]) -> None:
+    assert _as_rowversion(value) == expected
+
+
+def test_row_version_problems_quote_at_most_40_characters() -> None:
+    assert _as_rowversion({"k": "v" * 60}) == (
+        None,
+        f"row_version {str({'k': 'v' * 60})[:40]!r} is not a string or a number",
+    )
+    bad = "\n" + "y" * 60
+    assert _as_rowversion(bad) == (None, f"row_version {bad[:40]!r} is not a usable row version")
+
+
+def test_key_tokens_tell_apart_what_postgresql_tells_apart() -> None:
+    assert _token("1") == "1"
+    assert _token(1) == ("int", "1")
+    assert _token(Decimal("1.0")) == ("Decimal", "1.0")
+    assert _token(1) != _token(Decimal("1"))
+    assert _token(("a", 1)) == ("a", ("int", "1"))
+    assert _token(["x"]) == "['x']"
+    assert _token({"a": 1}) == "{'a': 1}"
+    assert _token(None) == ("NoneType", "None")
+
+
+def test_fingerprint_is_data_and_tombstone() -> None:
+    a: Any = ({"id": 1, "v": 2}, "5", False, None, None)
+    assert _fingerprint(a) == (False, repr({"id": 1, "v": 2}))
+    assert _fingerprint(({"id": 1, "v": 2}, "6", True, None, None)) == (True, repr({"id": 1, "v": 2}))
+
+
+def state(**kw: Any) -> StreamState:
+    base: dict[str, Any] = {"complete": True, "keyset": True, "max_rowversion": "9"}
+    base.update(kw)
+    return StreamState(**base)
+
+
+def test_checkpoint_rule() -> None:
+    assert state().checkpoint("5") == "9"
+    assert state().checkpoint(None) == "9"
+    assert state(max_rowversion="5").checkpoint("5") == "5"
+    assert state(max_rowversion="4").checkpoint("5") == "5"  # never backwards
+    assert state(max_rowversion=None).checkpoint("5") == "5"
+    for spoiled in ({"complete": False}, {"missing_rowversions": True}, {"unstable": True}, {"keyset": False}):
+        assert state(**spoiled).checkpoint("5") == "5", spoiled
+        assert state(**spoiled).checkpoint(None) is None, spoiled
