@@ -314,3 +314,214 @@ def test_checkpoint_rule() -> None:
     for spoiled in ({"complete": False}, {"missing_rowversions": True}, {"unstable": True}, {"keyset": False}):
         assert state(**spoiled).checkpoint("5") == "5", spoiled
         assert state(**spoiled).checkpoint(None) is None, spoiled
+
+
+# -- the stream's bookkeeping and its end-of-data rules ----------------------------------------
+
+Handler = Any
+
+
+def scripted(httpx_mock: HTTPXMock, answer: Handler) -> list[dict[str, str]]:
+    """Answers each request with ``answer(query)`` (a JSON body); returns the queries seen."""
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        q = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        seen.append(q)
+        return httpx.Response(200, json=answer(q))
+
+    httpx_mock.add_callback(handler, is_reusable=True)
+    return seen
+
+
+def page_of(keys_: list[str], rv: str | None = "1", **extra: Any) -> dict[str, Any]:
+    return {"rows": [{"row_version": rv, "data": {"id": k}} for k in keys_], **extra}
+
+
+def test_stream_counts_pages_bytes_and_keeps_the_first_total(httpx_mock: HTTPXMock) -> None:
+    bodies = {
+        "1": page_of(["a", "b"], total=5, has_more=True),
+        "2": page_of(["c", "d"], total=6, has_more=True),
+        "3": page_of(["e"], total=6, has_more=False),
+    }
+    seen = scripted(httpx_mock, lambda q: bodies[q["page"]])
+    s = stream(page_size=2)
+    pages = list(s)
+    assert [len(p.rows) for p in pages] == [2, 2, 1]
+    sizes = [len(httpx.Response(200, json=bodies[str(n)]).content) for n in (1, 2, 3)]
+    assert [p.nbytes for p in pages] == sizes
+    assert s.state.pages == 3 and s.state.bytes == sum(sizes)
+    assert s.state.first_total == 5
+    assert s.state.total_changed and s.state.complete
+    assert seen == [{"page": str(n), "page_size": "2"} for n in (1, 2, 3)]
+
+
+def test_the_digest_follows_key_order_and_a_keyset_stream_has_none(httpx_mock: HTTPXMock) -> None:
+    order = [["a", "b"], ["b", "a"]]
+    scripted(httpx_mock, lambda q: page_of(order[0], has_more=False))
+    s1 = stream(page_size=5)
+    list(s1)
+    order.pop(0)
+    s2 = stream(page_size=5)
+    list(s2)
+    s3 = stream(page_size=5)
+    list(s3)
+    assert s1.state.digest != 0 and s1.state.digest != s2.state.digest and s2.state.digest == s3.state.digest
+    k = stream(page_size=5, keyset=True)
+    list(k)
+    assert k.state.digest == 0
+
+
+def test_the_max_row_version_skips_rejected_rows(httpx_mock: HTTPXMock) -> None:
+    body = {"rows": [{"row_version": "3", "data": {"id": "a"}}, {"row_version": "²", "data": {"id": "b"}}]}
+    scripted(httpx_mock, lambda q: {**body, "has_more": False})
+    s = stream(page_size=5)
+    list(s)
+    assert s.state.max_rowversion == "3"
+
+
+@pytest.mark.parametrize(
+    ("pages", "requests"),
+    [
+        # has_more decides when it is there, whatever the counts say
+        ([page_of(["a"], has_more=True, total=1), page_of(["b"], has_more=False, total=1)], 2),
+        # without has_more: total_pages, then total
+        ([page_of(["a"], total_pages=2), page_of(["b"], total_pages=2), page_of(["c"])], 2),
+        ([page_of(["a"], total=2), page_of(["b"], total=2), page_of(["c"])], 2),
+        ([page_of(["a"], total=3), page_of(["b"], total=3), page_of(["c"], total=3), page_of([])], 3),
+        # nothing at all: until an empty page
+        ([page_of(["a"]), page_of(["b"]), page_of([])], 3),
+    ],
+)
+def test_end_of_data(httpx_mock: HTTPXMock, pages: list[dict[str, Any]], requests: int) -> None:
+    seen = scripted(httpx_mock, lambda q: pages[int(q["page"]) - 1])
+    s = stream(page_size=1)
+    list(s)
+    assert len(seen) == requests and s.state.complete
+
+
+def test_a_stopped_stream_is_not_complete(httpx_mock: HTTPXMock) -> None:
+    scripted(httpx_mock, lambda q: page_of([q["page"]], has_more=True))
+    for keyset in (False, True):
+        s = stream(page_size=1, keyset=keyset)
+        it = iter(s)
+        next(it)
+        s.stop()
+        assert list(it) == []
+        assert not s.state.complete
+
+
+def test_more_rows_than_the_total_allows_is_a_source_ignoring_page(httpx_mock: HTTPXMock) -> None:
+    # Different rows every time (so no page repeats), but far more than the total of 2.
+    seen = scripted(httpx_mock, lambda q: page_of([f"k{q['page']}"], total=2, has_more=True))
+    with pytest.raises(SourceProtocolError) as info:
+        list(stream(page_size=1))
+    # 2 * total + 2 * page_size = 6 rows may be read; the 8th page is refused.
+    assert len(seen) == 8
+    assert str(info.value) == (
+        "connector erp: the source answered page=8 of 'items' with the same rows as the page before (or more rows"
+        " than its total allows): it ignores the 'page' parameter (a proxy that drops the query string?)"
+    )
+    assert info.value.details == {"slug": "items", "page": 8}
+
+
+def test_the_bound_uses_the_largest_total_seen(httpx_mock: HTTPXMock) -> None:
+    totals = {1: 1, 2: 9}
+    seen = scripted(
+        httpx_mock, lambda q: page_of([f"k{q['page']}"], total=totals.get(int(q["page"]), 1), has_more=True)
+    )
+    with pytest.raises(SourceProtocolError):
+        list(stream(page_size=1))
+    assert len(seen) == 2 * 9 + 2 + 2
+
+
+def test_empty_pages_repeating_are_just_the_end(httpx_mock: HTTPXMock) -> None:
+    seen = scripted(httpx_mock, lambda q: page_of([], total=0, has_more=True))
+    s = stream(page_size=3)
+    pages = list(s)
+    assert len(pages) == 1 and pages[0].rows == []
+    assert len(seen) == 1 and s.state.complete
+
+
+def test_rows_without_versions_warn_once_and_keep_the_checkpoint(httpx_mock: HTTPXMock) -> None:
+    bodies = {"1": page_of(["a", "b"], rv=None, has_more=True), "2": page_of(["c"], rv=None, has_more=False)}
+    scripted(httpx_mock, lambda q: bodies[q["page"]])
+    s = stream(page_size=2, keyset=True)
+    list(s)
+    assert s.state.missing_rowversions and s.state.complete
+    assert s.state.warnings == [
+        "rows carry no row_version; paging by page number, reading twice, keeping the checkpoint"
+    ]
+    assert s.state.checkpoint("4") == "4"
+
+
+def test_unordered_versions_are_paged_by_number(httpx_mock: HTTPXMock) -> None:
+    body = {"rows": [{"row_version": v, "data": {"id": k}} for k, v in [("a", "5"), ("b", "3"), ("c", "9")]]}
+    seen = scripted(
+        httpx_mock,
+        lambda q: {**body, "has_more": q["page"] == "1"} if q["page"] == "1" else {"rows": [], "has_more": False},
+    )
+    s = stream(page_size=3, keyset=True)
+    assert sorted(keys(s)) == ["a", "b", "c"]
+    assert s.state.warnings == [
+        "the server does not order rows by row version; paging by page number and reading twice"
+    ]
+    assert [q["page"] for q in seen] == ["1", "2", "1", "2"]
+    assert all("rowversion_gt" not in q for q in seen)
+
+
+def test_a_cursor_that_would_not_move_forward_pages_by_number(httpx_mock: HTTPXMock) -> None:
+    # Asked above "5", the server answers rows at or below it: the next cursor would go backwards.
+    body = {"rows": [{"row_version": v, "data": {"id": k}} for k, v in [("a", "4"), ("b", "5"), ("c", "6")]]}
+    seen = scripted(
+        httpx_mock, lambda q: {**body, "has_more": True} if q["page"] == "1" else {"rows": [], "has_more": False}
+    )
+    s = stream(page_size=3, keyset=True, rowversion_gt="5")
+    assert sorted(keys(s)) == ["a", "b", "c"]
+    assert [q["page"] for q in seen] == ["1", "2", "1", "2"]
+    assert {q["rowversion_gt"] for q in seen} == {"5"}
+
+
+def test_a_segment_that_never_settles_makes_the_stream_unstable(httpx_mock: HTTPXMock) -> None:
+    reads = [0]
+
+    def answer(q: dict[str, str]) -> dict[str, Any]:
+        if q["page"] == "1":
+            reads[0] += 1
+            # One version fills the page; a different row joins each read.
+            return page_of(["a", "b", f"x{reads[0]}"], rv="7", total=3, has_more=True)
+        return page_of([], rv="7", total=3, has_more=False)
+
+    seen = scripted(httpx_mock, answer)
+    s = stream(page_size=3, keyset=True, rowversion_gt="6")
+    got = keys(s)
+    assert sorted(got) == ["a", "b", "x1", "x2", "x3"]  # every row once, however often read
+    assert len(seen) == 2 * 3  # MAX_PASSES reads of two pages
+    assert s.state.unstable and s.state.complete
+    assert s.state.rereads == 4
+    assert s.state.warnings == [
+        "rows kept moving while a group of 'items' rows was paged by number (rowversion_gt=6); they are read again by"
+        " the next run"
+    ]
+    assert s.state.checkpoint("6") == "6"
+
+
+def test_a_segment_repeating_a_page_is_a_source_ignoring_page(httpx_mock: HTTPXMock) -> None:
+    scripted(httpx_mock, lambda q: page_of(["a", "b"], rv="7", total=9, has_more=True))
+    with pytest.raises(SourceProtocolError, match="page=2 of 'items'"):
+        list(stream(page_size=2, keyset=True))
+
+
+def test_a_segment_reading_past_its_total_is_a_source_ignoring_page(httpx_mock: HTTPXMock) -> None:
+    seen = scripted(httpx_mock, lambda q: page_of([f"k{q['page']}"], rv="7", total=1, has_more=True))
+    with pytest.raises(SourceProtocolError, match="ignores the 'page' parameter"):
+        list(stream(page_size=1, keyset=True))
+    assert len(seen) == 2 * 1 + 2 * 1 + 2
+
+
+def test_warnings_are_not_repeated(httpx_mock: HTTPXMock) -> None:
+    s = stream(page_size=1)
+    s._warn("one")
+    s._warn("one")
+    s._warn("two")
+    assert s.state.warnings == ["one", "two"]
