@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, demo, bench, fuzz."""
+"""Developer sessions: tests, lint, typecheck, demo, bench, fuzz, mutation."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".", "mypy")
-    session.run("mypy", "src")
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy", "src", "tests")
 
 
 @nox.session
@@ -56,3 +56,14 @@ def fuzz(session: nox.Session) -> None:
         env={"HYPOTHESIS_PROFILE": "fuzz"},
         external=True,
     )
+
+
+@nox.session(python=False)
+def mutation(session: nox.Session) -> None:
+    """mutmut over the modules that decide correctness ([tool.mutmut] in pyproject.toml); see docs/testing.md.
+
+    Pass mutant name patterns to run a part, e.g. ``nox -s mutation -- "syncflow.guard*"``.
+    """
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[dev]", external=True)
+    session.run("mutmut", "run", "--max-children", "2", *session.posargs, external=True)
+    session.run("python", "scripts/mutation_score.py", external=True)

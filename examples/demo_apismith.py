@@ -242,7 +242,7 @@ class Entity:
     def key_columns(self) -> list[str]:
         cached = getattr(self, "_keys_for", None)
         if cached is not None and cached[0] is self.api:
-            return cached[1]
+            return list(cached[1])
         keys = self._key_columns()
         self._keys_for = (self.api, keys)
         return keys
@@ -577,11 +577,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, dumps(state.apis_body()))
             return
         if path.startswith("/api/v1/data/"):
-            body = state.page_body(unquote(path[len("/api/v1/data/") :]), params)
-            if body is None:
+            page = state.page_body(unquote(path[len("/api/v1/data/") :]), params)
+            if page is None:
                 self._send(404, dumps({"detail": "no such API"}))
             else:
-                self._send(200, dumps(body))
+                self._send(200, dumps(page))
             return
         self._send(404, dumps({"detail": "not found"}))
 
@@ -644,7 +644,7 @@ class DemoServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"{self.scheme}://{host}:{port}{self.httpd.prefix}"
+        return f"{self.scheme}://{host!s}:{port}{self.httpd.prefix}"
 
     def __enter__(self) -> DemoServer:
         self.thread.start()
@@ -698,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
     state = DemoState(rows, token=args.token, max_page_size=args.max_page_size, strategies=strategies)
     httpd = DemoHTTPServer((args.host, args.port), state, prefix=args.prefix, verbose=args.verbose)
     host, port = httpd.server_address[:2]
-    print(f"demo APISmith listening on http://{host}:{port}{httpd.prefix}", flush=True)
+    print(f"demo APISmith listening on http://{host!s}:{port}{httpd.prefix}", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

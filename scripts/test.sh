@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh dev
 .venv/bin/ruff check src tests examples benchmarks noxfile.py
 .venv/bin/ruff format --check src tests examples benchmarks noxfile.py
-.venv/bin/mypy src
+.venv/bin/mypy src tests
 exec .venv/bin/pytest "$@"

@@ -24,23 +24,18 @@ os.environ.setdefault("PGUSER", "postgres")
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from pytest_postgresql import factories
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 from demo_apismith import DemoServer, DemoState  # noqa: E402
-from syncflow.cli import app  # noqa: E402
-
-DEMO_TOKEN = "demo-secret-token-0123456789"
-TOKEN_ENV = "SYNCFLOW_TEST_APISMITH_TOKEN"
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli  # noqa: E402
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -81,29 +76,6 @@ def demo() -> Iterator[DemoServer]:
     state = DemoState({"items": 120, "customers": 30, "orders": 40}, token=DEMO_TOKEN)
     with DemoServer(state) as server:
         yield server
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass
-class Cli:
-    """Runs ``syncflow`` in-process with a config file in a temporary folder."""
-
-    config: Path
-    env: dict[str, str]
-
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        runner = CliRunner()
-        merged = {**self.env, **(env or {})}
-        result = runner.invoke(app, ["--config", str(self.config), *args], env=merged)
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return Result(result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture

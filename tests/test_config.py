@@ -8,7 +8,7 @@ import pytest
 
 from syncflow.config import resolve
 from syncflow.errors import ConfigError
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 
 def write(cli: Cli, text: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 COMMENTED = """\
 # Production SyncFlow

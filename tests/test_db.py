@@ -12,7 +12,7 @@ import pytest
 
 from syncflow import db
 from syncflow.errors import DatabaseUnreachable
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 
 def test_upgrade_twice_is_a_noop(db_url: str) -> None:

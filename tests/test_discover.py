@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 
 def columns(db_url: str, schema: str, table: str) -> dict[str, str]:

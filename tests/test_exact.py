@@ -22,7 +22,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from demo_apismith import DemoServer, DemoState
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 
 def _rows(db_url: str, query: str) -> list[dict[str, Any]]:

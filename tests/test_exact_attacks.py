@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from demo_apismith import DemoServer, DemoState
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 
 def _col(name: str, alias: str, data_type: str, **extra: Any) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _static(
             body["total"] = len(got)
         return body
 
-    state.page_body = page_body  # type: ignore[method-assign]
+    state.page_body = page_body  # type: ignore[method-assign,assignment]
 
 
 KV_API = {
@@ -194,13 +194,13 @@ def test_a_lone_surrogate_rejects_one_row(cli: Cli, server: DemoServer, db_url: 
     import demo_apismith
 
     real_dumps = demo_apismith.dumps
-    demo_apismith.dumps = lambda obj: obj if isinstance(obj, bytes) else real_dumps(obj)  # type: ignore[assignment]
+    demo_apismith.dumps = lambda obj: obj if isinstance(obj, bytes) else real_dumps(obj)
     try:
         _configure(cli, server)
         assert cli("discover").exit_code == 0
         _code, run = _sync(cli, "sync", "erp.s")
     finally:
-        demo_apismith.dumps = real_dumps  # type: ignore[assignment]
+        demo_apismith.dumps = real_dumps
     assert run["status"] == "partial", run
     assert run["records_rejected"] == 1, run
     assert sorted(r["id"] for r in _rows(db_url, "SELECT id FROM erp.s")) == [0, 1, 3, 4]

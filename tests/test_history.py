@@ -11,8 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Cli
-from tests.test_sync import rows
+from tests.helpers import Cli, rows
 
 KEY = ("--key", "order_no=SO0000000", "--key", "line_no=1")
 

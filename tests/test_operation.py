@@ -7,10 +7,8 @@ APISmith served from this process.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncflow.claims import LOCK_NAMESPACE
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, query, spawn, wait_for
 
 
 def wide_demo(demo: Any, n: int = 10, rows: int = 60) -> None:
@@ -39,23 +37,6 @@ def wide_demo(demo: Any, n: int = 10, rows: int = 60) -> None:
             },
         )
         demo.state.put_rows(slug, [{"id": j, "val": f"{slug}-{j}"} for j in range(rows)])
-
-
-def spawn(cli: Cli, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, **cli.env, **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "syncflow", "--config", str(cli.config), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-    )
-
-
-def query(db_url: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(db_url) as conn:
-        cur = conn.execute(sql, params or [])  # type: ignore[arg-type]
-        return cur.fetchall() if cur.description else []
 
 
 @pytest.fixture
@@ -107,7 +88,7 @@ def start_slow_items_sync(cli: Cli, demo: Any, db_url: str) -> subprocess.Popen[
     cli.config.write_text(cli.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")
     assert cli("discover").exit_code == 0
     proc = spawn(cli, "sync", "erp.items")
-    _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+    wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
     time.sleep(0.5)
     return proc
 
@@ -120,7 +101,7 @@ def test_sigkill_leaves_an_abandoned_run_and_the_next_run_completes(
     proc.communicate(timeout=10)
     assert query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'") == [(None,)]
     # `runs` (read-only) shows the dead process's run as abandoned, as `status` does.
-    _wait_for(lambda: json.loads(demo_cli("runs", "--json").stdout)[0]["status"] == "abandoned")
+    wait_for(lambda: json.loads(demo_cli("runs", "--json").stdout)[0]["status"] == "abandoned")
     demo.state.before_page = None
     r = demo_cli("sync", "erp.items", "--json")
     assert r.exit_code == 0, r.stderr
@@ -245,15 +226,6 @@ def test_json_logs_one_object_per_line_without_token(demo_cli: Cli, demo: Any) -
     assert r.exit_code == 1
     assert all(json.loads(line) for line in r.stderr.splitlines())
     assert "bad-token" not in r.stderr
-
-
-def _wait_for(check: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_metrics_pushed_to_a_pushgateway(demo_cli: Cli) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,8 +14,9 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from syncflow.client import APISmithClient
-from syncflow.errors import SourceProtocolError
+from syncflow.errors import Cancelled, SourceProtocolError
 from syncflow.pages import (
+    Page,
     PageStream,
     StreamState,
     _as_rowversion,
@@ -21,6 +25,7 @@ from syncflow.pages import (
     compare_rowversions,
     max_rowversion,
     parse_page,
+    prefetch,
     rowversion_before,
 )
 
@@ -288,8 +293,8 @@ def test_key_tokens_tell_apart_what_postgresql_tells_apart() -> None:
     assert _token(Decimal("1.0")) == ("Decimal", "1.0")
     assert _token(1) != _token(Decimal("1"))
     assert _token(("a", 1)) == ("a", ("int", "1"))
-    assert _token(["x"]) == "['x']"
-    assert _token({"a": 1}) == "{'a': 1}"
+    assert _token(["x"]) == "['x']"  # type: ignore[arg-type]  # what a broken source may send
+    assert _token({"a": 1}) == "{'a': 1}"  # type: ignore[arg-type]
     assert _token(None) == ("NoneType", "None")
 
 
@@ -525,3 +530,112 @@ def test_warnings_are_not_repeated(httpx_mock: HTTPXMock) -> None:
     s._warn("one")
     s._warn("two")
     assert s.state.warnings == ["one", "two"]
+
+
+# -- prefetch: the fetch thread and its bounds ---------------------------------------------------
+
+
+class FakeStream:
+    """Stands in for a PageStream: yields pages of known sizes and records how far it got."""
+
+    def __init__(self, sizes: list[int], *, fail_at: int | None = None, gate: threading.Event | None = None) -> None:
+        self.client = APISmithClient(connector="erp", base_url=BASE, attempts=1)
+        self.slug = "items"
+        self.sizes = sizes
+        self.fail_at = fail_at
+        self.gate = gate
+        self.produced = 0
+        self.stopped = False
+
+    def __iter__(self) -> Iterator[Page]:
+        for i, n in enumerate(self.sizes):
+            if self.fail_at == i:
+                raise SourceProtocolError("broken page")
+            if self.gate is not None:
+                self.gate.wait(5)
+            self.produced += 1
+            yield Page(rows=[({"id": i}, None, False, None, None)], nbytes=n)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def run_prefetch(s: FakeStream, **kw: Any) -> Generator[tuple[int, str], None, None]:
+    return prefetch(s, prepare=lambda p: (p.nbytes, threading.current_thread().name), **kw)  # type: ignore[arg-type]
+
+
+def test_prefetch_keeps_order_prepares_in_the_fetch_thread_and_stops_the_stream() -> None:
+    s = FakeStream([10, 20, 30])
+    got = list(run_prefetch(s))
+    assert got == [(10, "fetch-items"), (20, "fetch-items"), (30, "fetch-items")]
+    assert s.stopped
+
+
+def test_prefetch_passes_on_the_streams_error() -> None:
+    s = FakeStream([1, 2, 3], fail_at=1)
+    it = run_prefetch(s)
+    assert next(it)[0] == 1
+    with pytest.raises(SourceProtocolError, match="broken page"):
+        next(it)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("max_pages", "max_bytes", "ahead"), [(3, 10**9, 3), (100, 25, 3), (1, 10**9, 1), (100, 10, 1)]
+)
+def test_prefetch_runs_ahead_at_most_max_pages_or_max_bytes(max_pages: int, max_bytes: int, ahead: int) -> None:
+    s = FakeStream([10] * 20)
+    it = run_prefetch(s, max_pages=max_pages, max_bytes=max_bytes)
+    assert next(it)[0] == 10
+    wait_until(lambda: s.produced >= 2 + ahead)
+    time.sleep(0.3)  # give a runaway producer the chance to show itself
+    # One page consumed, ``ahead`` queued, one more fetched and waiting for room.
+    assert s.produced == 1 + ahead + 1
+    assert len(list(it)) == 19
+
+
+def test_prefetch_is_cancelled_while_waiting_for_a_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncflow.pages as pages
+
+    monkeypatch.setattr(pages, "JOIN_SECONDS", 0.1)
+    gate = threading.Event()
+    cancel = threading.Event()
+    s = FakeStream([1, 2], gate=gate)
+    it = run_prefetch(s, cancel=cancel)
+    cancel.set()
+    started = time.monotonic()
+    with pytest.raises(Cancelled, match=r"erp\.items: cancelled by a signal"):
+        next(it)
+    assert time.monotonic() - started < 1
+    assert s.stopped
+    gate.set()
+
+
+def test_prefetch_without_cancel_waits_for_a_slow_page() -> None:
+    gate = threading.Event()
+    s = FakeStream([7], gate=gate)
+    it = run_prefetch(s)
+    threading.Timer(0.5, gate.set).start()
+    assert next(it)[0] == 7
+
+
+def test_abandoning_prefetch_does_not_wait_for_a_stuck_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import syncflow.pages as pages
+
+    monkeypatch.setattr(pages, "JOIN_SECONDS", 0.2)
+    gate = threading.Event()
+    s = FakeStream([1, 2], gate=gate)
+    gate.set()
+    it = run_prefetch(s)
+    next(it)
+    gate.clear()
+    started = time.monotonic()
+    it.close()  # the consumer stops early (an error, a signal): the thread is told to stop
+    assert time.monotonic() - started < 1.5
+    assert s.stopped
+    gate.set()

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from syncflow import claims
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 # What each demo entity is compared on: (key column, non-key columns that carry values).
 CHECKED = {
@@ -318,7 +318,7 @@ def test_rows_rejected_before_a_key_is_widened_arrive_after(synced: Cli, demo: A
 
 def test_rebuild_during_a_real_sync_loses_no_row(synced: Cli, demo: Any, db_url: str) -> None:
     """The issue as reported: ``discover --rebuild`` while a sync process is midway."""
-    from tests.test_operation import spawn
+    from tests.helpers import spawn
 
     demo.state.insert("items", 200)
     synced.config.write_text(synced.config.read_text() + "\n[connectors.erp.entities.items]\npage_size = 20\n")

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.conftest import TOKEN_ENV, Cli
-
-
-def rows(db_url: str, table: str, cols: str = "*", where: str = "true") -> list[dict[str, Any]]:
-    with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute(f"SELECT {cols} FROM {table} WHERE {where}")  # test-only, fixed strings
-        return cur.fetchall()
+from tests.helpers import TOKEN_ENV, Cli, max_rv, rows
 
 
 def live_keys(db_url: str, table: str, key: str) -> set[Any]:
@@ -29,11 +22,6 @@ def entity_state(db_url: str, slug: str) -> dict[str, Any]:
     return rows(
         db_url, "bridge.entities", "last_rowversion, last_sync_status, consecutive_failures", f"slug = '{slug}'"
     )[0]
-
-
-def max_rv(demo: Any, slug: str) -> str:
-    ent = demo.state.entities[slug]
-    return str(max([*ent.versions.values(), *ent.tombstones.values()]))
 
 
 def sync_json(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]], str]:

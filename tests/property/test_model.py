@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from psycopg.rows import dict_row
 
 from demo_apismith import DemoServer, DemoState
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 settings.register_profile(
     "ci",
@@ -256,7 +256,7 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             self.state.faults.clear()
             lines = [line for line in r.stdout.splitlines() if line.strip()]
             assert lines, r.stderr
-            run = json.loads(lines[0])
+            run: dict[str, Any] = json.loads(lines[0])
             assert r.exit_code == {"success": 0, "partial": 1, "failed": 1}[run["status"]], (r.exit_code, run)
             self._check(run, full=args[0] == "full-refresh")
             return run
@@ -319,8 +319,8 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
                 assert not extra, f"tombstoned rows still live: {sorted(extra, key=repr)[:5]}"
             if self.strategy == "rowversion":
                 with psycopg.connect(db_url) as conn:
-                    row = conn.execute("SELECT last_rowversion FROM bridge.entities WHERE slug = 'things'").fetchone()
-                checkpoint = row[0] if row else None
+                    found = conn.execute("SELECT last_rowversion FROM bridge.entities WHERE slug = 'things'").fetchone()
+                checkpoint = found[0] if found else None
                 if checkpoint is not None:
                     ent = self.state.entities["things"]
                     for key, version in ent.versions.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 
 def test_a_source_that_ignores_page_fails_fast(demo_cli: Cli, demo: Any) -> None:

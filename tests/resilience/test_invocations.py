@@ -22,8 +22,7 @@ from typer.testing import CliRunner
 
 from syncflow.claims import LOCK_NAMESPACE
 from syncflow.cli import app
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
-from tests.test_operation import _wait_for, query, spawn
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, query, spawn, wait_for
 
 BOUND = 10.0  # seconds any blocked invocation may take, lock timeouts included
 
@@ -143,7 +142,7 @@ def test_a_signal_while_blocked_on_a_table_lock_cancels_the_run(
         holder.execute(f"LOCK TABLE erp.orders IN {mode} MODE")
         proc = spawn(synced, "sync", "erp.orders")
         try:
-            _wait_for(
+            wait_for(
                 lambda: (
                     query(
                         db_url,
@@ -176,7 +175,7 @@ def test_a_signal_ends_a_wait_for_the_claim(synced: Cli, db_url: str) -> None:
         holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", [LOCK_NAMESPACE, uid])
         proc = spawn(synced, "sync", "erp.items", "--wait")
         try:
-            _wait_for(
+            wait_for(
                 lambda: (
                     query(
                         db_url,
@@ -261,7 +260,7 @@ def test_an_entity_removed_during_the_pass_fails_alone(synced: Cli, demo: Any, d
     demo.state.before_page = lambda slug, page, params: time.sleep(0.5) if slug == "customers" else None
     try:
         proc = spawn(synced, "sync", "--all", "--workers", "1", "--json")
-        _wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
+        wait_for(lambda: query(db_url, "SELECT count(*) FROM bridge.sync_runs WHERE status = 'running'") == [(1,)])
         query(db_url, "DELETE FROM bridge.entities WHERE slug = 'orders'")  # by hand, while customers syncs
         code, out, errtext = finish(proc)
     finally:
@@ -536,7 +535,7 @@ def test_a_signal_while_waiting_for_a_lock_on_syncflow_tables_exits_at_once(
         holder.execute("LOCK TABLE bridge.sync_runs IN ACCESS EXCLUSIVE MODE")
         proc = spawn(synced, *args)
         try:
-            _wait_for(
+            wait_for(
                 lambda: (
                     query(
                         db_url,

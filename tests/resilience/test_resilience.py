@@ -20,9 +20,7 @@ import psycopg
 import pytest
 
 from demo_apismith import DROP, DemoServer, DemoState
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
-from tests.test_operation import spawn
-from tests.test_sync import max_rv, rows
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, max_rv, rows, spawn
 
 SLOW_CONFIG = "[sync]\nretry_backoff_seconds = 0\nhttp_timeout_seconds = 0.5\n\n"
 

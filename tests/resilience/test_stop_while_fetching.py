@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
-from tests.test_operation import query, spawn
+from tests.helpers import Cli, query, spawn
 
 
 @pytest.fixture

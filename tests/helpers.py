@@ -1,0 +1,83 @@
+"""Helpers shared by the test modules (the fixtures that use them live in conftest.py).
+
+Test modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg.rows
+from typer.testing import CliRunner
+
+from syncflow.cli import app
+
+DEMO_TOKEN = "demo-secret-token-0123456789"
+TOKEN_ENV = "SYNCFLOW_TEST_APISMITH_TOKEN"
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Cli:
+    """Runs ``syncflow`` in-process with a config file in a temporary folder."""
+
+    config: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        runner = CliRunner()
+        merged = {**self.env, **(env or {})}
+        result = runner.invoke(app, ["--config", str(self.config), *args], env=merged)
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def spawn(cli: Cli, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {**os.environ, **cli.env, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncflow", "--config", str(cli.config), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+
+
+def query(db_url: str, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        cur = conn.execute(sql.encode(), params or [])
+        return cur.fetchall() if cur.description else []
+
+
+def wait_for(check: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def rows(db_url: str, table: str, cols: str = "*", where: str = "true") -> list[dict[str, Any]]:
+    with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute(f"SELECT {cols} FROM {table} WHERE {where}")  # test-only, fixed strings
+        return cur.fetchall()
+
+
+def max_rv(demo: Any, slug: str) -> str:
+    ent = demo.state.entities[slug]
+    return str(max([*ent.versions.values(), *ent.tombstones.values()]))
