@@ -26,7 +26,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -478,7 +478,7 @@ def prefetch(
     max_bytes: int = 12 * 2**20,
     cancel: threading.Event | None = None,
     prepare: Callable[[Page], T],
-) -> Iterator[T]:
+) -> Generator[T, None, None]:
     """Run the stream in a thread, up to ``max_pages`` (and ``max_bytes`` of JSON) ahead.
 
     ``prepare`` runs in that thread too (turning rows into COPY tuples), so the
