@@ -17,10 +17,12 @@ fuzz``; ``HYPOTHESIS_PROFILE=fuzz``), for before releases.
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +33,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 from psycopg.rows import dict_row
 
-from demo_apismith import DemoServer, DemoState
+from demo_apismith import DROP, DemoServer, DemoState
 from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 settings.register_profile(
@@ -62,8 +64,17 @@ COLUMNS = [
     {"name": "OK", "output_alias": "ok", "data_type": "boolean"},
     {"name": "DOC", "output_alias": "doc", "data_type": "json"},
     {"name": "SELECT", "output_alias": "select", "data_type": "NUMBER(9)"},
+    {"name": "DAY", "output_alias": "day", "data_type": "DATEONLY"},
+    {"name": "LOCAL", "output_alias": "local", "data_type": "TIMESTAMP(6)"},
+    {"name": "BOOKED", "output_alias": "booked", "data_type": "DATE"},
+    {"name": "RATIO", "output_alias": "ratio", "data_type": "BINARY_DOUBLE"},
+    {"name": "BIG", "output_alias": "big", "data_type": "INTEGER"},
+    {"name": "RAW", "output_alias": "raw", "data_type": "RAW(16)"},
+    {"name": 'Odd "Name"', "output_alias": "odd name", "data_type": "VARCHAR2(10)"},
 ]
-NON_KEYS = ["amount", "label", "at", "ok", "doc", "select"]
+NON_KEYS = ["amount", "label", "at", "ok", "doc", "select", "day", "local", "booked", "ratio", "big", "raw", "odd name"]
+# Added by the ``add_column`` rule (discovery adds the column; rows read before have no value in it).
+EXTRA = {"name": "EXTRA", "output_alias": "extra", "data_type": "VARCHAR2(30)"}
 
 _chars = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")  # JSON and PostgreSQL text
 amounts = st.builds(
@@ -89,7 +100,14 @@ docs = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(_chars, max_size=4), inner, max_size=3),
     max_leaves=6,
 )
-codes = st.sampled_from(["a", "B", "ü", "a b", "SELECT", "1"])
+codes = st.sampled_from(["a", "B", "ü", "a b", "SELECT", "1", "𝔘", "0000-00-00"])
+days = st.dates(min_value=date(1, 1, 1), max_value=date(9999, 12, 31)).map(lambda d: d.isoformat())
+locals_ = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)).map(lambda d: d.isoformat())
+booked = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)).map(
+    lambda d: d.replace(microsecond=0).isoformat()
+)  # Oracle DATE: whole seconds
+ratios = st.floats(allow_nan=False, allow_infinity=False) | st.just(-0.0) | st.just(5e-324)
+raws = st.binary(max_size=24).map(lambda b: base64.b64encode(b).decode())
 
 
 @st.composite
@@ -101,6 +119,14 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
         "ok": draw(st.none() | st.booleans()),
         "doc": draw(st.none() | docs),
         "select": draw(st.none() | st.integers(-(2**31), 2**31 - 1)),
+        "day": draw(st.none() | days),
+        "local": draw(st.none() | locals_),
+        "booked": draw(st.none() | booked),
+        "ratio": draw(st.none() | ratios),
+        "big": draw(st.none() | st.integers(-(2**63), 2**63 - 1)),
+        "raw": draw(st.none() | raws),
+        "odd name": draw(st.none() | st.text(_chars, max_size=10)),
+        "extra": draw(st.none() | st.text(_chars, max_size=30)),
     }
 
 
@@ -115,8 +141,12 @@ def _typed(column: str, value: Any) -> Any:
     """What PostgreSQL should hold for a source value, in the form psycopg returns it."""
     if value is None:
         return None
-    if column == "at":
+    if column in ("at", "local", "booked"):
         return datetime.fromisoformat(value)
+    if column == "day":
+        return date.fromisoformat(value)
+    if column == "raw":
+        return base64.b64decode(value)
     return value
 
 
@@ -142,6 +172,8 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             self.next_id = 0
             self.discovered = False
             self.hard_deleted: set[tuple[Any, ...]] = set()
+            self.extra_added = False
+            self.history = False
 
         # -- configuration ------------------------------------------------------------------
 
@@ -154,6 +186,7 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
         def configure(self, strategy: str, page_size: int, history: bool, as_strings: bool) -> None:
             self.strategy = strategy
             self.as_strings = as_strings
+            self.history = history
             self.state.set_api("things", {"slug": "things", "delta_strategy": strategy, "columns": COLUMNS})
             entity = f"\n[connectors.erp.entities.things]\npage_size = {page_size}\nhistory = {str(history).lower()}\n"
             cli.config.write_text(
@@ -168,6 +201,8 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
         def _put(self, rows: list[tuple[tuple[Any, ...], dict[str, Any]]], version: int | None = None) -> None:
             payload = []
             for key, rec in rows:
+                if not self.extra_added:
+                    rec = {c: v for c, v in rec.items() if c != "extra"}
                 self.model[key] = rec
                 self.hard_deleted.discard(key)
                 out = {"id": key[0], "code": key[1]}
@@ -237,9 +272,34 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
 
             self.state.before_page = hook
 
-        @rule(count=st.integers(1, 4), status=st.sampled_from([503, 502, 429]))
+        @rule(count=st.integers(1, 4), status=st.sampled_from([503, 502, 429, DROP]))
         def transient_fault(self, count: int, status: int) -> None:
+            """The next ``count`` requests fail (DROP: the connection is cut in the middle of the body)."""
             self.state.fail_next(status, count)
+
+        @precondition(lambda self: self.discovered and not self.extra_added)
+        @rule()
+        def add_column(self) -> None:
+            """The API gains a column; discovery adds it and the next sync fills it in every row."""
+            self.state.set_api(
+                "things", {"slug": "things", "delta_strategy": self.strategy, "columns": [*COLUMNS, EXTRA]}
+            )
+            self._discover_now()
+            self.extra_added = True
+
+        @precondition(lambda self: self.discovered)
+        @rule()
+        def discover_again(self) -> None:
+            """Discovery with nothing changed changes nothing (and never resets what it must not)."""
+            self._discover_now()
+
+        def _discover_now(self) -> None:
+            """Discover; faults queued for the next sync are kept for it (discovery reads /apis only)."""
+            pending = list(self.state.faults)
+            self.state.faults.clear()
+            r = cli("discover")
+            self.state.faults[:] = pending
+            assert r.exit_code == 0, r.stderr
 
         # -- SyncFlow -----------------------------------------------------------------------
 
@@ -285,13 +345,44 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
         # -- the invariant ------------------------------------------------------------------
 
         def _table(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+            """The table's rows by key, their columns named by the API's aliases."""
             with psycopg.connect(db_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute("SELECT columns FROM bridge.entities WHERE slug = 'things'")
+                found = cur.fetchone()
+                assert found is not None
+                alias = {c["pg_name"]: c["api_name"] for c in found["columns"]}
                 cur.execute("SELECT *, doc::text AS doc_text FROM erp.things")
-                return {(r["id"], r["code"]): r for r in cur.fetchall()}
+                rows = [{alias.get(k, k): v for k, v in r.items()} for r in cur.fetchall()]
+                return {(r["id"], r["code"]): r for r in rows}
+
+        def _check_history(self, table: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+            """Each key's versions are contiguous, one is open, and the open one is the table row."""
+            with psycopg.connect(db_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute("SELECT history_table FROM bridge.entities WHERE slug = 'things'")
+                found = cur.fetchone()
+                assert found is not None and found["history_table"]
+                cur.execute(
+                    psycopg.sql.SQL("SELECT * FROM {} ORDER BY _bridge_history_id").format(
+                        psycopg.sql.Identifier("erp", found["history_table"])
+                    )
+                )
+                versions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+                for v in cur.fetchall():
+                    versions.setdefault((v["id"], v["code"]), []).append(v)
+            assert set(versions) == set(table), "history keys differ from the table's"
+            for key, vs in versions.items():
+                for a, b in itertools.pairwise(vs):
+                    assert a["_bridge_valid_to"] == b["_bridge_valid_from"], ("history has a gap", key)
+                assert vs[-1]["_bridge_valid_to"] is None, ("no open version", key)
+                row, last = table[key], vs[-1]
+                assert (last["_bridge_operation"] == "delete") == row["_bridge_deleted"], (key, last, row)
+                assert last["_bridge_rowversion"] == row["_bridge_rowversion"], key
 
         def _check(self, run: dict[str, Any], *, full: bool) -> None:
             table = self._table()
             live = {k: r for k, r in table.items() if not r["_bridge_deleted"]}
+            if self.history:
+                self._check_history(table)
             assert not any(table[k]["_bridge_deleted"] for k in self.model if k in table), (
                 "a live source row is soft-deleted"
             )
@@ -304,11 +395,12 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             assert not missing, f"live source rows missing after success: {sorted(missing, key=repr)[:5]}"
             for key, rec in self.model.items():
                 row = live[key]
-                for column in NON_KEYS:
+                for column in [*NON_KEYS, "extra"] if self.extra_added else NON_KEYS:
                     got = row[column]
                     if column == "doc" and got is not None:
                         got = json.loads(row["doc_text"], parse_float=Decimal)
-                    assert got == _typed(column, rec[column]), (key, column, got, rec[column])
+                    want = _typed(column, rec.get(column))
+                    assert got == want, (key, column, got, want)
             reconciles = self.strategy in ("full", "hash") or full
             guard = any(w.startswith("deleted nothing") for w in run["warnings"])
             if reconciles and not guard:
