@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncflow.typemap import is_widening, map_type
+from syncflow.typemap import MappedType, is_widening, map_type, normalize
 
 
 @pytest.mark.parametrize(
@@ -153,4 +153,136 @@ def test_absent_type_is_text() -> None:
     ],
 )
 def test_widening(old: str, new: str, safe: bool) -> None:
+    assert is_widening(old, new) is safe
+
+
+# -- boundaries of the type table (found by mutation testing) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("VARCHAR2(50 byte)", "varchar(50)"),  # Oracle length semantics in any case
+        ("nvarchar2(8 char)", "varchar(8)"),
+        ("VARCHAR2(1)", "varchar(1)"),  # the smallest length PostgreSQL accepts
+        ("VARCHAR(10485760)", "varchar(10485760)"),  # PostgreSQL's largest varchar(n)
+    ],
+)
+def test_varchar_length_bounds_kept(source: str, expected: str) -> None:
+    """Lengths PostgreSQL can declare become varchar(n); the BYTE/CHAR qualifier is dropped in any case."""
+    assert map_type(source) == MappedType(expected)
+
+
+@pytest.mark.parametrize("source", ["VARCHAR2(0)", "VARCHAR(10485761)", "CHAR(-1)"])
+def test_varchar_length_out_of_range_is_text(source: str) -> None:
+    """A length PostgreSQL cannot declare falls back to unbounded text, still a known type."""
+    assert map_type(source) == MappedType("text")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("NUMBER(19)", "numeric(19,0)"),  # one digit past bigint's 18 safe digits
+        ("NUMBER(18)", "bigint"),
+        ("NUMBER(10,1)", "numeric(10,1)"),  # the smallest scale
+        ("NUMBER(3,3)", "numeric(3,3)"),  # scale equal to precision: only decimals
+        ("NUMBER(1000,2)", "numeric(1000,2)"),  # PostgreSQL's largest precision
+        ("NUMBER(1000)", "numeric(1000,0)"),
+    ],
+)
+def test_number_precision_and_scale_bounds(source: str, expected: str) -> None:
+    """Every precision/scale PostgreSQL can declare is kept exactly."""
+    assert map_type(source) == MappedType(expected)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "NUMBER(1001)",  # beyond PostgreSQL's numeric precision
+        "NUMBER(1001,2)",
+        "NUMBER(0)",  # no digits at all
+        "NUMBER(0,0)",
+        "NUMBER(10,2,1)",  # three arguments: not a numeric declaration
+        "NUMBER(5,6)",  # scale beyond precision
+        "NUMBER(10,-2)",  # negative scale (Oracle rounds to hundreds)
+    ],
+)
+def test_number_that_postgresql_cannot_declare_is_plain_numeric(source: str) -> None:
+    """Unrepresentable precision/scale falls back to unconstrained numeric, which holds any value."""
+    assert map_type(source) == MappedType("numeric")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("double   precision", "double precision"),
+        ("LONG   RAW", "bytea"),
+        ("TIMESTAMP(6) WITH  TIME   ZONE", "timestamptz"),
+        ("timestamp(3)  with local time zone", "timestamptz"),
+    ],
+)
+def test_runs_of_whitespace_in_type_names(source: str, expected: str) -> None:
+    """Whitespace inside a multi-word type name, before or after the arguments, is not significant."""
+    assert map_type(source) == MappedType(expected)
+
+
+@pytest.mark.parametrize(
+    ("catalog", "expected"),
+    [
+        ("character varying(10)", "varchar(10)"),
+        ("CHARACTER VARYING(10)", "varchar(10)"),
+        ("numeric(10, 3)", "numeric(10,3)"),
+        ("numeric(10 ,3)", "numeric(10,3)"),
+        ("timestamp without time zone", "timestamp"),
+        ("timestamp(0) without time zone", "timestamp(0)"),
+        ("timestamp with time zone", "timestamptz"),
+        ("int4", "integer"),
+        ("int8", "bigint"),
+        ("float8", "double precision"),
+        ("float4", "real"),
+        ("bool", "boolean"),
+        ("  Integer ", "integer"),
+        ("text", "text"),
+    ],
+)
+def test_normalize_catalog_spellings(catalog: str, expected: str) -> None:
+    """The catalog's spellings compare equal to map_type's, so an unchanged column is not reported as changed."""
+    assert normalize(catalog) == expected
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "safe"),
+    [
+        ("text", "text", True),  # same type: nothing to do, and nothing unsafe
+        ("jsonb", "jsonb", True),
+        ("int4", "integer", True),
+        ("varchar(10)", "character varying(10)", True),
+        ("varchar(10)", "varchar(010)", True),  # the same length, spelled with a leading zero
+        ("integer", "integer", True),
+        ("integer", "numeric(10,0)", True),  # 10 integer digits hold every integer
+        ("integer", "numeric(11,2)", False),  # only 9 integer digits
+        ("integer", "numeric(12,3)", False),
+        ("bigint", "numeric(19,0)", True),  # 19 integer digits hold every bigint
+        ("bigint", "numeric(18,0)", False),
+        ("bigint", "numeric(20,2)", False),
+        ("bigint", "double precision", False),  # doubles lose integers beyond 2**53
+        ("integer", "text", False),  # not among the protocol's safe widenings
+        ("integer", "real", False),
+        ("numeric(10,3)", "numeric(11,4)", True),  # one more decimal, same integer digits
+        ("numeric(10,3)", "numeric(11,3)", True),
+        ("numeric(10,3)", "numeric(11,5)", False),  # loses an integer digit
+        ("numeric(10,3)", "numeric(10,2)", False),
+        ("numeric(10,3)", "text", False),
+        ("text", "numeric(10,2)", False),
+        ("varchar(10)", "numeric(10,2)", False),
+        ("numeric(10,3)", "integer", False),
+        ("timestamp(0)", "timestamp", True),  # fractional seconds gained
+        ("timestamp(0) without time zone", "timestamp without time zone", True),
+        ("timestamp", "timestamp(0)", False),  # would round fractional seconds
+        ("timestamptz", "timestamptz", True),
+        ("date", "timestamp", False),
+    ],
+)
+def test_widening_boundaries(old: str, new: str, safe: bool) -> None:
+    """Every value of old fits new unchanged exactly when is_widening says so."""
     assert is_widening(old, new) is safe
