@@ -450,3 +450,41 @@ def test_a_cancelled_run_counts_the_batches_it_committed(
     assert stored > 0
     recorded = _rows(db_url, "SELECT records_fetched, records_inserted FROM bridge.sync_runs")[0]
     assert recorded == {"records_fetched": stored, "records_inserted": stored}
+
+
+# -- found by the property test: a row deleted while a full read pages --------------------------
+
+
+@pytest.mark.parametrize(("strategy", "command"), [("full", "sync"), ("hash", "full-refresh")])
+def test_a_row_deleted_during_a_full_read_is_soft_deleted_by_that_run(
+    cli: Cli, server: DemoServer, db_url: str, strategy: str, command: str
+) -> None:
+    """The first read saw the row before it went; the reads that agree do not have it: it is gone.
+
+    Found by tests/property (hash entity, page_size 3, a delete before the third page request of
+    a full-refresh): the run ended ``success`` with the deleted row still live, because the keys
+    seen by every pass were pooled for the delete step instead of those of the pass that proved stable.
+    """
+    st = server.state
+    api = {**_orders_api(), "delta_strategy": strategy}
+    st.set_api("orders", api)
+    st.insert("orders", 11, new_version=False)
+    _configure(cli, server, "page_size = 3")
+    assert cli("discover").exit_code == 0
+    assert cli("sync", "erp.orders").exit_code == 0
+    victim = st.entities["orders"].live()[1][1]  # on page 1, read before it goes
+    calls: list[int] = []
+
+    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
+        calls.append(page)
+        if len(calls) == 3:
+            st.delete("orders", keys=[victim])
+
+    st.before_page = delete_victim
+    code, runs = _sync(cli, command, "erp.orders")
+    st.before_page = None
+    assert code == 0 and runs[0]["status"] == "success", runs
+    live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
+    assert victim not in live, runs[0]["warnings"]
+    assert live == set(st.snapshot("orders"))
+    assert runs[0]["records_deleted"] == 1

@@ -254,8 +254,9 @@ def _run(
     st = stream.state
     stable = not st.unstable
     hold: list[str] = []
+    total = st.first_total
     if not rowversion:
-        stable, hold = _confirm(loader, stream, new_stream, cancel=cancel, on_progress=on_progress)
+        stable, hold, total = _confirm(loader, stream, new_stream, cancel=cancel, on_progress=on_progress)
     stage = loader.stage
     if track_seen:
         # Fresh statistics, so that the anti-join of the delete step is planned as a hash join.
@@ -276,7 +277,7 @@ def _run(
     if reconcile and track_seen:
         if not stable:
             hold.append("the source kept changing while it was read, so rows missing from the fetch may still exist")
-        _reconcile_deletes(conn, entity, options, result, st.first_total, hold, history_table)
+        _reconcile_deletes(conn, entity, options, result, total, hold, history_table)
     previous = None if options.full_refresh else entity.last_rowversion
     verdict = guard.outcome(
         rowversion=rowversion,
@@ -312,7 +313,7 @@ def _confirm(
     *,
     cancel: threading.Event | None,
     on_progress: ProgressFn | None,
-) -> tuple[bool, list[str]]:
+) -> tuple[bool, list[str], int | None]:
     """Full / hash: read the entity again when the first read may have missed rows.
 
     Page-number paging over a changing source can skip a row that shifts
@@ -320,8 +321,10 @@ def _confirm(
     (one of them may be such a row) or when the read showed signs of
     movement (a key twice, the total changed). The run then reads again
     until two consecutive reads return the same keys in the same order — a
-    moment when nothing moved, so every live row was read. Returns (stable,
-    reasons to hold deletions back).
+    moment when nothing moved, so every live row was read. The delete step
+    then compares the table with that last read alone (its keys and its
+    total): a row an earlier read saw before it was deleted is gone. Returns
+    (stable, reasons to hold deletions back, the total the delete step checks).
     """
     st = stream.state
     repeats = loader.result.counts.duplicates  # within batches
@@ -336,13 +339,19 @@ def _confirm(
         repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
     signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats)
     if (not signs and not unseen) or loader.result.counts.rejected:
-        return True, []  # with rejects, deletions are held anyway; a second read would not change that
+        return True, [], st.first_total  # with rejects, deletions are held anyway; a second read would not change that
     counts = loader.result.counts
     digest = st.digest
+    total = st.first_total
     stable = False
     for _ in range(MAX_PASSES - 1):
         again = new_stream()
+        if loader.track_seen:
+            # The delete step compares the table with the pass that proves stable, not with every
+            # pass pooled: a row seen by an earlier pass and gone since is gone from the source.
+            loader.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.SEEN)))
         loader.load(again, cancel=cancel, on_progress=on_progress)
+        total = again.state.first_total
         # Agreeing keys are not enough when a total moved within a read: a row can leave and come
         # back to its place between two page requests, in both reads alike.
         if again.state.complete and again.state.digest == digest and not again.state.total_changed:
@@ -352,7 +361,7 @@ def _confirm(
     if not loader.track_seen:
         # A first load: every distinct row is an insert; the second read's rows are not rows again.
         counts.fetched = counts.inserted + counts.rejected + counts.tombstones
-    return stable, [] if stable else signs
+    return stable, [] if stable else signs, total
 
 
 def _reconcile_deletes(
