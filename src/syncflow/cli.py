@@ -697,21 +697,30 @@ def entity_set(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
     interval: Annotated[int | None, typer.Option("--interval", min=1, help="Seconds between syncs.")] = None,
-    enable: Annotated[
-        bool | None,
-        typer.Option("--enable/--disable", help="Include in 'sync --all' or not.", show_default=False),
-    ] = None,
+    enable_on: Annotated[bool, typer.Option("--enable", help="Include in 'sync --all'.")] = False,
+    enable_off: Annotated[bool, typer.Option("--disable", help="Leave out of 'sync --all'.")] = False,
     page_size: Annotated[int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")] = None,
-    history_flag: Annotated[
-        bool | None,
-        typer.Option(
-            "--history/--no-history",
-            help="Keep every version of every record in <table>__history (turning it off keeps what was recorded).",
-            show_default=False,
-        ),
-    ] = None,
+    history_on: Annotated[
+        bool, typer.Option("--history", help="Keep every version of every record in <table>__history.")
+    ] = False,
+    history_off: Annotated[
+        bool, typer.Option("--no-history", help="Stop recording versions (what was recorded is kept).")
+    ] = False,
 ) -> None:
-    """Change an entity's sync settings in the database (syncflow.toml overrides still win)."""
+    """Change an entity's sync settings in the database.
+
+    A setting that syncflow.toml sets for the entity ([connectors.C.entities.SLUG]) wins over the
+    database: a change it overrides is stored but has no effect, and the command says so and exits 1.
+    Exit 2 for contradicting options (--enable with --disable, --history with --no-history).
+    """
+    for on, off, names in (
+        (enable_on, enable_off, "--enable and --disable"),
+        (history_on, history_off, "--history and --no-history"),
+    ):
+        if on and off:
+            raise UsageError(f"conflicting options: {names}; give one of them")
+    enable = True if enable_on else False if enable_off else None
+    history_flag = True if history_on else False if history_off else None
     if interval is None and enable is None and page_size is None and history_flag is None:
         raise UsageError("nothing to change: give --interval, --enable/--disable, --page-size or --history")
     runtime = _state(ctx).runtime()
@@ -735,8 +744,21 @@ def entity_set(
         f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
         f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
-    for key in data["overridden_by_file"]:
-        err.print(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
+    requested = {"interval_seconds": interval, "enabled": enable, "page_size": page_size, "history": history_flag}
+    ignored = [
+        key
+        for key, value in requested.items()
+        if value is not None and key in data["overridden_by_file"] and data[key] != value
+    ]
+    for key in ignored:
+        err.print(
+            f"[bold red]error:[/] {escape(ref)}: {key} = {escape(json.dumps(data[key]))} in "
+            f"{escape(str(runtime.config.path))} \\[connectors.{escape(entity.connector)}.entities."
+            f"{escape(entity.slug)}] wins over the database, so the change had no effect; remove it from the "
+            "file to use the stored value"
+        )
+    if ignored:
+        raise typer.Exit(EXIT_FAILED)
 
 
 # -- sync ---------------------------------------------------------------------------------
