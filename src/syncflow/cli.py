@@ -40,7 +40,7 @@ from rich.table import Table
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
-from syncflow.config import ConnectorConfig, config_path
+from syncflow.config import ConnectorConfig, EnvFile, config_path, load_env_file
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
     EXIT_CLAIMED,
@@ -110,6 +110,7 @@ class State:
     config_path: Path | None = None
     database_url: str | None = None
     log_format: str = "text"
+    env_file: EnvFile | None = None
 
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
@@ -174,6 +175,15 @@ def main_callback(
             show_default=False,
         ),
     ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Read KEY=VALUE lines (dotenv syntax, 'export' optional) into the environment before anything "
+            "else; variables already set win. Default: $SYNCFLOW_ENV_FILE. A missing file is an error (exit 2).",
+            show_default=False,
+        ),
+    ] = None,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Logs on stderr: readable text or one JSON object per line.")
     ] = LogFormat.text,
@@ -185,7 +195,8 @@ def main_callback(
 ) -> None:
     """Global options come before the command: syncflow --config F sync --all."""
     logs.setup(log_format.value, log_level.value)
-    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value)
+    loaded = guarded(load_env_file)(env_file, os.environ)
+    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, env_file=loaded)
 
 
 # -- connectors -----------------------------------------------------------------------------
