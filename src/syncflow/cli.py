@@ -1327,3 +1327,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+
+# Commands kept in their own modules register themselves on ``app`` when imported.
+from syncflow import cli_doctor  # noqa: E402, F401
