@@ -54,3 +54,51 @@ def test_kubernetes_cronjobs_are_bounded_and_pinned() -> None:
     # Discovery runs on its own, slower schedule and never beside itself.
     d = jobs[discover[0]]["spec"]
     assert d["concurrencyPolicy"] == "Forbid" and _period_seconds(d["schedule"]) > 60
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked(path: Path) -> dict[str, str]:
+    """Package -> version of a hashed lock file; every pin must carry at least one hash."""
+    text = path.read_text(encoding="utf-8")
+    pins: dict[str, str] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", block)
+        if m:
+            assert "--hash=sha256:" in block, f"{m.group(1)} has no hash in {path.name}"
+            pins[_normalize(m.group(1))] = m.group(2)
+    return pins
+
+
+def test_the_lock_files_pin_every_dependency_with_hashes() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    runtime = _locked(ROOT / "requirements.lock")
+    for dep in project["dependencies"]:
+        name = _normalize(re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0])
+        assert name in runtime, f"{name} is in pyproject.toml but not in requirements.lock: run scripts/lock.sh"
+    build = _locked(ROOT / "requirements-build.lock")
+    assert {"pip", "build", "setuptools", "wheel"} <= set(build)
+
+
+def test_the_dockerfile_installs_from_the_locks_on_a_pinned_base() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
+    assert text.count("FROM ${PYTHON_IMAGE}") == 2
+    assert "--require-hashes -r requirements-build.lock" in text
+    assert "--require-hashes -r requirements.lock" in text and "--require-hashes -r /tmp/requirements.lock" in text
+    assert "--no-isolation" in text  # the wheel is built with the pinned setuptools
+
+
+def test_license_and_project_metadata() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
+    assert {"Homepage", "Issues", "Changelog"} <= set(project["urls"])
+    assert "Programming Language :: Python :: 3.11" in project["classifiers"]
