@@ -65,7 +65,8 @@ out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a run or request failed, or status found an unhealthy entity; 2 usage, "
+    "Exit codes: 0 success; 1 a run or request failed, status found an unhealthy entity, doctor a failing check, "
+    "or entity set a change the file overrides; 2 usage, "
     "configuration (no configuration file included) or database unreachable; 75 try again later: an entity "
     "named explicitly is being synced by another process, or another session holds a lock SyncFlow needs "
     "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
