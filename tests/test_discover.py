@@ -271,7 +271,8 @@ def test_entity_set_and_file_overrides(demo_cli: Cli) -> None:
     data = json.loads(demo_cli("entity", "show", "erp.items", "--json").stdout)
     assert data["interval_seconds"] == 60 and data["overridden_by_file"] == ["interval_seconds"]
     r = demo_cli("entity", "set", "erp.items", "--interval", "90")
-    assert "note: interval_seconds is set in" in r.stderr
+    assert r.exit_code == 1 and "interval_seconds = 60 in" in r.stderr and "had no effect" in r.stderr
+    assert "[connectors.erp.entities.items] wins over the database" in r.stderr
     r = demo_cli("entity", "set", "erp.nothing", "--interval", "90")
     assert r.exit_code == 2
     assert r.stderr == "error: no entity 'erp.nothing': run 'syncflow discover erp' or see 'syncflow entities'\n"

@@ -40,7 +40,7 @@ from rich.table import Table
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
-from syncflow.config import ConnectorConfig, config_path
+from syncflow.config import ConnectorConfig, EnvFile, config_path, load_env_file
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
     EXIT_CLAIMED,
@@ -65,7 +65,8 @@ out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 a run or request failed, or status found an unhealthy entity; 2 usage, "
+    "Exit codes: 0 success; 1 a run or request failed, status found an unhealthy entity, doctor a failing check, "
+    "or entity set a change the file overrides; 2 usage, "
     "configuration (no configuration file included) or database unreachable; 75 try again later: an entity "
     "named explicitly is being synced by another process, or another session holds a lock SyncFlow needs "
     "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
@@ -110,6 +111,7 @@ class State:
     config_path: Path | None = None
     database_url: str | None = None
     log_format: str = "text"
+    env_file: EnvFile | None = None
 
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
@@ -174,6 +176,15 @@ def main_callback(
             show_default=False,
         ),
     ] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Read KEY=VALUE lines (dotenv syntax, 'export' optional) into the environment before anything "
+            "else; variables already set win. Default: $SYNCFLOW_ENV_FILE. A missing file is an error (exit 2).",
+            show_default=False,
+        ),
+    ] = None,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Logs on stderr: readable text or one JSON object per line.")
     ] = LogFormat.text,
@@ -185,7 +196,8 @@ def main_callback(
 ) -> None:
     """Global options come before the command: syncflow --config F sync --all."""
     logs.setup(log_format.value, log_level.value)
-    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value)
+    loaded = guarded(load_env_file)(env_file, os.environ)
+    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, env_file=loaded)
 
 
 # -- connectors -----------------------------------------------------------------------------
@@ -697,21 +709,30 @@ def entity_set(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
     interval: Annotated[int | None, typer.Option("--interval", min=1, help="Seconds between syncs.")] = None,
-    enable: Annotated[
-        bool | None,
-        typer.Option("--enable/--disable", help="Include in 'sync --all' or not.", show_default=False),
-    ] = None,
+    enable_on: Annotated[bool, typer.Option("--enable", help="Include in 'sync --all'.")] = False,
+    enable_off: Annotated[bool, typer.Option("--disable", help="Leave out of 'sync --all'.")] = False,
     page_size: Annotated[int | None, typer.Option("--page-size", min=1, max=100_000, help="Rows per page.")] = None,
-    history_flag: Annotated[
-        bool | None,
-        typer.Option(
-            "--history/--no-history",
-            help="Keep every version of every record in <table>__history (turning it off keeps what was recorded).",
-            show_default=False,
-        ),
-    ] = None,
+    history_on: Annotated[
+        bool, typer.Option("--history", help="Keep every version of every record in <table>__history.")
+    ] = False,
+    history_off: Annotated[
+        bool, typer.Option("--no-history", help="Stop recording versions (what was recorded is kept).")
+    ] = False,
 ) -> None:
-    """Change an entity's sync settings in the database (syncflow.toml overrides still win)."""
+    """Change an entity's sync settings in the database.
+
+    A setting that syncflow.toml sets for the entity ([connectors.C.entities.SLUG]) wins over the
+    database: a change it overrides is stored but has no effect, and the command says so and exits 1.
+    Exit 2 for contradicting options (--enable with --disable, --history with --no-history).
+    """
+    for on, off, names in (
+        (enable_on, enable_off, "--enable and --disable"),
+        (history_on, history_off, "--history and --no-history"),
+    ):
+        if on and off:
+            raise UsageError(f"conflicting options: {names}; give one of them")
+    enable = True if enable_on else False if enable_off else None
+    history_flag = True if history_on else False if history_off else None
     if interval is None and enable is None and page_size is None and history_flag is None:
         raise UsageError("nothing to change: give --interval, --enable/--disable, --page-size or --history")
     runtime = _state(ctx).runtime()
@@ -735,8 +756,21 @@ def entity_set(
         f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
         f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
-    for key in data["overridden_by_file"]:
-        err.print(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
+    requested = {"interval_seconds": interval, "enabled": enable, "page_size": page_size, "history": history_flag}
+    ignored = [
+        key
+        for key, value in requested.items()
+        if value is not None and key in data["overridden_by_file"] and data[key] != value
+    ]
+    for key in ignored:
+        err.print(
+            f"[bold red]error:[/] {escape(ref)}: {key} = {escape(json.dumps(data[key]))} in "
+            f"{escape(str(runtime.config.path))} \\[connectors.{escape(entity.connector)}.entities."
+            f"{escape(entity.slug)}] wins over the database, so the change had no effect; remove it from the "
+            "file to use the stored value"
+        )
+    if ignored:
+        raise typer.Exit(EXIT_FAILED)
 
 
 # -- sync ---------------------------------------------------------------------------------
@@ -1294,3 +1328,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+
+# Commands kept in their own modules register themselves on ``app`` when imported.
+from syncflow import cli_doctor  # noqa: E402, F401

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +27,7 @@ from syncflow.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "syncflow.toml"
 CONFIG_ENV = "SYNCFLOW_CONFIG"
+ENV_FILE_ENV = "SYNCFLOW_ENV_FILE"
 ENV_PREFIX = "SYNCFLOW_"
 CONNECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -167,6 +168,54 @@ class LoadedConfig:
                 f"{self.path}: connectors.{name}.token_env: environment variable {conn.token_env} is not set"
             )
         return value
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """An env file that was read: where from, and which of its variables took effect."""
+
+    path: Path
+    origin: str  # "--env-file" or "$SYNCFLOW_ENV_FILE"
+    applied: list[str] = field(default_factory=list)  # set from the file
+    kept: list[str] = field(default_factory=list)  # already in the environment, which wins
+
+
+def load_env_file(cli_path: Path | None, environ: MutableMapping[str, str]) -> EnvFile | None:
+    """Read ``--env-file`` (else ``$SYNCFLOW_ENV_FILE``) into ``environ``, as python-dotenv parses it.
+
+    ``KEY=VALUE`` lines, ``export`` optional, quotes and ``#`` comments as dotenv
+    reads them. A variable already set in the environment (even to "") wins over
+    the file, so a one-off ``VAR=x syncflow ...`` still works. A named file that
+    does not exist or cannot be read is a configuration error.
+    """
+    if cli_path is not None:
+        path, origin = cli_path, "--env-file"
+    elif environ.get(ENV_FILE_ENV):
+        path, origin = Path(environ[ENV_FILE_ENV]), f"${ENV_FILE_ENV}"
+    else:
+        return None
+    from dotenv import dotenv_values
+
+    try:
+        with path.open(encoding="utf-8") as fh:
+            values = dotenv_values(stream=fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: env file not found (given by {origin})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: env file is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read env file (given by {origin}): {exc.strerror}") from None
+    applied: list[str] = []
+    kept: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue  # a bare "KEY" line sets nothing
+        if key in environ:
+            kept.append(key)
+        else:
+            environ[key] = value
+            applied.append(key)
+    return EnvFile(path=path, origin=origin, applied=applied, kept=kept)
 
 
 def config_path(cli_path: Path | None, env: Mapping[str, str] | None = None) -> Path:

@@ -29,17 +29,75 @@ def _table_path(header: str) -> list[str]:
     return [a or b or c for a, b, c in keys]
 
 
+def _target(path: Path) -> Path:
+    """The file to write: a symlinked ``syncflow.toml`` is edited where it points, the link is kept."""
+    return Path(os.path.realpath(path))
+
+
+def _read(path: Path) -> str:
+    """The file's text ('' when it does not exist yet); unreadable is a configuration error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    """Replace the file's content atomically, keeping its mode and owner; errors name the path.
+
+    The new text goes to a temporary file beside the real file (through a symlink),
+    which then replaces it. If the owner cannot be kept (not root, someone else's
+    file), the file is rewritten in place instead, which keeps owner and mode.
+    """
+    target = _target(path)
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.chmod(tmp, st.st_mode & 0o7777 if st is not None else 0o644)
+        if st is not None and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except PermissionError:
+                Path(tmp).unlink(missing_ok=True)
+                _write_in_place(path, target, text)
+                return
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_in_place(path: Path, target: Path, text: str) -> None:
+    try:
+        with target.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+def _write_error(path: Path, exc: OSError) -> ConfigError:
+    target = _target(path)
+    where = f"{path}" if target == path.absolute() else f"{path} (-> {target})"
+    return ConfigError(
+        f"cannot write {where}: {exc.strerror or exc}; nothing was changed (is {target.parent} writable by this user?)"
+    )
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -55,7 +113,7 @@ def add_connector(path: Path, name: str, table: dict[str, Any]) -> None:
         raise UsageError(
             f"invalid connector name {name!r}: use lower-case letters, digits and '_', starting with a letter"
         )
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _read(path)
     current = _parse(path, text)
     if name in (current.get("connectors") or {}):
         raise UsageError(f"{path}: connector {name!r} already exists")
@@ -71,7 +129,9 @@ def add_connector(path: Path, name: str, table: dict[str, Any]) -> None:
 
 def remove_connector(path: Path, name: str) -> None:
     """Cut ``[connectors.NAME]`` and its sub-tables out of the file."""
-    text = path.read_text(encoding="utf-8")
+    if not path.exists():
+        raise ConfigError(f"{path}: configuration file not found")
+    text = _read(path)
     if name not in (_parse(path, text).get("connectors") or {}):
         raise UsageError(f"{path}: no connector named {name!r}")
     lines = text.splitlines(keepends=True)
