@@ -469,7 +469,12 @@ def discover(
             help="Print the plan; change nothing (on a database without SyncFlow metadata, only that is created).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan/result as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print a JSON array, one object per connector (a connector that failed: with its error)."
+        ),
+    ] = False,
     rebuild: Annotated[
         list[str] | None,
         typer.Option(
@@ -507,7 +512,9 @@ def discover(
     for n in names:
         runtime.config.connector(n)
     reports: list[DiscoveryReport] = []
+    documents: list[dict[str, Any]] = []
     failures: list[str] = []
+    exit_code = EXIT_FAILED
     # --dry-run writes nothing once the metadata schema exists (on a new database it creates it first).
     with runtime.metadata(read_only=dry_run and _metadata_current(runtime)) as conn:
         for name in names:
@@ -529,12 +536,15 @@ def discover(
                         wait_seconds=wait_timeout if wait else None,
                     )
             except SyncFlowError as exc:
-                if len(names) == 1:
+                if len(names) == 1 and not as_json:
                     raise
                 failures.append(str(exc))
-                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                documents.append({"connector": name, "error": str(exc)})
+                log.error(str(exc), extra={"event": "error", "connector": name, "error": type(exc).__name__})
+                exit_code = max(exit_code, exc.exit_code) if len(names) == 1 else EXIT_FAILED
                 continue
             reports.append(report)
+            documents.append({**report.to_json(), "error": None})
             if not as_json:
                 _render_report(report)
             for problem in report.rejected:
@@ -543,7 +553,7 @@ def discover(
             for refusal in report.refused:
                 err.print(f"[yellow]refused:[/] {escape(refusal)}")
     if as_json:
-        emit_json([r.to_json() for r in reports])
+        emit_json(documents)  # failed connectors included, with their error
     found = {(r.connector, o.plan.slug) for r in reports for o in r.outcomes}
 
     def slug_at(ref: str, name: str) -> str:
@@ -555,7 +565,7 @@ def discover(
             f"--rebuild {', '.join(unknown)}: no such API at {', '.join(names)}; nothing was rebuilt for it"
         )
     if failures:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(exit_code)
     if any(r.refused for r in reports):
         raise typer.Exit(EXIT_CLAIMED)
 
@@ -781,31 +791,26 @@ class _Board:
         return update
 
 
-def _report(outcome: Outcome, as_json: bool) -> None:
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """One element of ``sync --json``'s array: a run, an entity that could not start, or a skip."""
+    if outcome.result is not None:
+        return outcome.result.to_json()
+    if outcome.error is not None:
+        return {"entity": outcome.entity, "status": "error", "error": outcome.error}
+    return {"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}
+
+
+def _report(outcome: Outcome) -> None:
     if outcome.error is not None:
         log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
-        if as_json:
-            sys.stdout.write(
-                json.dumps({"entity": outcome.entity, "status": "error", "error": outcome.error}, ensure_ascii=False)
-                + "\n"
-            )
-            sys.stdout.flush()
         return
     if outcome.result is None:
         log.info(
             "skipped %s: %s", outcome.entity, outcome.skipped, extra={"event": "skipped", "entity": outcome.entity}
         )
-        if as_json:
-            sys.stdout.write(
-                json.dumps({"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}) + "\n"
-            )
-            sys.stdout.flush()
         return
     result = outcome.result
     c = result.counts
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), default=str, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
     fields = {
         "event": "run_finished",
         "entity": result.entity,
@@ -900,6 +905,8 @@ def _run_syncs(
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+    if as_json:
+        emit_json([_outcome_json(o) for o in outcomes or []])  # one document; [] when nothing was due
     results = [o.result for o in (outcomes or []) if o.result is not None]
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
@@ -957,7 +964,7 @@ def _sync_pass(
             max_delete_fraction=max_delete_fraction,
             cancel=cancel,
             progress=board.for_entity,
-            on_outcome=lambda o: _report(o, as_json),
+            on_outcome=_report,
         )
 
 
@@ -1012,7 +1019,10 @@ WaitTimeoutOpt = Annotated[
         help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
     ),
 ]
-JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
+JsonRunsOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print a JSON array on stdout: one object per entity ([] when nothing is due)."),
+]
 DeleteFractionOpt = Annotated[
     float | None,
     typer.Option(
