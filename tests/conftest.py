@@ -22,6 +22,7 @@ os.environ.setdefault("PGHOST", "127.0.0.1")
 os.environ.setdefault("PGPORT", "5432")
 os.environ.setdefault("PGUSER", "postgres")
 
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,11 +84,19 @@ def demo() -> Iterator[DemoServer]:
         yield server
 
 
+LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ", re.MULTILINE)
+
+
 @dataclass
 class Result:
     exit_code: int
     stdout: str
     stderr: str
+
+    @property
+    def messages(self) -> str:
+        """stderr without the timestamp that starts each log line when stderr is not a terminal."""
+        return LOG_TIMESTAMP.sub("", self.stderr)
 
 
 @dataclass

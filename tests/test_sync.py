@@ -316,13 +316,13 @@ def test_runs_history_json(synced: Cli, demo: Any) -> None:
     r = synced("runs", "--status", "weird")
     assert r.exit_code == 2
     r = synced("runs", "show", "00000000")
-    assert r.exit_code == 2 and r.stderr == "error: no run '00000000'\n"
+    assert r.exit_code == 2 and r.messages == "error: no run '00000000'\n"
 
 
 def test_usage_errors(synced: Cli) -> None:
     r = synced("sync")
     assert r.exit_code == 2
-    assert r.stderr == "error: name the entities to sync (CONNECTOR.SLUG ...) or give --all\n"
+    assert r.messages == "error: name the entities to sync (CONNECTOR.SLUG ...) or give --all\n"
     r = synced("sync", "items")
     assert r.exit_code == 2
     assert "not an entity reference: use CONNECTOR.SLUG" in r.stderr
@@ -332,7 +332,7 @@ def test_sync_all_takes_due_entities(synced: Cli) -> None:
     code, runs, _ = sync_json(synced, "--all")
     assert code == 0 and sorted(r["entity"] for r in runs) == ["erp.customers", "erp.items", "erp.orders"]
     r = synced("sync", "--all")
-    assert r.exit_code == 0 and r.stderr == "nothing is due\n"
+    assert r.exit_code == 0 and r.messages == "nothing is due\n"
     code, runs, _ = sync_json(synced, "--all", "--force")
     assert len(runs) == 3
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,14 +29,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
@@ -110,6 +104,7 @@ class State:
     config_path: Path | None = None
     database_url: str | None = None
     log_format: str = "text"
+    quiet: bool = False
 
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
@@ -184,7 +179,7 @@ def main_callback(
     ] = False,
 ) -> None:
     """Global options come before the command: syncflow --config F sync --all."""
-    logs.setup(log_format.value, log_level.value)
+    logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
     ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value)
 
 
@@ -752,43 +747,159 @@ def entity_set(
 # -- sync ---------------------------------------------------------------------------------
 
 
-class _Board:
-    """Rich progress bars (one per entity) on a terminal; nothing when logs are piped."""
+def _clock(seconds: float) -> str:
+    seconds = max(int(seconds + 0.5), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, enabled: bool) -> None:
+
+@dataclass
+class _Track:
+    """One running entity as the display knows it: the latest progress and when its read began."""
+
+    ref: str
+    started: float
+    read: int = 1
+    read_started: float = 0.0
+    latest: SyncProgress | None = None
+
+    def update(self, p: SyncProgress) -> None:
+        if p.read != self.read:
+            self.read, self.read_started = p.read, time.monotonic()
+        self.latest = p
+
+    @property
+    def name(self) -> str:
+        return self.ref if self.read == 1 else f"{self.ref} (read {self.read})"
+
+    def rate(self) -> float:
+        """Rows per second of the current read."""
+        done = self.latest.read_rows if self.latest else 0
+        took = time.monotonic() - (self.read_started or self.started)
+        return done / took if took > 0 else 0.0
+
+    def describe(self) -> str:
+        """``erp.items: 400/1200 rows (33%), 250 rows/s, ETA 0:00:03``, as logged without a terminal."""
+        p = self.latest
+        if p is None:
+            return f"{self.name}: waiting for the first page ({_clock(time.monotonic() - self.started)} so far)"
+        rate = self.rate()
+        text = f"{self.name}: {p.read_rows}"
+        if p.total is None:
+            return f"{text} rows, {rate:.0f} rows/s"
+        share = min(100 * p.read_rows // p.total, 100) if p.total else 100
+        eta = _clock(max(p.total - p.read_rows, 0) / rate) if rate > 0 else "unknown"
+        return f"{text}/{p.total} rows ({share}%), {rate:.0f} rows/s, ETA {eta}"
+
+
+class _Display:
+    """What a sync shows while it runs; the core reports through callbacks and never prints.
+
+    On a terminal (text logs): one live line per entity, rows done / announced total, rate and
+    ETA, frozen with its status when the entity ends; the summaries are printed once the live
+    display has stopped. Otherwise (cron, pods, JSON logs): a log line when an entity starts,
+    one per running entity every ``progress_interval_seconds``, and the summary.
+    """
+
+    def __init__(self, *, live: bool, interval: float, kind: str, quiet: bool) -> None:
+        self.kind = kind
+        self.quiet = quiet
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.tracks: dict[str, _Track] = {}
+        self.tasks: dict[str, TaskID] = {}
+        self.pending: list[Outcome] = []
+        self.stop = threading.Event()
+        self.ticker: threading.Thread | None = None
         self.bar: Progress | None = None
-        if enabled:
+        if live and not quiet:
             self.bar = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("rows · {task.fields[pages]} pages"),
-                TransferSpeedColumn(),
-                TimeElapsedColumn(),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[rows]}"),
+                TextColumn("{task.fields[tail]}"),
                 console=err,
-                transient=True,
+                transient=False,
             )
 
-    def __enter__(self) -> _Board:
+    def __enter__(self) -> _Display:
         if self.bar is not None:
             self.bar.start()
+        elif not self.quiet:
+            self.ticker = threading.Thread(target=self._tick, name="progress-log", daemon=True)
+            self.ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join(timeout=5)
         if self.bar is not None:
             self.bar.stop()
+        for outcome in self.pending:  # after the live display: each summary on its own line
+            _report(outcome)
+        self.pending.clear()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                tracks = list(self.tracks.values())
+            for t in tracks:
+                p = t.latest
+                counts = {"rows": p.read_rows, "total": p.total, "pages": p.pages, "read": p.read} if p else None
+                log.info(t.describe(), extra={"event": "run_progress", "entity": t.ref, "counts": counts})
 
     def for_entity(self, ref: str) -> Callable[[SyncProgress], None] | None:
+        """Called by the runner as the entity's run begins; returns its progress callback."""
+        track = _Track(ref, started=time.monotonic())
+        with self.lock:
+            self.tracks[ref] = track
         bar = self.bar
         if bar is None:
-            return None
-        shown = escape(ref)  # the description is rendered as markup
-        task = bar.add_task(shown, total=None, pages=0)
+            if not self.quiet:
+                log.info("started %s of %s", self.kind, ref, extra={"event": "run_started", "entity": ref})
+            return track.update
+        task = bar.add_task(escape(ref), total=None, rows="0 rows", tail="")
+        self.tasks[ref] = task
 
         def update(p: SyncProgress) -> None:
-            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{shown} {p.rows} rows")
+            new_read = p.read != track.read
+            track.update(p)
+            if new_read:
+                bar.reset(task, total=p.total, completed=p.read_rows)
+            rate = track.rate()
+            eta = ""
+            if p.total is not None and rate > 0:
+                eta = f"  ETA {_clock(max(p.total - p.read_rows, 0) / rate)}"
+            bar.update(
+                task,
+                description=escape(track.name),
+                total=p.total,
+                completed=p.read_rows,
+                rows=f"{p.read_rows}/{p.total} rows" if p.total is not None else f"{p.read_rows} rows",
+                tail=f"{rate:.0f} rows/s{eta}",
+            )
 
         return update
+
+    def finished(self, outcome: Outcome) -> None:
+        """The entity ended: freeze its line with the status; report now, or after the live display."""
+        with self.lock:
+            track = self.tracks.pop(outcome.entity, None)
+        bar, task = self.bar, self.tasks.get(outcome.entity)
+        if bar is None or task is None:
+            if bar is None:
+                _report(outcome)
+            else:
+                self.pending.append(outcome)
+            return
+        self.pending.append(outcome)
+        result = outcome.result
+        status = result.status if result else ("error" if outcome.error else "skipped")
+        colour = {"success": "green", "partial": "yellow", "skipped": "dim"}.get(status, "red")
+        took = result.duration if result else (time.monotonic() - track.started if track else 0.0)
+        rate = f"{track.rate():.0f} rows/s  " if track and track.latest else ""
+        bar.update(task, tail=f"{rate}[{colour}]{status}[/] in {took:.1f}s")
+        bar.stop_task(task)
 
 
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -825,7 +936,7 @@ def _report(outcome: Outcome) -> None:
         f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {result.duration:.1f}s "
         f"(run {result.uid})"
     )
-    log.info(summary, extra=fields)
+    log.info(summary, extra={**fields, "summary": True})
     for w in result.warnings:
         log.warning(
             "%s: %s", result.entity, w, extra={"event": "run_warning", "entity": result.entity, "run_id": result.uid}
@@ -952,7 +1063,13 @@ def _sync_pass(
     if not entities:
         log.info("nothing is due", extra={"event": "nothing_due"})
         return None
-    with _Board(err.is_terminal and state.log_format == "text") as board:
+    display = _Display(
+        live=err.is_terminal and state.log_format == "text",
+        interval=runtime.config.settings.sync.progress_interval_seconds,
+        kind="full-refresh" if full_refresh else "sync",
+        quiet=state.quiet,
+    )
+    with display:
         return run_entities(
             runtime,
             entities,
@@ -963,8 +1080,8 @@ def _sync_pass(
             explicit=not all_,
             max_delete_fraction=max_delete_fraction,
             cancel=cancel,
-            progress=board.for_entity,
-            on_outcome=_report,
+            progress=display.for_entity,
+            on_outcome=display.finished,
         )
 
 
