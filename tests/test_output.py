@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -54,3 +56,68 @@ def test_discover_json_includes_failed_connectors(synced: Cli) -> None:
     r = synced("discover", "dead", "--json")  # one connector, failing: still one document
     assert r.exit_code == 1
     assert [d["connector"] for d in json.loads(r.stdout)] == ["dead"]
+
+
+# -- 6: times with their offset, in one zone whatever the server session's ----------------------
+
+TOKYO = {"PGTZ": "Asia/Tokyo"}
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")
+
+
+def _times(text: str) -> list[str]:
+    return re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d:\d\d", text)
+
+
+def test_times_are_utc_with_offset_whatever_the_session_zone(synced: Cli) -> None:
+    assert synced("sync", "erp.items").exit_code == 0
+    for args in (("runs",), ("status",), ("entities",), ("db", "status")):
+        plain = synced(*args)
+        tokyo = synced(*args, env=TOKYO)
+        assert plain.stdout == tokyo.stdout, args  # the session's zone changes nothing
+        shown = _times(tokyo.stdout)
+        assert shown and all(t.endswith("+00:00") for t in shown), (args, tokyo.stdout)
+        assert not re.search(r"\d\d:\d\d:\d\d(?![.\d]*[+-]\d\d:\d\d)", tokyo.stdout.replace("0:00:0", "")), args
+    run = json.loads(synced("runs", "--json", env=TOKYO).stdout)[0]
+    assert ISO_UTC.fullmatch(run["started_at"]) and ISO_UTC.fullmatch(run["completed_at"])
+    assert ISO_UTC.fullmatch(json.loads(synced("runs", "show", run["uid"], "--json", env=TOKYO).stdout)["started_at"])
+    health = json.loads(synced("status", "--json", env=TOKYO).stdout)
+    assert all(ISO_UTC.fullmatch(h["next_due_at"]) for h in health)
+    listed = json.loads(synced("entities", "--json", env=TOKYO).stdout)
+    assert ISO_UTC.fullmatch(next(e for e in listed if e["entity"] == "erp.items")["last_sync_at"])
+    migrations = json.loads(synced("db", "status", "--json", env=TOKYO).stdout)["migrations"]
+    assert all(ISO_UTC.fullmatch(m["applied_at"]) for m in migrations)
+
+
+def test_tz_option_and_variable_choose_the_zone(synced: Cli) -> None:
+    assert synced("sync", "erp.items").exit_code == 0
+    utc = _times(synced("runs").stdout)[0]
+    for shown in (
+        synced("--tz", "Asia/Tokyo", "runs").stdout,
+        synced("runs", env={"SYNCFLOW_TZ": "Asia/Tokyo"}).stdout,
+    ):
+        tokyo = _times(shown)[0]
+        assert tokyo.endswith("+09:00")
+        assert datetime.fromisoformat(tokyo) == datetime.fromisoformat(utc)
+    local = synced("--tz", "local", "runs", "--json", env={"TZ": "America/New_York"}).stdout
+    assert json.loads(local)[0]["started_at"][-6:] in ("-05:00", "-04:00")
+    r = synced("--tz", "Mars/Olympus", "runs")
+    assert r.exit_code == 2 and "--tz" in r.messages and "Mars/Olympus" in r.messages
+
+
+def test_as_of_without_offset_is_in_the_chosen_zone(synced: Cli) -> None:
+    assert synced("entity", "set", "erp.orders", "--history").exit_code == 0
+    assert synced("sync", "erp.orders").exit_code == 0
+    key = ("--key", "order_no=SO0000000", "--key", "line_no=1")
+    (version,) = json.loads(synced("history", "erp.orders", *key, "--json").stdout)
+    after = datetime.fromisoformat(version["valid_from"]) + timedelta(seconds=1)
+    in_tokyo = after.astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None).isoformat()
+    # Nine hours later read as UTC would be after the version began; before it began read as Tokyo time.
+    found = json.loads(
+        synced("--tz", "Asia/Tokyo", "history", "erp.orders", *key, "--as-of", in_tokyo, "--json").stdout
+    )
+    assert [v["operation"] for v in found] == ["insert"]
+    before = (datetime.fromisoformat(version["valid_from"]) - timedelta(hours=1)).astimezone(ZoneInfo("Asia/Tokyo"))
+    naive = before.replace(tzinfo=None).isoformat()
+    found = json.loads(synced("--tz", "Asia/Tokyo", "history", "erp.orders", *key, "--as-of", naive, "--json").stdout)
+    assert found == []
+    assert version["valid_from"].endswith("+00:00")

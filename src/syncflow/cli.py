@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import typer
@@ -105,6 +106,8 @@ class State:
     database_url: str | None = None
     log_format: str = "text"
     quiet: bool = False
+    # The zone every time is shown in; None: the machine's local zone (--tz local).
+    tz: tzinfo | None = UTC
 
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
@@ -114,6 +117,44 @@ class State:
 def _state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     return obj if isinstance(obj, State) else State()
+
+
+def parse_zone(name: str) -> tzinfo | None:
+    """``utc``, ``local`` (None: the machine's zone) or an IANA name such as Europe/Paris."""
+    if name.strip().lower() in ("utc", "z", ""):
+        return UTC
+    if name.strip().lower() == "local":
+        time.tzset()  # $TZ as it is now
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--tz {name!r}: not a time zone; give utc, local or an IANA name such as Europe/Paris"
+        ) from None
+
+
+def as_zone(value: datetime | str | None, zone: tzinfo | None) -> datetime | None:
+    """A time from the database (a datetime or its ISO text, any session zone) in the chosen zone."""
+    if value is None:
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(zone)
+
+
+def show_time(value: datetime | str | None, zone: tzinfo | None, *, precise: bool = False) -> str | None:
+    """One format everywhere: ISO 8601 with the offset, to the second (``precise``: as stored)."""
+    when = as_zone(value, zone)
+    if when is None:
+        return None
+    return when.isoformat() if precise else when.isoformat(timespec="seconds")
+
+
+def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, Any]:
+    """``data`` with the times under ``keys`` in the chosen zone, at full precision (for --json)."""
+    return {**data, **{k: show_time(data.get(k), zone, precise=True) for k in keys if k in data}}
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
@@ -173,14 +214,34 @@ def main_callback(
         LogFormat, typer.Option("--log-format", help="Logs on stderr: readable text or one JSON object per line.")
     ] = LogFormat.text,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Least severe log level shown.")] = LogLevel.info,
+    tz: Annotated[
+        str,
+        typer.Option(
+            "--tz",
+            envvar="SYNCFLOW_TZ",
+            metavar="ZONE",
+            help="Zone of the times shown and of an --as-of without offset: utc, local or an IANA name "
+            "(Europe/Paris). Times always carry their offset.",
+        ),
+    ] = "utc",
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Global options come before the command: syncflow --config F sync --all."""
-    logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
-    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value)
+    try:
+        zone = parse_zone(tz)
+    except UsageError as exc:
+        logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
+        log.error(str(exc), extra={"event": "error", "error": "UsageError"})
+        raise typer.Exit(exc.exit_code) from None
+    logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone())
+    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, tz=zone)
+
+
+def _local_zone() -> tzinfo:
+    return datetime.now().astimezone().tzinfo or UTC
 
 
 # -- connectors -----------------------------------------------------------------------------
@@ -364,14 +425,17 @@ def db_upgrade(ctx: typer.Context) -> None:
 @guarded
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
-    runtime = _state(ctx).runtime(require_file=False)
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
     conn = runtime.connect(autocommit=True, read_only=True)
     try:
         with db.translate_locks(conn, runtime.schema):
             status = db.migration_status(conn, runtime.schema)
     finally:
         conn.close()
-    rows: list[dict[str, Any]] = [{"version": m.version, "name": m.name, "applied_at": at} for m, at in status]
+    rows: list[dict[str, Any]] = [
+        {"version": m.version, "name": m.name, "applied_at": show_time(at, state.tz, precise=True)} for m, at in status
+    ]
     if as_json:
         emit_json(
             {
@@ -389,7 +453,7 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
         table.add_row(
             f"{r['version']:04d}",
             escape(r["name"]),
-            escape(r["applied_at"]) if r["applied_at"] else "[yellow]pending[/]",
+            show_time(r["applied_at"], state.tz) or "[yellow]pending[/]",
         )
     out.print(table)
 
@@ -577,7 +641,9 @@ def _metadata_current(runtime: Runtime) -> bool:
 # -- entities -------------------------------------------------------------------------------
 
 
-def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) -> dict[str, Any]:
+def _entity_json(
+    runtime: Runtime, e: store.Entity, *, columns: bool = False, zone: tzinfo | None = UTC
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "entity": e.ref,
         "name": e.api_name,
@@ -590,7 +656,7 @@ def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) ->
         "unsyncable_reason": e.unsyncable_reason,
         "needs_attention": e.needs_attention,
         "missing_at_source": e.missing_at_source,
-        "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+        "last_sync_at": show_time(e.last_sync_at, zone, precise=True),
         "last_sync_status": e.last_sync_status,
         "last_rowversion": e.last_rowversion,
     }
@@ -607,11 +673,15 @@ def entities(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     if connector is not None:
         runtime.config.connector(connector)  # a typo must not look like "no entities"
     with runtime.metadata(read_only=True) as conn:
-        rows = [_entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)]
+        rows = [
+            _entity_json(runtime, e, zone=state.tz)
+            for e in store.list_entities(conn, runtime.schema, connector=connector)
+        ]
     if as_json:
         emit_json(rows)
         return
@@ -634,7 +704,7 @@ def entities(
             escape(", ".join(r["business_keys"])),
             f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
             ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
-            r["last_sync_at"] or "-",
+            show_time(r["last_sync_at"], state.tz) or "-",
             status,
         )
     out.print(table)
@@ -648,9 +718,10 @@ def entity_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an entity's columns: source type, PostgreSQL type and name mapping."""
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     with runtime.metadata(read_only=True) as conn:
-        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True)
+        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True, zone=state.tz)
     if as_json:
         emit_json(data)
         return
@@ -1229,13 +1300,15 @@ def status(
     Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
     deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
     """
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     if connector is not None:
         runtime.config.connector(connector)  # a typo must not pass a health check
     with runtime.metadata(read_only=True) as conn:
         rows = entity_health(
             runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor
         )
+    rows = [zoned(r, state.tz, "last_run_started_at", "last_success_at", "next_due_at") for r in rows]
     if as_json:
         emit_json(rows)
     else:
@@ -1247,10 +1320,10 @@ def status(
             table.add_row(
                 escape(r["entity"]),
                 escape(r["strategy"]),
-                (r["last_run_started_at"] or "never")[:19],
+                show_time(r["last_run_started_at"], state.tz) or "never",
                 f"[{colour}]{r['last_run_status'] or '-'}[/]",
                 str(r["rows"] if r["rows"] is not None else "-"),
-                (r["next_due_at"] or "disabled")[:19],
+                show_time(r["next_due_at"], state.tz) or "disabled",
                 str(r["consecutive_failures"]),
                 "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
             )
@@ -1275,7 +1348,8 @@ def runs_command(
     args = list(args or [])
     if status is not None and status not in runs_mod.STATUSES:
         raise UsageError(f"--status must be one of {', '.join(runs_mod.STATUSES)}")
-    runtime = _state(ctx).runtime(require_file=False)
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
     with runtime.metadata(read_only=True) as conn:
         if args and args[0] == "show":
             if len(args) != 2:
@@ -1283,13 +1357,14 @@ def runs_command(
             run = runs_mod.get_run(conn, runtime.schema, args[1])
             if run is None:
                 raise UsageError(f"no run {args[1]!r}")
-            _show_run(run, as_json)
+            _show_run(zoned(run, state.tz, "started_at", "completed_at"), as_json)
             return
         if len(args) > 1:
             raise UsageError("give at most one CONNECTOR.SLUG")
         if args:
             store.get_entity(conn, runtime.schema, args[0])
         rows = runs_mod.list_runs(conn, runtime.schema, ref=args[0] if args else None, status=status, limit=limit)
+    rows = [zoned(r, state.tz, "started_at", "completed_at") for r in rows]
     if as_json:
         emit_json(rows)
         return
@@ -1312,7 +1387,7 @@ def runs_command(
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
         table.add_row(
-            (r["started_at"] or "")[:19],
+            show_time(r["started_at"], state.tz) or "-",
             escape(r["entity"]),
             r["kind"],
             f"[{colour}]{r['status']}[/]",
@@ -1363,7 +1438,10 @@ def history_command(
     ],
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="ISO 8601 time (UTC when no offset is given): the version valid then."),
+        typer.Option(
+            "--as-of",
+            help="ISO 8601 time, the version valid then; without an offset it is in the --tz zone (UTC by default).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of versions.")] = False,
 ) -> None:
@@ -1374,8 +1452,9 @@ def history_command(
             when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
         except ValueError:
             raise UsageError(f"--as-of {as_of!r} is not an ISO 8601 time, e.g. 2026-11-26T09:30:00+00:00") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+        if when.tzinfo is None:  # in the zone times are shown in (--tz, $SYNCFLOW_TZ; UTC by default)
+            zone = _state(ctx).tz
+            when = when.replace(tzinfo=zone) if zone is not None else when.astimezone()
     runtime = _state(ctx).runtime(require_file=False)
     with runtime.metadata(read_only=True) as conn:
         entity = store.get_entity(conn, runtime.schema, ref)
@@ -1388,6 +1467,7 @@ def history_command(
         if set(given) != set(entity.business_keys):
             raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
         found = history.versions(conn, entity, given, as_of=when)
+    found = [zoned(v, _state(ctx).tz, "valid_from", "valid_to") for v in found]
     if as_json:
         emit_json(found)
         return
@@ -1406,8 +1486,8 @@ def history_command(
     for v in found:
         table.add_row(
             v["operation"],
-            v["valid_from"][:26],
-            (v["valid_to"] or "current")[:26],
+            v["valid_from"],
+            v["valid_to"] or "current",
             str(v["row_version"]),
             (v["run_uid"] or "-")[:8],
             escape(json.dumps(v["data"], default=str, ensure_ascii=False)),
