@@ -172,7 +172,7 @@ def test_exit_code_matrix(demo_cli: Cli, demo: Any, db_url: str) -> None:
     assert demo_cli("discover").exit_code == 0
     assert demo_cli("sync", "--all").exit_code == 0
     r = demo_cli("sync", "--all")
-    assert (r.exit_code, r.stderr) == (0, "nothing is due\n")
+    assert (r.exit_code, r.messages) == (0, "nothing is due\n")
     demo.state.fail_next(503, count=3)
     assert demo_cli("sync", "erp.orders").exit_code == 1
     assert demo_cli("sync", "erp.nope").exit_code == 2

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from typer.core import TyperGroup
+from typer.main import get_command
+from typer.testing import CliRunner
 
+from syncflow.cli import app
 from tests.conftest import TOKEN_ENV, Cli
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ")
@@ -121,3 +126,109 @@ def test_as_of_without_offset_is_in_the_chosen_zone(synced: Cli) -> None:
     found = json.loads(synced("--tz", "Asia/Tokyo", "history", "erp.orders", *key, "--as-of", naive, "--json").stdout)
     assert found == []
     assert version["valid_from"].endswith("+00:00")
+
+
+# -- 12: help texts, global options anywhere, plain words instead of Python values ----------------
+
+
+def _help(*path: str) -> str:
+    r = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, (path, r.output)
+    return r.stdout
+
+
+def _all_commands() -> list[list[str]]:
+    found: list[list[str]] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            found.append([*path, name])
+            walk(sub, [*path, name])
+
+    walk(get_command(app), [])
+    return found
+
+
+def test_every_command_has_an_example_and_no_python_metavars() -> None:
+    for path in [[], *_all_commands()]:
+        text = _help(*path)
+        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text, (path, text)
+        if path and not isinstance(_command(path), TyperGroup):
+            assert "Example" in text and f"syncflow {' '.join(path)}" in text.split("Example", 1)[1], path
+
+
+def _command(path: list[str]) -> object:
+    cmd: Any = get_command(app)
+    for part in path:
+        cmd = cmd.commands[part]
+    return cmd
+
+
+def test_runs_help_lists_statuses_and_full_refresh_has_no_all() -> None:
+    text = " ".join(_help("runs", "list").split())
+    assert "running|success|partial|failed|abandoned|cancelled" in text
+    assert "--all" not in _help("full-refresh")
+
+
+def test_runs_show_is_a_real_subcommand(synced: Cli) -> None:
+    assert "RUN_ID" in _help("runs", "show") and "--limit" not in _help("runs", "show")
+    assert synced("sync", "erp.items").exit_code == 0
+    uid = json.loads(synced("runs", "--json").stdout)[0]["uid"]
+    r = synced("runs", "show", uid[:8], "--limit", "5")
+    assert r.exit_code == 2 and "--limit" in r.stderr
+    assert synced("runs", "show", uid[:8]).exit_code == 0
+    assert synced("runs", "list", "erp.items", "--limit", "1", "--json").exit_code == 0
+    r = synced("runs", "--status", "weird")
+    assert r.exit_code == 2 and "weird" in r.stderr
+
+
+def test_ambiguous_run_prefix_says_how_many_match(synced: Cli) -> None:
+    for _ in range(40):  # 40 runs: some two share a first hex digit
+        assert synced("sync", "erp.customers", "--json").exit_code == 0
+    uids = [r["uid"] for r in json.loads(synced("runs", "--limit", "100", "--json").stdout)]
+    first = max({u[0] for u in uids}, key=lambda c: sum(u.startswith(c) for u in uids))
+    n = sum(u.startswith(first) for u in uids)
+    assert n > 1
+    r = synced("runs", "show", first)
+    assert r.exit_code == 2
+    assert r.messages == f"error: run id {first!r} is ambiguous: {n} runs match; give more characters\n"
+
+
+def test_text_output_shows_no_python_values(synced: Cli) -> None:
+    assert synced("sync", "erp.items").exit_code == 0
+    uid = json.loads(synced("runs", "--json").stdout)[0]["uid"]
+    for args in (("connector", "show", "erp"), ("runs", "show", uid), ("entity", "show", "erp.items")):
+        text = synced(*args).stdout
+        assert not re.search(r": (None|True|False)$", text, re.MULTILINE), (args, text)
+    assert "token_set: yes" in synced("connector", "show", "erp").stdout
+
+
+def test_global_options_after_the_command(synced: Cli, tmp_path: Any) -> None:
+    config = str(synced.config)
+    env = synced.env
+    r = CliRunner().invoke(app, ["entities", "--json", "--config", config], env=env)
+    assert r.exit_code == 0, r.output
+    assert {e["entity"] for e in json.loads(r.stdout)} == {"erp.customers", "erp.items", "erp.orders"}
+    r = CliRunner().invoke(app, ["connector", "list", "--log-format", "json", "-c", config, "--json"], env=env)
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["name"] == "erp"
+    r = CliRunner().invoke(app, ["runs", "--tz=Asia/Tokyo", "--config", config], env=env)
+    assert r.exit_code == 0, r.output
+
+
+# -- 15: --quiet, colours, completion --------------------------------------------------------
+
+
+def test_quiet_keeps_errors_and_the_summaries(synced: Cli) -> None:
+    r = synced("--quiet", "sync", "erp.items", "erp.orders")
+    assert r.exit_code == 0
+    lines = r.messages.splitlines()
+    assert len(lines) == 2 and all(line.startswith("success erp.") for line in lines), lines
+    assert synced("sync", "--all").exit_code == 0
+    r = synced("sync", "--all", "-q")
+    assert r.exit_code == 0 and r.stderr == ""  # "nothing is due" is not an error
+    r = synced("-q", "sync", "erp.nope")
+    assert r.exit_code == 2 and r.messages.startswith("error: no entity 'erp.nope'")
+
+
+def test_completion_is_installable() -> None:
+    assert "--install-completion" in _help()

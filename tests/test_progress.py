@@ -72,12 +72,13 @@ def screen(raw: str) -> list[str]:
     return ["".join(line).rstrip() for line in lines]
 
 
-def run_in_pty(cli: Cli, *args: str, columns: int = 110) -> tuple[int, str]:
+def run_in_pty(cli: Cli, *args: str, columns: int = 110, extra_env: dict[str, str] | None = None) -> tuple[int, str]:
     """``syncflow ARGS`` with stdout and stderr on a pseudo-terminal; returns (exit code, raw output)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    env = {**os.environ, **cli.env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
+    env = {**os.environ, **cli.env, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
+    env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncflow", "--config", str(cli.config), *args],
         stdin=slave,
@@ -176,3 +177,13 @@ def test_progress_interval_is_a_sync_setting(tmp_path: Any) -> None:
     )
     path.write_text("", encoding="utf-8")
     assert resolve(cli_path=path, env={}).settings.sync.progress_interval_seconds == 30
+
+
+def test_no_color_and_the_no_color_option(slow_synced: Cli) -> None:
+    colour = re.compile(r"\x1b\[[0-9;]*m")
+    code, raw = run_in_pty(slow_synced, "sync", "erp.customers")
+    assert code == 0 and colour.search(raw)  # a terminal gets colours by default
+    code, raw = run_in_pty(slow_synced, "status", extra_env={"NO_COLOR": "1"})
+    assert code == 0 and "ok" in raw and not colour.search(raw), raw
+    code, raw = run_in_pty(slow_synced, "status", "--no-color")
+    assert code == 0 and "ok" in raw and not colour.search(raw), raw

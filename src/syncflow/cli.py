@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
@@ -66,21 +67,125 @@ EXIT_CODES_HELP = (
     "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
 )
 
+# Global options, and whether each takes a value: accepted after the command too (moved before it).
+GLOBAL_OPTIONS = {
+    "--config": True,
+    "-c": True,
+    "--database-url": True,
+    "--log-format": True,
+    "--log-level": True,
+    "--tz": True,
+    "--quiet": False,
+    "-q": False,
+    "--no-color": False,
+}
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "int range": "INTEGER"}
+_TYPE_WORDS["float range"] = "NUMBER"
+
+
+def _tidy(cmd: Any) -> Any:
+    """Help without Python types: no ``<bool>`` after flags, ``TEXT`` instead of ``<str>``."""
+    if cmd is None or getattr(cmd, "_tidy", False):
+        return cmd
+    cmd._tidy = True
+    make_help = cmd.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx: None
+        return option
+
+    cmd.get_help_option = help_option
+    for param in getattr(cmd, "params", []):
+        if isinstance(param, TyperArgument) or (isinstance(param, TyperOption) and param.is_flag):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            shown = param.display_type_rich
+
+            def word(ctx: Any, shown: Callable[[Any], str | None] = shown) -> str | None:
+                label = shown(ctx) or ""
+                return _TYPE_WORDS.get(label.strip("<>"), label.strip("<>"))
+
+            param.display_type_rich = word  # type: ignore[method-assign]
+    return cmd
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``syncflow runs --config F`` as ``syncflow --config F runs``: global options after the command move
+    before it (not after ``--``)."""
+    head: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # global options already before the command
+        name = args[i].split("=", 1)[0]
+        takes = GLOBAL_OPTIONS.get(name, False) and "=" not in args[i]
+        head += args[i : i + 1 + takes]
+        i += 1 + takes
+    rest = args[i:]
+    if not rest:
+        return args
+    moved: list[str] = []
+    tail: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            tail += rest[j:]
+            break
+        name = arg.split("=", 1)[0]
+        if j > 0 and name in GLOBAL_OPTIONS:
+            takes = GLOBAL_OPTIONS[name] and "=" not in arg
+            moved += rest[j : j + 1 + takes]
+            j += 1 + takes
+            continue
+        tail.append(arg)
+        j += 1
+    return head + moved + tail
+
+
+class _Group(TyperGroup):
+    """Typer's group, with tidy help for every command and global options accepted anywhere."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return _tidy(super().get_command(ctx, cmd_name))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _tidy(self)
+        if ctx.parent is None:
+            args = hoist_global_options(args)
+        return super().parse_args(ctx, args)
+
+
+class _RunsGroup(_Group):
+    """``runs [list] ...`` lists (the default); ``runs show RUN_ID`` shows one run."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="syncflow",
     help="Keep PostgreSQL in sync with APISmith REST APIs. One pass per invocation, made for cron.\n\n"
     + EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-connector_app = typer.Typer(help="Manage APISmith connectors in syncflow.toml.", no_args_is_help=True)
-db_app = typer.Typer(help="Inspect and upgrade SyncFlow's metadata schema.", no_args_is_help=True)
-entity_app = typer.Typer(help="Show and change one entity's sync settings.", no_args_is_help=True)
+connector_app = typer.Typer(cls=_Group, help="Manage APISmith connectors in syncflow.toml.", no_args_is_help=True)
+db_app = typer.Typer(cls=_Group, help="Inspect and upgrade SyncFlow's metadata schema.", no_args_is_help=True)
+entity_app = typer.Typer(cls=_Group, help="Show and change one entity's sync settings.", no_args_is_help=True)
+runs_app = typer.Typer(
+    cls=_RunsGroup,
+    help="Run history: 'syncflow runs \\[list] [CONNECTOR.SLUG]' lists runs, newest first (the default); "
+    "'syncflow runs show RUN_ID' shows one run with its rejected rows.",
+)
 app.add_typer(connector_app, name="connector")
 app.add_typer(db_app, name="db")
 app.add_typer(entity_app, name="entity")
+app.add_typer(runs_app, name="runs")
 
 
 class LogFormat(enum.StrEnum):
@@ -179,6 +284,15 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def note(*objects: Any) -> None:
+    """An informational message on stderr; --quiet drops it (warnings and errors always show)."""
+    if not _QUIET.is_set():
+        err.print(*objects)
+
+
+_QUIET = threading.Event()
+
+
 def emit_json(data: Any) -> None:
     """JSON on stdout, nothing else, for scripts."""
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
@@ -224,20 +338,41 @@ def main_callback(
             "(Europe/Paris). Times always carry their offset.",
         ),
     ] = "utc",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Only warnings, errors and each run's summary line on stderr: no progress, no other messages.",
+        ),
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colours or styles (also when $NO_COLOR is set).")
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
-    """Global options come before the command: syncflow --config F sync --all."""
+    """Global options go before or after the command: syncflow --config F sync --all."""
     try:
         zone = parse_zone(tz)
     except UsageError as exc:
         logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
         log.error(str(exc), extra={"event": "error", "error": "UsageError"})
         raise typer.Exit(exc.exit_code) from None
-    logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone())
-    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, tz=zone)
+    logs.setup(
+        log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone(), quiet=quiet
+    )
+    if quiet:
+        _QUIET.set()
+    else:
+        _QUIET.clear()
+    for console in (out, err):
+        if no_color or os.environ.get("NO_COLOR"):
+            console.no_color = True
+            console._color_system = None  # no styles either
+    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, tz=zone, quiet=quiet)
 
 
 def _local_zone() -> tzinfo:
@@ -247,7 +382,10 @@ def _local_zone() -> tzinfo:
 # -- connectors -----------------------------------------------------------------------------
 
 
-@connector_app.command("add")
+@connector_app.command(
+    "add",
+    epilog="Example: syncflow connector add erp --url https://apismith.example:8007 --token-env ERP_APISMITH_TOKEN",
+)
 @guarded
 def connector_add(
     ctx: typer.Context,
@@ -298,18 +436,18 @@ def connector_add(
             )
         ) from None
     tomledit.add_connector(path, name, table)
-    err.print(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
+    note(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
     if no_verify_tls:
         err.print("[yellow]warning:[/] TLS verification is off for this connector")
 
 
-@connector_app.command("remove")
+@connector_app.command("remove", epilog="Example: syncflow connector remove erp")
 @guarded
 def connector_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]) -> None:
     """Remove a connector from the file; its tables and history stay in PostgreSQL."""
     path = config_path(_state(ctx).config_path)
     tomledit.remove_connector(path, name)
-    err.print(
+    note(
         f"removed connector [bold]{escape(name)}[/] from {escape(str(path))}; it becomes inactive "
         "in the database on the next run, and its tables and history are kept"
     )
@@ -330,7 +468,7 @@ def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
     }
 
 
-@connector_app.command("list")
+@connector_app.command("list", epilog="Example: syncflow connector list --json")
 @guarded
 def connector_list(
     ctx: typer.Context,
@@ -343,7 +481,7 @@ def connector_list(
         emit_json(rows)
         return
     if not rows:
-        err.print(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
+        note(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
         return
     table = Table(title="Connectors")
     for col in ("name", "base URL", "token", "target schema", "TLS"):
@@ -357,7 +495,7 @@ def connector_list(
     out.print(table)
 
 
-@connector_app.command("show")
+@connector_app.command("show", epilog="Example: syncflow connector show erp")
 @guarded
 def connector_show(
     ctx: typer.Context,
@@ -371,12 +509,12 @@ def connector_show(
         emit_json(data)
         return
     for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
-        out.print(f"[bold]{key}[/]: {escape(str(data[key]))}")
+        out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}")
     for slug, o in data["entities"].items():
         out.print(f"[bold]entities.{escape(slug)}[/]: {escape(json.dumps(o))}")
 
 
-@connector_app.command("test")
+@connector_app.command("test", epilog="Example: syncflow connector test erp")
 @guarded
 def connector_test(
     ctx: typer.Context,
@@ -403,7 +541,7 @@ def connector_test(
 # -- database -------------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog="Example: syncflow db upgrade")
 @guarded
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending metadata migrations (sync, discover and entity set also do this themselves)."""
@@ -416,12 +554,12 @@ def db_upgrade(ctx: typer.Context) -> None:
         conn.close()
     if applied:
         for mig in applied:
-            err.print(f"applied {mig.version:04d}_{mig.name}")
+            note(f"applied {mig.version:04d}_{mig.name}")
     else:
-        err.print(f"schema {runtime.schema!r} is up to date")
+        note(f"schema {runtime.schema!r} is up to date")
 
 
-@db_app.command("status")
+@db_app.command("status", epilog="Example: syncflow db status --json")
 @guarded
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
@@ -511,10 +649,10 @@ def _render_report(report: DiscoveryReport) -> None:
 
             err.print(f"[yellow]attention:[/] {escape(o.plan.ref)}: {escape(attention_message(o.plan))}")
     if not report.outcomes:
-        err.print(f"{escape(report.connector)}: APISmith offers no APIs ({verb} nothing)")
+        note(f"{escape(report.connector)}: APISmith offers no APIs ({verb} nothing)")
 
 
-@app.command("discover")
+@app.command("discover", epilog="Example: syncflow discover erp --dry-run")
 @guarded
 def discover(
     ctx: typer.Context,
@@ -665,7 +803,7 @@ def _entity_json(
     return data
 
 
-@app.command("entities")
+@app.command("entities", epilog="Example: syncflow entities --connector erp")
 @guarded
 def entities(
     ctx: typer.Context,
@@ -710,7 +848,7 @@ def entities(
     out.print(table)
 
 
-@entity_app.command("show")
+@entity_app.command("show", epilog="Example: syncflow entity show erp.items")
 @guarded
 def entity_show(
     ctx: typer.Context,
@@ -736,13 +874,11 @@ def entity_show(
         "last_sync_status",
         "last_rowversion",
     ):
-        value = data[key]
-        shown = ", ".join(value) if isinstance(value, list) else value
         note = " (from syncflow.toml)" if key in data["overridden_by_file"] else ""
-        out.print(f"[bold]{key}[/]: {escape(str(shown))}{note}")
+        out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}{note}")
     for key in ("needs_attention", "unsyncable_reason"):
         if data[key]:
-            out.print(f"[bold red]{key}[/]: {escape(str(data[key]))}")
+            out.print(f"[bold red]{key}[/]: {escape(plain(data[key]))}")
     table = Table(title="Columns")
     for col in (
         "API name",
@@ -767,7 +903,7 @@ def entity_show(
     out.print(table)
 
 
-@entity_app.command("set")
+@entity_app.command("set", epilog="Example: syncflow entity set erp.items --interval 60 --history")
 @guarded
 def entity_set(
     ctx: typer.Context,
@@ -807,12 +943,12 @@ def entity_set(
             if effective_settings(runtime, entity)["history"] and entity.syncable:
                 history.ensure(conn, entity)  # created and seeded now, in this transaction
         data = _entity_json(runtime, entity)
-    err.print(
+    note(
         f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
         f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
     for key in data["overridden_by_file"]:
-        err.print(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
+        note(f"[yellow]note:[/] {key} is set in {escape(str(runtime.config.path))} and wins over the database")
 
 
 # -- sync ---------------------------------------------------------------------------------
@@ -1181,6 +1317,13 @@ SYNC_EXIT_HELP = (
     "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
     "(queries in flight are cancelled; the run is recorded as cancelled)."
 )
+FULL_REFRESH_EXIT_HELP = (
+    "Exit codes: 0 every run succeeded (metrics that cannot be written or pushed are a warning, never a "
+    "failure); 1 a run failed or was partial; 2 usage, configuration (no configuration file) or database "
+    "unreachable; 75 an entity is being synced by another process (use --wait), or another session holds a "
+    "lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM (queries in "
+    "flight are cancelled; the run is recorded as cancelled)."
+)
 MetricsFileOpt = Annotated[
     Path | None,
     typer.Option("--metrics-file", help="Write Prometheus metrics to this node_exporter textfile (atomically)."),
@@ -1222,7 +1365,11 @@ DeleteFractionOpt = Annotated[
 ]
 
 
-@app.command("sync", epilog=SYNC_EXIT_HELP)
+@app.command(
+    "sync",
+    epilog="Examples: syncflow sync erp.items · syncflow sync --all --connector erp · "
+    "syncflow sync --all --json --metrics-file /var/lib/node_exporter/syncflow.prom\n\n" + SYNC_EXIT_HELP,
+)
 @guarded
 def sync(
     ctx: typer.Context,
@@ -1256,7 +1403,10 @@ def sync(
     )
 
 
-@app.command("full-refresh", epilog=SYNC_EXIT_HELP)
+@app.command(
+    "full-refresh",
+    epilog="Example: syncflow full-refresh erp.items erp.orders\n\n" + FULL_REFRESH_EXIT_HELP,
+)
 @guarded
 def full_refresh(
     ctx: typer.Context,
@@ -1284,7 +1434,7 @@ def full_refresh(
     )
 
 
-@app.command("status")
+@app.command("status", epilog="Example: syncflow status --json")
 @guarded
 def status(
     ctx: typer.Context,
@@ -1332,38 +1482,36 @@ def status(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command("runs")
+class RunStatus(enum.StrEnum):
+    running = "running"
+    success = "success"
+    partial = "partial"
+    failed = "failed"
+    abandoned = "abandoned"
+    cancelled = "cancelled"
+
+
+@runs_app.command(
+    "list",
+    epilog="Examples: syncflow runs --limit 5 · syncflow runs erp.items --status failed · syncflow runs list --json",
+)
 @guarded
-def runs_command(
+def runs_list(
     ctx: typer.Context,
-    args: Annotated[
-        list[str] | None,
-        typer.Argument(help="A CONNECTOR.SLUG to filter by, or 'show RUN_UID' for one run.", show_default=False),
+    ref: Annotated[
+        str | None, typer.Argument(metavar="[CONNECTOR.SLUG]", help="Only this entity's runs.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="At most this many runs.")] = 20,
+    status: Annotated[RunStatus | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Show the history of runs, newest first; 'runs show RUN_UID' shows one with its rejects."""
-    args = list(args or [])
-    if status is not None and status not in runs_mod.STATUSES:
-        raise UsageError(f"--status must be one of {', '.join(runs_mod.STATUSES)}")
+    """List runs, newest first (what 'syncflow runs' does)."""
     state = _state(ctx)
     runtime = state.runtime(require_file=False)
     with runtime.metadata(read_only=True) as conn:
-        if args and args[0] == "show":
-            if len(args) != 2:
-                raise UsageError("usage: syncflow runs show RUN_UID")
-            run = runs_mod.get_run(conn, runtime.schema, args[1])
-            if run is None:
-                raise UsageError(f"no run {args[1]!r}")
-            _show_run(zoned(run, state.tz, "started_at", "completed_at"), as_json)
-            return
-        if len(args) > 1:
-            raise UsageError("give at most one CONNECTOR.SLUG")
-        if args:
-            store.get_entity(conn, runtime.schema, args[0])
-        rows = runs_mod.list_runs(conn, runtime.schema, ref=args[0] if args else None, status=status, limit=limit)
+        if ref:
+            store.get_entity(conn, runtime.schema, ref)
+        rows = runs_mod.list_runs(conn, runtime.schema, ref=ref, status=status.value if status else None, limit=limit)
     rows = [zoned(r, state.tz, "started_at", "completed_at") for r in rows]
     if as_json:
         emit_json(rows)
@@ -1403,6 +1551,36 @@ def runs_command(
     out.print(table)
 
 
+@runs_app.command("show", epilog="Example: syncflow runs show 3f2a9c1e  (a prefix of the id will do)")
+@guarded
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id, or a prefix of it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Show one run with its rejected rows."""
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
+    with runtime.metadata(read_only=True) as conn:
+        run = runs_mod.get_run(conn, runtime.schema, run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r}")
+    _show_run(zoned(run, state.tz, "started_at", "completed_at"), as_json)
+
+
+def plain(value: Any) -> str:
+    """A value as words for text output: never Python's None/True/False."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
+
+
 def _show_run(run: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(run)
@@ -1410,7 +1588,7 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
     for key, value in run.items():
         if key in ("rejects", "error_details"):
             continue
-        out.print(f"[bold]{key}[/]: {escape(str(value))}")
+        out.print(f"[bold]{key}[/]: {escape(plain(value))}")
     if run["error_details"]:
         out.print(f"[bold]error_details[/]: {escape(json.dumps(run['error_details'], default=str))}")
     if run["rejects"]:
@@ -1427,7 +1605,9 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
         out.print(table)
 
 
-@app.command("history")
+@app.command(
+    "history", epilog="Example: syncflow history erp.items --key item_number=ABC123 --as-of 2026-11-01T00:00:00Z"
+)
 @guarded
 def history_command(
     ctx: typer.Context,
@@ -1478,7 +1658,7 @@ def history_command(
                 f" 'syncflow entity set {escape(ref)} --history' (or history = true in the file)"
             )
             raise typer.Exit(EXIT_FAILED)
-        err.print(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
+        note(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
         return
     table = Table(title=escape(f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items())))
     for col in ("operation", "valid from", "valid to", "row version", "run", "data"):
