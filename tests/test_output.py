@@ -232,3 +232,27 @@ def test_quiet_keeps_errors_and_the_summaries(synced: Cli) -> None:
 
 def test_completion_is_installable() -> None:
     assert "--install-completion" in _help()
+
+
+# -- 8: tables at 80 columns -----------------------------------------------------------------
+
+
+def test_tables_fit_80_columns_without_truncating_names_statuses_or_times(synced: Cli) -> None:
+    assert synced("sync", "--all").exit_code == 0
+    assert synced("entity", "set", "erp.customers", "--interval", "86400").exit_code == 0
+    narrow = {"COLUMNS": "80"}
+    for args in (("runs",), ("status",), ("entities",), ("connector", "list"), ("discover", "--dry-run")):
+        r = synced(*args, env=narrow)
+        assert r.exit_code == 0, (args, r.stderr)
+        lines = r.stdout.splitlines()
+        assert lines and max(len(line) for line in lines) <= 80, (args, r.stdout)
+        assert "…" not in r.stdout, (args, r.stdout)
+        if args[0] != "connector":
+            assert all(ref in r.stdout for ref in ("erp.customers", "erp.items", "erp.orders")), r.stdout
+        for time in _times(r.stdout):
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", time)
+    runs = synced("runs", env=narrow).stdout
+    assert runs.count("success") == 3 and len(_times(runs)) == 3  # statuses and start times whole
+    assert "erp.customers" in synced("status", env=narrow).stdout
+    wide = synced("runs", env={"COLUMNS": "200"}).stdout
+    assert "unch" in wide and "unch" not in runs  # a less important column was dropped, not squeezed

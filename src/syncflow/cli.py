@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
@@ -293,6 +294,46 @@ def note(*objects: Any) -> None:
 _QUIET = threading.Event()
 
 
+@dataclass(frozen=True)
+class Col:
+    """A table column: ``drop`` 0 is never dropped nor cut (names, statuses, times); higher ones are
+    dropped first when the console is narrow; ``wrap`` columns may fold onto several lines instead."""
+
+    header: str
+    drop: int = 0
+    wrap: bool = False
+
+
+def fit_table(title: str, cols: list[Col], rows: list[list[str]], *, caption: str | None = None) -> Table:
+    """A table that fits the console: it drops the least important columns, then folds the wrappable
+    ones; the others (entity names, statuses, times) are never truncated."""
+
+    def natural(i: int) -> int:
+        cells = [cols[i].header, *(r[i] for r in rows)]
+        return max(Text.from_markup(line).cell_len for c in cells for line in (c.split("\n") or [""]))
+
+    def least(i: int) -> int:
+        return min(natural(i), 12) if cols[i].wrap else natural(i)
+
+    keep = list(range(len(cols)))
+    width = out.width
+    while sum(least(i) + 3 for i in keep) + 1 > width:
+        droppable = [i for i in keep if cols[i].drop > 0]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+    table = Table(title=title, caption=caption if width >= 60 else None)
+    for i in keep:
+        c = cols[i]
+        if c.wrap:
+            table.add_column(c.header, overflow="fold", min_width=least(i))
+        else:
+            table.add_column(c.header, no_wrap=True, min_width=natural(i))
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    return table
+
+
 def emit_json(data: Any) -> None:
     """JSON on stdout, nothing else, for scripts."""
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
@@ -364,6 +405,14 @@ def main_callback(
     logs.setup(
         log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone(), quiet=quiet
     )
+    columns = os.environ.get("COLUMNS", "")
+    # A pipe (cron logs, CI) gets wide tables instead of rich's 80-column default; $COLUMNS wins.
+    if columns.isdigit():
+        out.width = int(columns)
+    elif sys.stdout.isatty():
+        out._width = None  # the terminal's own width
+    else:
+        out.width = 160
     if quiet:
         _QUIET.set()
     else:
@@ -483,15 +532,17 @@ def connector_list(
     if not rows:
         note(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
         return
-    table = Table(title="Connectors")
-    for col in ("name", "base URL", "token", "target schema", "TLS"):
-        table.add_column(col)
+    cols = [Col("name"), Col("base URL", wrap=True), Col("token", 2, wrap=True), Col("target schema", 3), Col("TLS", 1)]
+    cells = []
     for r in rows:
         token = "-" if not r["token_env"] else f"${r['token_env']} ({'set' if r['token_set'] else 'NOT SET'})"
-        table.add_row(
-            *(escape(str(v)) for v in (r["name"], r["base_url"], token, r["target_schema"])),
-            escape(str(r["verify_tls"]).lower()),
+        cells.append(
+            [
+                *(escape(str(v)) for v in (r["name"], r["base_url"], token, r["target_schema"])),
+                escape(str(r["verify_tls"]).lower()),
+            ]
         )
+    table = fit_table("Connectors", cols, cells)
     out.print(table)
 
 
@@ -601,9 +652,15 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
 
 def _render_report(report: DiscoveryReport) -> None:
     verb = "would" if report.dry_run else "did"
-    table = Table(title=f"Discovery of {escape(report.connector)}" + (" (dry run)" if report.dry_run else ""))
-    for col in ("entity", "table", "strategy", "keys", "action", "changes"):
-        table.add_column(col)
+    cols = [
+        Col("entity"),
+        Col("table", 2, wrap=True),
+        Col("strategy", 3),
+        Col("keys", 4, wrap=True),
+        Col("action"),
+        Col("changes", wrap=True),
+    ]
+    cells: list[list[str]] = []
     for o in report.outcomes:
         p = o.plan
         changes: list[str] = []
@@ -627,14 +684,18 @@ def _render_report(report: DiscoveryReport) -> None:
         if o.refused:
             changes.append("[yellow]refused: a sync is running; nothing changed[/]")
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
-        table.add_row(
-            escape(p.ref),
-            escape(f"{p.target_schema}.{p.target_table}"),
-            escape(p.delta_strategy),
-            escape(", ".join(p.business_keys)),
-            action,
-            "\n".join(changes) or "-",
+        cells.append(
+            [
+                escape(p.ref),
+                escape(f"{p.target_schema}.{p.target_table}"),
+                escape(p.delta_strategy),
+                escape(", ".join(p.business_keys)),
+                action,
+                "\n".join(changes) or "-",
+            ]
         )
+    title = f"Discovery of {escape(report.connector)}" + (" (dry run)" if report.dry_run else "")
+    table = fit_table(title, cols, cells)
     out.print(table)
     for w in report.warnings + [w for o in report.outcomes for w in o.plan.warnings]:
         err.print(f"[yellow]warning:[/] {escape(report.connector)}: {escape(w)}")
@@ -823,9 +884,17 @@ def entities(
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="Entities")
-    for col in ("entity", "table", "strategy", "keys", "interval", "enabled", "last sync", "status"):
-        table.add_column(col)
+    cols = [
+        Col("entity"),
+        Col("table", 3, wrap=True),
+        Col("strategy", 4),
+        Col("keys", 5, wrap=True),
+        Col("interval", 6),
+        Col("enabled", 7),
+        Col("last sync", 2),
+        Col("status"),
+    ]
+    cells = []
     for r in rows:
         status = r["last_sync_status"] or "never"
         if r["needs_attention"]:
@@ -835,16 +904,19 @@ def entities(
         elif r["missing_at_source"]:
             status = "[yellow]missing at source[/]"
         mark = " (file)"
-        table.add_row(
-            escape(r["entity"]),
-            escape(r["table"]),
-            escape(r["delta_strategy"]),
-            escape(", ".join(r["business_keys"])),
-            f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
-            ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
-            show_time(r["last_sync_at"], state.tz) or "-",
-            status,
+        cells.append(
+            [
+                escape(r["entity"]),
+                escape(r["table"]),
+                escape(r["delta_strategy"]),
+                escape(", ".join(r["business_keys"])),
+                f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
+                ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
+                show_time(r["last_sync_at"], state.tz) or "-",
+                status,
+            ]
         )
+    table = fit_table("Entities", cols, cells)
     out.print(table)
 
 
@@ -1462,21 +1534,32 @@ def status(
     if as_json:
         emit_json(rows)
     else:
-        table = Table(title="SyncFlow status")
-        for col in ("entity", "strategy", "last run", "result", "rows", "next due", "failures", "health"):
-            table.add_column(col)
+        cols = [
+            Col("entity"),
+            Col("strategy", 5),
+            Col("last run", 2),
+            Col("result"),
+            Col("rows", 3),
+            Col("next due", 6),
+            Col("failures", 4),
+            Col("health", wrap=True),
+        ]
+        cells = []
         for r in rows:
             colour = {"success": "green", "partial": "yellow", None: "dim"}.get(r["last_run_status"], "red")
-            table.add_row(
-                escape(r["entity"]),
-                escape(r["strategy"]),
-                show_time(r["last_run_started_at"], state.tz) or "never",
-                f"[{colour}]{r['last_run_status'] or '-'}[/]",
-                str(r["rows"] if r["rows"] is not None else "-"),
-                show_time(r["next_due_at"], state.tz) or "disabled",
-                str(r["consecutive_failures"]),
-                "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+            cells.append(
+                [
+                    escape(r["entity"]),
+                    escape(r["strategy"]),
+                    show_time(r["last_run_started_at"], state.tz) or "never",
+                    f"[{colour}]{r['last_run_status'] or '-'}[/]",
+                    str(r["rows"] if r["rows"] is not None else "-"),
+                    show_time(r["next_due_at"], state.tz) or "disabled",
+                    str(r["consecutive_failures"]),
+                    "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+                ]
             )
+        table = fit_table("SyncFlow status", cols, cells)
         out.print(table)
     if any(not r["healthy"] for r in rows):
         raise typer.Exit(EXIT_FAILED)
@@ -1516,38 +1599,42 @@ def runs_list(
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="Sync runs", caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)")
-    for col in (
-        "started",
-        "entity",
-        "kind",
-        "status",
-        "fetched",
-        "ins",
-        "upd",
-        "unch",
-        "del",
-        "rej",
-        "seconds",
-        "run",
-    ):
-        table.add_column(col, overflow="fold")
+    cols = [
+        Col("started"),
+        Col("entity"),
+        Col("kind", 4),
+        Col("status"),
+        Col("fetched", 2),
+        Col("ins", 5),
+        Col("upd", 5),
+        Col("unch", 7),
+        Col("del", 6),
+        Col("rej", 5),
+        Col("seconds", 3),
+        Col("run", 1),
+    ]
+    cells = []
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
-        table.add_row(
-            show_time(r["started_at"], state.tz) or "-",
-            escape(r["entity"]),
-            r["kind"],
-            f"[{colour}]{r['status']}[/]",
-            str(r["records_fetched"]),
-            str(r["records_inserted"]),
-            str(r["records_updated"]),
-            str(r["records_unchanged"]),
-            str(r["records_deleted"]),
-            str(r["records_rejected"]),
-            f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
-            r["uid"][:8],
+        cells.append(
+            [
+                show_time(r["started_at"], state.tz) or "-",
+                escape(r["entity"]),
+                r["kind"],
+                f"[{colour}]{r['status']}[/]",
+                str(r["records_fetched"]),
+                str(r["records_inserted"]),
+                str(r["records_updated"]),
+                str(r["records_unchanged"]),
+                str(r["records_deleted"]),
+                str(r["records_rejected"]),
+                f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
+                r["uid"][:8],
+            ]
         )
+    table = fit_table(
+        "Sync runs", cols, cells, caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)"
+    )
     out.print(table)
 
 
