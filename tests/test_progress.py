@@ -9,6 +9,7 @@ Without a terminal: timestamped start, progress and summary lines.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import struct
@@ -187,3 +188,17 @@ def test_no_color_and_the_no_color_option(slow_synced: Cli) -> None:
     assert code == 0 and "ok" in raw and not colour.search(raw), raw
     code, raw = run_in_pty(slow_synced, "status", "--no-color")
     assert code == 0 and "ok" in raw and not colour.search(raw), raw
+
+
+def test_json_logs_carry_run_started_and_run_progress(slow_synced: Cli) -> None:
+    slow_synced.config.write_text(
+        slow_synced.config.read_text().replace("[sync]\n", "[sync]\nprogress_interval_seconds = 0.1\n"),
+        encoding="utf-8",
+    )
+    r = slow_synced("--log-format", "json", "sync", "erp.items")
+    assert r.exit_code == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "run_started" and names[-1] == "run_finished" and "run_progress" in names, names
+    progress = next(e for e in events if e["event"] == "run_progress" and e.get("counts"))
+    assert progress["entity"] == "erp.items" and progress["counts"]["total"] == 120
