@@ -147,7 +147,7 @@ def cli_wait4(config: Path, db_url: str, *args: str) -> tuple[float, float, int]
         errf.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"syncflow {' '.join(args)} exited {proc.returncode}:\n{errf.read().decode()}")
-        rows = sum(orjson.loads(line).get("records_fetched", 0) for line in out.read().splitlines() if line.strip())
+        rows = sum(run.get("records_fetched", 0) for run in orjson.loads(out.read() or b"[]"))  # one JSON array
     return wall, usage.ru_maxrss / 1024, rows
 
 

@@ -6,6 +6,7 @@ Test modules import from here, never from each other.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,11 +24,19 @@ DEMO_TOKEN = "demo-secret-token-0123456789"
 TOKEN_ENV = "SYNCFLOW_TEST_APISMITH_TOKEN"
 
 
+LOG_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ", re.MULTILINE)
+
+
 @dataclass
 class Result:
     exit_code: int
     stdout: str
     stderr: str
+
+    @property
+    def messages(self) -> str:
+        """stderr without the timestamp that starts each log line when stderr is not a terminal."""
+        return LOG_TIMESTAMP.sub("", self.stderr)
 
 
 @dataclass

@@ -20,14 +20,14 @@ def test_toml_syntax_error_names_line_and_column(cli: Cli) -> None:
     path = write(cli, '[database]\nschema = "bridge"\n[sync]\npage_size = \n')
     r = cli("connector", "list")
     assert r.exit_code == 2
-    assert r.stderr == f"error: {path}:4:13: TOML syntax error: Invalid value\n"
+    assert r.messages == f"error: {path}:4:13: TOML syntax error: Invalid value\n"
 
 
 def test_unknown_key_and_wrong_type_reported_together(cli: Cli) -> None:
     path = write(cli, '[sync]\npage_size = "lots"\nworkerz = 3\n')
     r = cli("connector", "list")
     assert r.exit_code == 2
-    lines = r.stderr.splitlines()
+    lines = r.messages.splitlines()
     assert (
         f"error: {path}: sync.page_size: Input should be a valid integer, unable to parse string as an integer" in lines
     )
@@ -40,7 +40,7 @@ def test_literal_token_is_refused(cli: Cli) -> None:
     r = cli("connector", "list")
     assert r.exit_code == 2
     assert "eyJsecret" not in r.stderr + r.stdout
-    assert r.stderr == (
+    assert r.messages == (
         f"error: {path}: connectors.erp.token: a literal token is not allowed in the file; put it in an "
         'environment variable and name that variable with token_env = "ERP_APISMITH_TOKEN"\n'
     )
@@ -50,7 +50,7 @@ def test_invalid_url(cli: Cli) -> None:
     path = write(cli, '[connectors.erp]\nbase_url = "ftp://x.example"\n')
     r = cli("connector", "list")
     assert r.exit_code == 2
-    assert r.stderr == (
+    assert r.messages == (
         f"error: {path}: connectors.erp.base_url: invalid URL 'ftp://x.example': "
         "expected http://host[:port][/path] or https://...\n"
     )
@@ -60,14 +60,14 @@ def test_token_variable_not_set(cli: Cli) -> None:
     path = write(cli, '[connectors.erp]\nbase_url = "http://127.0.0.1:9"\ntoken_env = "NOPE_NOT_SET"\n')
     r = cli("connector", "test", "erp", env={"NOPE_NOT_SET": ""})
     assert r.exit_code == 2
-    assert r.stderr == f"error: {path}: connectors.erp.token_env: environment variable NOPE_NOT_SET is not set\n"
+    assert r.messages == f"error: {path}: connectors.erp.token_env: environment variable NOPE_NOT_SET is not set\n"
 
 
 def test_missing_explicit_file(cli: Cli) -> None:
     cli.config.unlink()
     r = cli("connector", "list")
     assert r.exit_code == 2
-    assert r.stderr == f"error: {cli.config}: configuration file not found\n"
+    assert r.messages == f"error: {cli.config}: configuration file not found\n"
 
 
 def test_environment_overrides_file_and_is_named_in_errors(tmp_path: Path) -> None:
@@ -127,7 +127,7 @@ def test_credentials_in_base_url_are_refused_in_the_file(cli: Cli, url: str) -> 
         r = cli(*args)
         assert r.exit_code == 2, args
         assert "S3cretPW" not in r.stdout + r.stderr
-        assert r.stderr == f"error: {path}: connectors.erp.base_url: {CREDS_FIX}\n"
+        assert r.messages == f"error: {path}: connectors.erp.base_url: {CREDS_FIX}\n"
 
 
 def test_credentials_in_base_url_are_refused_by_connector_add(cli: Cli) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 ADD = ("connector", "add", "crm", "--url", "https://crm.example")
 START = '# production\n[connectors.erp]\nbase_url = "https://erp.example"\n'

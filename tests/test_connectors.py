@@ -70,7 +70,7 @@ def test_add_creates_file_and_refuses_duplicates_and_bad_names(cli: Cli) -> None
     assert cli("connector", "add", "erp", "--url", "http://localhost:8007").exit_code == 0
     r = cli("connector", "add", "erp", "--url", "http://localhost:8007")
     assert r.exit_code == 2
-    assert r.stderr == f"error: {cli.config}: connector 'erp' already exists\n"
+    assert r.messages == f"error: {cli.config}: connector 'erp' already exists\n"
     r = cli("connector", "add", "Bad-Name", "--url", "http://localhost:8007")
     assert r.exit_code == 2
     assert "invalid connector name 'Bad-Name'" in r.stderr
@@ -95,7 +95,7 @@ def test_connector_test_reports_success_and_each_failure(demo_cli: Cli, tmp_path
     demo_cli("connector", "add", "dead", "--url", "http://127.0.0.1:9")
     r = demo_cli("connector", "test", "dead")
     assert r.exit_code == 1
-    assert r.stderr.startswith("error: connector dead: cannot connect to http://127.0.0.1:9/api/v1/apis")
+    assert r.messages.startswith("error: connector dead: cannot connect to http://127.0.0.1:9/api/v1/apis")
 
     demo_cli("connector", "add", "nowhere", "--url", "http://no-such-host.invalid")
     r = demo_cli("connector", "test", "nowhere")
@@ -124,4 +124,4 @@ def test_show_and_list_table(demo_cli: Cli) -> None:
     assert "target_schema: erp" in r.stdout
     r = demo_cli("connector", "show", "nope")
     assert r.exit_code == 2
-    assert r.stderr == f"error: {demo_cli.config}: no connector named 'nope' (configured: erp)\n"
+    assert r.messages == f"error: {demo_cli.config}: no connector named 'nope' (configured: erp)\n"

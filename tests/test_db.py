@@ -60,9 +60,9 @@ def test_concurrent_processes(db_url: str) -> None:
 def test_db_status_and_upgrade_commands(cli: Cli) -> None:
     r = cli("db", "upgrade")
     assert r.exit_code == 0
-    assert r.stderr.startswith("applied 0001_initial")
+    assert r.messages.startswith("applied 0001_initial")
     r = cli("db", "upgrade")
-    assert r.stderr == "schema 'bridge' is up to date\n"
+    assert r.messages == "schema 'bridge' is up to date\n"
     r = cli("db", "status", "--json")
     assert '"name": "initial"' in r.stdout
 
@@ -71,7 +71,7 @@ def test_unreachable_database_one_line_exit_2(cli: Cli) -> None:
     url = "postgresql://postgres:hunter2@127.0.0.1:9/nodb"
     r = cli("entities", env={"SYNCFLOW_DATABASE_URL": url})
     assert r.exit_code == 2
-    assert r.stderr.startswith("error: cannot connect to PostgreSQL at host 127.0.0.1, port 9, database nodb: ")
+    assert r.messages.startswith("error: cannot connect to PostgreSQL at host 127.0.0.1, port 9, database nodb: ")
     assert "hunter2" not in r.stderr
     assert len(r.stderr.splitlines()) == 1
 

@@ -236,12 +236,12 @@ def test_failure_midway_leaves_nothing_half_made(demo_cli: Cli, demo: Any, db_ur
 def test_errors_name_the_connector_never_the_token(demo_cli: Cli, demo: Any) -> None:
     r = demo_cli("discover", env={TOKEN_ENV: "wrong-token-value"})
     assert r.exit_code == 1
-    assert r.stderr.startswith("error: connector erp: APISmith refused the token (HTTP 401)")
+    assert r.messages.startswith("error: connector erp: APISmith refused the token (HTTP 401)")
     assert "wrong-token-value" not in r.stderr and "Traceback" not in r.stderr
     demo_cli("connector", "add", "dead", "--url", "http://127.0.0.1:9")
     r = demo_cli("discover", "dead")
     assert r.exit_code == 1
-    assert r.stderr.startswith("error: connector dead: cannot connect to http://127.0.0.1:9/api/v1/apis")
+    assert r.messages.startswith("error: connector dead: cannot connect to http://127.0.0.1:9/api/v1/apis")
     assert DEMO_TOKEN not in r.stdout + r.stderr
 
 
@@ -275,4 +275,4 @@ def test_entity_set_and_file_overrides(demo_cli: Cli) -> None:
     assert "[connectors.erp.entities.items] wins over the database" in r.stderr
     r = demo_cli("entity", "set", "erp.nothing", "--interval", "90")
     assert r.exit_code == 2
-    assert r.stderr == "error: no entity 'erp.nothing': run 'syncflow discover erp' or see 'syncflow entities'\n"
+    assert r.messages == "error: no entity 'erp.nothing': run 'syncflow discover erp' or see 'syncflow entities'\n"

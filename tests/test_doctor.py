@@ -17,7 +17,7 @@ from demo_apismith import DemoServer, DemoState
 from syncflow import doctor
 from syncflow.cli import app
 from syncflow.runtime import Runtime
-from tests.conftest import TOKEN_ENV, Cli
+from tests.helpers import TOKEN_ENV, Cli
 
 
 def jwt(exp: datetime | None, signature: str = "c2lnbmF0dXJlLXRoYXQtbXVzdC1zdGF5LXNlY3JldA") -> str:
@@ -162,11 +162,11 @@ def test_config_file_rules(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyP
     r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": str(cli.config)})
     assert json.loads(r.stdout)["config"]["found_by"] == "$SYNCFLOW_CONFIG"
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": None})  # type: ignore[dict-item]
+    r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": None})
     report = json.loads(r.stdout)
     assert report["config"]["found_by"] == "./syncflow.toml"
     (tmp_path / "syncflow.toml").unlink()
-    r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": None})  # type: ignore[dict-item]
+    r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": None})
     report = json.loads(r.stdout)
     assert r.exit_code == 1 and by_name(report)["config"]["status"] == "fail"
     assert "no configuration file" in by_name(report)["config"]["message"]

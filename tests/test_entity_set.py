@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from syncflow.config import resolve
-from tests.conftest import Cli
+from tests.helpers import Cli
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from syncflow.cli import app
-from tests.conftest import DEMO_TOKEN, TOKEN_ENV, Cli
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
 
 # Every variable an env file in these tests sets: CliRunner restores exactly these afterwards.
 TOUCHED = (TOKEN_ENV, "SYNCFLOW_DATABASE_URL", "SYNCFLOW_CONFIG", "SYNCFLOW_ENV_FILE", "SYNCFLOW_TEST_OTHER")

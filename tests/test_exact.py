@@ -33,7 +33,7 @@ def _rows(db_url: str, query: str) -> list[dict[str, Any]]:
 
 def _sync(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]]]:
     r = cli(*args, "--json")
-    return r.exit_code, [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return r.exit_code, list(json.loads(r.stdout)) if r.stdout.strip() else []
 
 
 def _configure(cli: Cli, server: DemoServer, extra: str = "") -> Cli:

@@ -27,9 +27,9 @@ def _rows(db_url: str, query: str) -> list[dict[str, Any]]:
 
 def _sync(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
     r = cli(*args, "--json")
-    lines = [line for line in r.stdout.splitlines() if line.strip()]
-    assert lines, r.stderr
-    return r.exit_code, json.loads(lines[0])
+    runs = json.loads(r.stdout) if r.stdout.strip() else []
+    assert runs, r.stderr
+    return r.exit_code, runs[0]
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_file_override_turns_it_on_and_schema_changes_follow(synced: Cli, demo: 
 def test_history_usage_errors(synced: Cli) -> None:
     r = synced("history", "erp.orders", "--key", "order_no=SO1")
     assert r.exit_code == 2
-    assert r.stderr == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
+    assert r.messages == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
     r = synced("history", "erp.orders", *KEY, "--as-of", "yesterday")
     assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
 

@@ -60,7 +60,7 @@ def assert_complete(db_url: str, demo: Any, slug: str, table: str | None = None)
 def sync_runs(cli: Cli, *args: str) -> list[dict[str, Any]]:
     r = cli("sync", *args, "--json")
     assert r.exit_code == 0, r.stdout + r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return list(json.loads(r.stdout))
 
 
 def discover(cli: Cli, *args: str) -> list[dict[str, Any]]:

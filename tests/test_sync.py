@@ -26,7 +26,7 @@ def entity_state(db_url: str, slug: str) -> dict[str, Any]:
 
 def sync_json(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]], str]:
     r = cli("sync", *args, "--json")
-    return r.exit_code, [json.loads(line) for line in r.stdout.splitlines() if line.strip()], r.stderr
+    return r.exit_code, list(json.loads(r.stdout)) if r.stdout.strip() else [], r.stderr
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def test_bad_values_are_rejected_and_the_rest_loads(synced: Cli, demo: Any, db_u
     )
     r = synced("sync", "erp.items", "--json")
     assert r.exit_code == 1
-    run = json.loads(r.stdout)
+    (run,) = json.loads(r.stdout)
     assert run["status"] == "partial"
     # 7 fetched: the 6 new rows and the row at the checkpoint's own version, read again unchanged.
     assert (run["records_fetched"], run["records_inserted"], run["records_rejected"]) == (7, 2, 4)
@@ -233,7 +233,7 @@ def test_transient_errors_retried_auth_not(synced: Cli, demo: Any, db_url: str) 
     assert "HTTP 503" in runs[0]["error_message"]
     r = synced("sync", "erp.items", "--json", env={TOKEN_ENV: "wrong"})
     assert r.exit_code == 1
-    run = json.loads(r.stdout)
+    (run,) = json.loads(r.stdout)
     assert run["status"] == "failed" and "HTTP 401" in run["error_message"] and "wrong" not in r.stdout
     assert entity_state(db_url, "items")["consecutive_failures"] == 1
 
@@ -245,7 +245,7 @@ def test_broken_source_fails_with_body_preview_and_no_checkpoint(synced: Cli, de
     demo.state.fail_next(200, body=b"<html><body>Maintenance</body></html>")
     r = synced("sync", "erp.items", "--json")
     assert r.exit_code == 1
-    run = json.loads(r.stdout)
+    (run,) = json.loads(r.stdout)
     assert run["status"] == "failed"
     assert "not JSON" in run["error_message"] and "<html><body>Maintenance" in run["error_message"]
     assert "Traceback" not in r.stderr
@@ -262,7 +262,7 @@ def test_vanished_api_marks_entity_missing(synced: Cli, demo: Any, db_url: str) 
     del demo.state.entities["customers"]
     r = synced("sync", "erp.customers", "--json")
     assert r.exit_code == 1
-    assert "gone at the source" in json.loads(r.stdout)["error_message"]
+    assert "gone at the source" in json.loads(r.stdout)[0]["error_message"]
     assert rows(db_url, "bridge.entities", "missing_at_source", "slug = 'customers'") == [{"missing_at_source": True}]
 
 
@@ -272,7 +272,7 @@ def test_full_refresh_resets_checkpoint_and_reconciles(synced: Cli, demo: Any, d
     demo.state.entities["items"].tombstones.clear()  # hard deletes: only a full fetch notices
     r = synced("full-refresh", "erp.items", "--json")
     assert r.exit_code == 0, r.stderr
-    run = json.loads(r.stdout)
+    (run,) = json.loads(r.stdout)
     assert run["kind"] == "full_refresh" and run["records_deleted"] == 2
     assert run["rowversion_end"] == max_rv(demo, "items")
     assert_items_match_source(db_url, demo)
@@ -304,13 +304,13 @@ def test_runs_history_json(synced: Cli, demo: Any) -> None:
     r = synced("runs", "--status", "weird")
     assert r.exit_code == 2
     r = synced("runs", "show", "00000000")
-    assert r.exit_code == 2 and r.stderr == "error: no run '00000000'\n"
+    assert r.exit_code == 2 and r.messages == "error: no run '00000000'\n"
 
 
 def test_usage_errors(synced: Cli) -> None:
     r = synced("sync")
     assert r.exit_code == 2
-    assert r.stderr == "error: name the entities to sync (CONNECTOR.SLUG ...) or give --all\n"
+    assert r.messages == "error: name the entities to sync (CONNECTOR.SLUG ...) or give --all\n"
     r = synced("sync", "items")
     assert r.exit_code == 2
     assert "not an entity reference: use CONNECTOR.SLUG" in r.stderr
@@ -320,7 +320,7 @@ def test_sync_all_takes_due_entities(synced: Cli) -> None:
     code, runs, _ = sync_json(synced, "--all")
     assert code == 0 and sorted(r["entity"] for r in runs) == ["erp.customers", "erp.items", "erp.orders"]
     r = synced("sync", "--all")
-    assert r.exit_code == 0 and r.stderr == "nothing is due\n"
+    assert r.exit_code == 0 and r.messages == "nothing is due\n"
     code, runs, _ = sync_json(synced, "--all", "--force")
     assert len(runs) == 3
 

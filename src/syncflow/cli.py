@@ -17,26 +17,23 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
@@ -72,21 +69,125 @@ EXIT_CODES_HELP = (
     "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
 )
 
+# Global options, and whether each takes a value: accepted after the command too (moved before it).
+GLOBAL_OPTIONS = {
+    "--config": True,
+    "-c": True,
+    "--database-url": True,
+    "--log-format": True,
+    "--log-level": True,
+    "--tz": True,
+    "--quiet": False,
+    "-q": False,
+    "--no-color": False,
+}
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "int range": "INTEGER"}
+_TYPE_WORDS["float range"] = "NUMBER"
+
+
+def _tidy(cmd: Any) -> Any:
+    """Help without Python types: no ``<bool>`` after flags, ``TEXT`` instead of ``<str>``."""
+    if cmd is None or getattr(cmd, "_tidy", False):
+        return cmd
+    cmd._tidy = True
+    make_help = cmd.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx: None
+        return option
+
+    cmd.get_help_option = help_option
+    for param in getattr(cmd, "params", []):
+        if isinstance(param, TyperArgument) or (isinstance(param, TyperOption) and param.is_flag):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            shown = param.display_type_rich
+
+            def word(ctx: Any, shown: Callable[[Any], str | None] = shown) -> str | None:
+                label = shown(ctx) or ""
+                return _TYPE_WORDS.get(label.strip("<>"), label.strip("<>"))
+
+            param.display_type_rich = word  # type: ignore[method-assign]
+    return cmd
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``syncflow runs --config F`` as ``syncflow --config F runs``: global options after the command move
+    before it (not after ``--``)."""
+    head: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-"):  # global options already before the command
+        name = args[i].split("=", 1)[0]
+        takes = GLOBAL_OPTIONS.get(name, False) and "=" not in args[i]
+        head += args[i : i + 1 + takes]
+        i += 1 + takes
+    rest = args[i:]
+    if not rest:
+        return args
+    moved: list[str] = []
+    tail: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            tail += rest[j:]
+            break
+        name = arg.split("=", 1)[0]
+        if j > 0 and name in GLOBAL_OPTIONS:
+            takes = GLOBAL_OPTIONS[name] and "=" not in arg
+            moved += rest[j : j + 1 + takes]
+            j += 1 + takes
+            continue
+        tail.append(arg)
+        j += 1
+    return head + moved + tail
+
+
+class _Group(TyperGroup):
+    """Typer's group, with tidy help for every command and global options accepted anywhere."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        return _tidy(super().get_command(ctx, cmd_name))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _tidy(self)
+        if ctx.parent is None:
+            args = hoist_global_options(args)
+        return super().parse_args(ctx, args)
+
+
+class _RunsGroup(_Group):
+    """``runs [list] ...`` lists (the default); ``runs show RUN_ID`` shows one run."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="syncflow",
     help="Keep PostgreSQL in sync with APISmith REST APIs. One pass per invocation, made for cron.\n\n"
     + EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-connector_app = typer.Typer(help="Manage APISmith connectors in syncflow.toml.", no_args_is_help=True)
-db_app = typer.Typer(help="Inspect and upgrade SyncFlow's metadata schema.", no_args_is_help=True)
-entity_app = typer.Typer(help="Show and change one entity's sync settings.", no_args_is_help=True)
+connector_app = typer.Typer(cls=_Group, help="Manage APISmith connectors in syncflow.toml.", no_args_is_help=True)
+db_app = typer.Typer(cls=_Group, help="Inspect and upgrade SyncFlow's metadata schema.", no_args_is_help=True)
+entity_app = typer.Typer(cls=_Group, help="Show and change one entity's sync settings.", no_args_is_help=True)
+runs_app = typer.Typer(
+    cls=_RunsGroup,
+    help="Run history: 'syncflow runs \\[list] [CONNECTOR.SLUG]' lists runs, newest first (the default); "
+    "'syncflow runs show RUN_ID' shows one run with its rejected rows.",
+)
 app.add_typer(connector_app, name="connector")
 app.add_typer(db_app, name="db")
 app.add_typer(entity_app, name="entity")
+app.add_typer(runs_app, name="runs")
 
 
 class LogFormat(enum.StrEnum):
@@ -112,6 +213,9 @@ class State:
     database_url: str | None = None
     log_format: str = "text"
     env_file: EnvFile | None = None
+    quiet: bool = False
+    # The zone every time is shown in; None: the machine's local zone (--tz local).
+    tz: tzinfo | None = UTC
 
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
@@ -121,6 +225,44 @@ class State:
 def _state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     return obj if isinstance(obj, State) else State()
+
+
+def parse_zone(name: str) -> tzinfo | None:
+    """``utc``, ``local`` (None: the machine's zone) or an IANA name such as Europe/Paris."""
+    if name.strip().lower() in ("utc", "z", ""):
+        return UTC
+    if name.strip().lower() == "local":
+        time.tzset()  # $TZ as it is now
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"--tz {name!r}: not a time zone; give utc, local or an IANA name such as Europe/Paris"
+        ) from None
+
+
+def as_zone(value: datetime | str | None, zone: tzinfo | None) -> datetime | None:
+    """A time from the database (a datetime or its ISO text, any session zone) in the chosen zone."""
+    if value is None:
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(zone)
+
+
+def show_time(value: datetime | str | None, zone: tzinfo | None, *, precise: bool = False) -> str | None:
+    """One format everywhere: ISO 8601 with the offset, to the second (``precise``: as stored)."""
+    when = as_zone(value, zone)
+    if when is None:
+        return None
+    return when.isoformat() if precise else when.isoformat(timespec="seconds")
+
+
+def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, Any]:
+    """``data`` with the times under ``keys`` in the chosen zone, at full precision (for --json)."""
+    return {**data, **{k: show_time(data.get(k), zone, precise=True) for k in keys if k in data}}
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
@@ -143,6 +285,55 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(EXIT_SIGINT) from None
 
     return wrapper
+
+
+def note(*objects: Any) -> None:
+    """An informational message on stderr; --quiet drops it (warnings and errors always show)."""
+    if not _QUIET.is_set():
+        err.print(*objects)
+
+
+_QUIET = threading.Event()
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column: ``drop`` 0 is never dropped nor cut (names, statuses, times); higher ones are
+    dropped first when the console is narrow; ``wrap`` columns may fold onto several lines instead."""
+
+    header: str
+    drop: int = 0
+    wrap: bool = False
+
+
+def fit_table(title: str, cols: list[Col], rows: list[list[str]], *, caption: str | None = None) -> Table:
+    """A table that fits the console: it drops the least important columns, then folds the wrappable
+    ones; the others (entity names, statuses, times) are never truncated."""
+
+    def natural(i: int) -> int:
+        cells = [cols[i].header, *(r[i] for r in rows)]
+        return max(Text.from_markup(line).cell_len for c in cells for line in (c.split("\n") or [""]))
+
+    def least(i: int) -> int:
+        return min(natural(i), 12) if cols[i].wrap else natural(i)
+
+    keep = list(range(len(cols)))
+    width = out.width
+    while sum(least(i) + 3 for i in keep) + 1 > width:
+        droppable = [i for i in keep if cols[i].drop > 0]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda i: (cols[i].drop, i)))
+    table = Table(title=title, caption=caption if width >= 60 else None)
+    for i in keep:
+        c = cols[i]
+        if c.wrap:
+            table.add_column(c.header, overflow="fold", min_width=least(i))
+        else:
+            table.add_column(c.header, no_wrap=True, min_width=natural(i))
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    return table
 
 
 def emit_json(data: Any) -> None:
@@ -189,21 +380,80 @@ def main_callback(
         LogFormat, typer.Option("--log-format", help="Logs on stderr: readable text or one JSON object per line.")
     ] = LogFormat.text,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Least severe log level shown.")] = LogLevel.info,
+    tz: Annotated[
+        str,
+        typer.Option(
+            "--tz",
+            envvar="SYNCFLOW_TZ",
+            metavar="ZONE",
+            help="Zone of the times shown and of an --as-of without offset: utc, local or an IANA name "
+            "(Europe/Paris). Times always carry their offset.",
+        ),
+    ] = "utc",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Only warnings, errors and each run's summary line on stderr: no progress, no other messages.",
+        ),
+    ] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colours or styles (also when $NO_COLOR is set).")
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
-    """Global options come before the command: syncflow --config F sync --all."""
-    logs.setup(log_format.value, log_level.value)
+    """Global options go before or after the command: syncflow --config F sync --all."""
+    try:
+        zone = parse_zone(tz)
+    except UsageError as exc:
+        logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
+        log.error(str(exc), extra={"event": "error", "error": "UsageError"})
+        raise typer.Exit(exc.exit_code) from None
+    logs.setup(
+        log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone(), quiet=quiet
+    )
+    columns = os.environ.get("COLUMNS", "")
+    # A pipe (cron logs, CI) gets wide tables instead of rich's 80-column default; $COLUMNS wins.
+    if columns.isdigit():
+        out.width = int(columns)
+    elif sys.stdout.isatty():
+        out._width = None  # the terminal's own width
+    else:
+        out.width = 160
+    if quiet:
+        _QUIET.set()
+    else:
+        _QUIET.clear()
+    for console in (out, err):
+        if no_color or os.environ.get("NO_COLOR"):
+            console.no_color = True
+            console._color_system = None  # no styles either
     loaded = guarded(load_env_file)(env_file, os.environ)
-    ctx.obj = State(config_path=config, database_url=database_url, log_format=log_format.value, env_file=loaded)
+    ctx.obj = State(
+        config_path=config,
+        database_url=database_url,
+        log_format=log_format.value,
+        tz=zone,
+        quiet=quiet,
+        env_file=loaded,
+    )
+
+
+def _local_zone() -> tzinfo:
+    return datetime.now().astimezone().tzinfo or UTC
 
 
 # -- connectors -----------------------------------------------------------------------------
 
 
-@connector_app.command("add")
+@connector_app.command(
+    "add",
+    epilog="Example: syncflow connector add erp --url https://apismith.example:8007 --token-env ERP_APISMITH_TOKEN",
+)
 @guarded
 def connector_add(
     ctx: typer.Context,
@@ -254,18 +504,18 @@ def connector_add(
             )
         ) from None
     tomledit.add_connector(path, name, table)
-    err.print(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
+    note(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
     if no_verify_tls:
         err.print("[yellow]warning:[/] TLS verification is off for this connector")
 
 
-@connector_app.command("remove")
+@connector_app.command("remove", epilog="Example: syncflow connector remove erp")
 @guarded
 def connector_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]) -> None:
     """Remove a connector from the file; its tables and history stay in PostgreSQL."""
     path = config_path(_state(ctx).config_path)
     tomledit.remove_connector(path, name)
-    err.print(
+    note(
         f"removed connector [bold]{escape(name)}[/] from {escape(str(path))}; it becomes inactive "
         "in the database on the next run, and its tables and history are kept"
     )
@@ -286,7 +536,7 @@ def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
     }
 
 
-@connector_app.command("list")
+@connector_app.command("list", epilog="Example: syncflow connector list --json")
 @guarded
 def connector_list(
     ctx: typer.Context,
@@ -299,21 +549,23 @@ def connector_list(
         emit_json(rows)
         return
     if not rows:
-        err.print(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
+        note(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
         return
-    table = Table(title="Connectors")
-    for col in ("name", "base URL", "token", "target schema", "TLS"):
-        table.add_column(col)
+    cols = [Col("name"), Col("base URL", wrap=True), Col("token", 2, wrap=True), Col("target schema", 3), Col("TLS", 1)]
+    cells = []
     for r in rows:
         token = "-" if not r["token_env"] else f"${r['token_env']} ({'set' if r['token_set'] else 'NOT SET'})"
-        table.add_row(
-            *(escape(str(v)) for v in (r["name"], r["base_url"], token, r["target_schema"])),
-            escape(str(r["verify_tls"]).lower()),
+        cells.append(
+            [
+                *(escape(str(v)) for v in (r["name"], r["base_url"], token, r["target_schema"])),
+                escape(str(r["verify_tls"]).lower()),
+            ]
         )
+    table = fit_table("Connectors", cols, cells)
     out.print(table)
 
 
-@connector_app.command("show")
+@connector_app.command("show", epilog="Example: syncflow connector show erp")
 @guarded
 def connector_show(
     ctx: typer.Context,
@@ -327,12 +579,12 @@ def connector_show(
         emit_json(data)
         return
     for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
-        out.print(f"[bold]{key}[/]: {escape(str(data[key]))}")
+        out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}")
     for slug, o in data["entities"].items():
         out.print(f"[bold]entities.{escape(slug)}[/]: {escape(json.dumps(o))}")
 
 
-@connector_app.command("test")
+@connector_app.command("test", epilog="Example: syncflow connector test erp")
 @guarded
 def connector_test(
     ctx: typer.Context,
@@ -359,7 +611,7 @@ def connector_test(
 # -- database -------------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog="Example: syncflow db upgrade")
 @guarded
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending metadata migrations (sync, discover and entity set also do this themselves)."""
@@ -372,23 +624,26 @@ def db_upgrade(ctx: typer.Context) -> None:
         conn.close()
     if applied:
         for mig in applied:
-            err.print(f"applied {mig.version:04d}_{mig.name}")
+            note(f"applied {mig.version:04d}_{mig.name}")
     else:
-        err.print(f"schema {runtime.schema!r} is up to date")
+        note(f"schema {runtime.schema!r} is up to date")
 
 
-@db_app.command("status")
+@db_app.command("status", epilog="Example: syncflow db status --json")
 @guarded
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
-    runtime = _state(ctx).runtime(require_file=False)
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
     conn = runtime.connect(autocommit=True, read_only=True)
     try:
         with db.translate_locks(conn, runtime.schema):
             status = db.migration_status(conn, runtime.schema)
     finally:
         conn.close()
-    rows: list[dict[str, Any]] = [{"version": m.version, "name": m.name, "applied_at": at} for m, at in status]
+    rows: list[dict[str, Any]] = [
+        {"version": m.version, "name": m.name, "applied_at": show_time(at, state.tz, precise=True)} for m, at in status
+    ]
     if as_json:
         emit_json(
             {
@@ -406,7 +661,7 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
         table.add_row(
             f"{r['version']:04d}",
             escape(r["name"]),
-            escape(r["applied_at"]) if r["applied_at"] else "[yellow]pending[/]",
+            show_time(r["applied_at"], state.tz) or "[yellow]pending[/]",
         )
     out.print(table)
 
@@ -416,9 +671,15 @@ def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json"
 
 def _render_report(report: DiscoveryReport) -> None:
     verb = "would" if report.dry_run else "did"
-    table = Table(title=f"Discovery of {escape(report.connector)}" + (" (dry run)" if report.dry_run else ""))
-    for col in ("entity", "table", "strategy", "keys", "action", "changes"):
-        table.add_column(col)
+    cols = [
+        Col("entity"),
+        Col("table", 2, wrap=True),
+        Col("strategy", 3),
+        Col("keys", 4, wrap=True),
+        Col("action"),
+        Col("changes", wrap=True),
+    ]
+    cells: list[list[str]] = []
     for o in report.outcomes:
         p = o.plan
         changes: list[str] = []
@@ -442,14 +703,18 @@ def _render_report(report: DiscoveryReport) -> None:
         if o.refused:
             changes.append("[yellow]refused: a sync is running; nothing changed[/]")
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
-        table.add_row(
-            escape(p.ref),
-            escape(f"{p.target_schema}.{p.target_table}"),
-            escape(p.delta_strategy),
-            escape(", ".join(p.business_keys)),
-            action,
-            "\n".join(changes) or "-",
+        cells.append(
+            [
+                escape(p.ref),
+                escape(f"{p.target_schema}.{p.target_table}"),
+                escape(p.delta_strategy),
+                escape(", ".join(p.business_keys)),
+                action,
+                "\n".join(changes) or "-",
+            ]
         )
+    title = f"Discovery of {escape(report.connector)}" + (" (dry run)" if report.dry_run else "")
+    table = fit_table(title, cols, cells)
     out.print(table)
     for w in report.warnings + [w for o in report.outcomes for w in o.plan.warnings]:
         err.print(f"[yellow]warning:[/] {escape(report.connector)}: {escape(w)}")
@@ -464,10 +729,10 @@ def _render_report(report: DiscoveryReport) -> None:
 
             err.print(f"[yellow]attention:[/] {escape(o.plan.ref)}: {escape(attention_message(o.plan))}")
     if not report.outcomes:
-        err.print(f"{escape(report.connector)}: APISmith offers no APIs ({verb} nothing)")
+        note(f"{escape(report.connector)}: APISmith offers no APIs ({verb} nothing)")
 
 
-@app.command("discover")
+@app.command("discover", epilog="Example: syncflow discover erp --dry-run")
 @guarded
 def discover(
     ctx: typer.Context,
@@ -481,7 +746,12 @@ def discover(
             help="Print the plan; change nothing (on a database without SyncFlow metadata, only that is created).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan/result as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print a JSON array, one object per connector (a connector that failed: with its error)."
+        ),
+    ] = False,
     rebuild: Annotated[
         list[str] | None,
         typer.Option(
@@ -519,7 +789,9 @@ def discover(
     for n in names:
         runtime.config.connector(n)
     reports: list[DiscoveryReport] = []
+    documents: list[dict[str, Any]] = []
     failures: list[str] = []
+    exit_code = EXIT_FAILED
     # --dry-run writes nothing once the metadata schema exists (on a new database it creates it first).
     with runtime.metadata(read_only=dry_run and _metadata_current(runtime)) as conn:
         for name in names:
@@ -541,12 +813,15 @@ def discover(
                         wait_seconds=wait_timeout if wait else None,
                     )
             except SyncFlowError as exc:
-                if len(names) == 1:
+                if len(names) == 1 and not as_json:
                     raise
                 failures.append(str(exc))
-                err.print(f"[bold red]error:[/] {escape(str(exc))}")
+                documents.append({"connector": name, "error": str(exc)})
+                log.error(str(exc), extra={"event": "error", "connector": name, "error": type(exc).__name__})
+                exit_code = max(exit_code, exc.exit_code) if len(names) == 1 else EXIT_FAILED
                 continue
             reports.append(report)
+            documents.append({**report.to_json(), "error": None})
             if not as_json:
                 _render_report(report)
             for problem in report.rejected:
@@ -555,7 +830,7 @@ def discover(
             for refusal in report.refused:
                 err.print(f"[yellow]refused:[/] {escape(refusal)}")
     if as_json:
-        emit_json([r.to_json() for r in reports])
+        emit_json(documents)  # failed connectors included, with their error
     found = {(r.connector, o.plan.slug) for r in reports for o in r.outcomes}
 
     def slug_at(ref: str, name: str) -> str:
@@ -567,7 +842,7 @@ def discover(
             f"--rebuild {', '.join(unknown)}: no such API at {', '.join(names)}; nothing was rebuilt for it"
         )
     if failures:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(exit_code)
     if any(r.refused for r in reports):
         raise typer.Exit(EXIT_CLAIMED)
 
@@ -584,7 +859,9 @@ def _metadata_current(runtime: Runtime) -> bool:
 # -- entities -------------------------------------------------------------------------------
 
 
-def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) -> dict[str, Any]:
+def _entity_json(
+    runtime: Runtime, e: store.Entity, *, columns: bool = False, zone: tzinfo | None = UTC
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "entity": e.ref,
         "name": e.api_name,
@@ -597,7 +874,7 @@ def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) ->
         "unsyncable_reason": e.unsyncable_reason,
         "needs_attention": e.needs_attention,
         "missing_at_source": e.missing_at_source,
-        "last_sync_at": e.last_sync_at.isoformat() if e.last_sync_at else None,
+        "last_sync_at": show_time(e.last_sync_at, zone, precise=True),
         "last_sync_status": e.last_sync_status,
         "last_rowversion": e.last_rowversion,
     }
@@ -606,7 +883,7 @@ def _entity_json(runtime: Runtime, e: store.Entity, *, columns: bool = False) ->
     return data
 
 
-@app.command("entities")
+@app.command("entities", epilog="Example: syncflow entities --connector erp")
 @guarded
 def entities(
     ctx: typer.Context,
@@ -614,17 +891,29 @@ def entities(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     if connector is not None:
         runtime.config.connector(connector)  # a typo must not look like "no entities"
     with runtime.metadata(read_only=True) as conn:
-        rows = [_entity_json(runtime, e) for e in store.list_entities(conn, runtime.schema, connector=connector)]
+        rows = [
+            _entity_json(runtime, e, zone=state.tz)
+            for e in store.list_entities(conn, runtime.schema, connector=connector)
+        ]
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="Entities")
-    for col in ("entity", "table", "strategy", "keys", "interval", "enabled", "last sync", "status"):
-        table.add_column(col)
+    cols = [
+        Col("entity"),
+        Col("table", 3, wrap=True),
+        Col("strategy", 4),
+        Col("keys", 5, wrap=True),
+        Col("interval", 6),
+        Col("enabled", 7),
+        Col("last sync", 2),
+        Col("status"),
+    ]
+    cells = []
     for r in rows:
         status = r["last_sync_status"] or "never"
         if r["needs_attention"]:
@@ -634,20 +923,23 @@ def entities(
         elif r["missing_at_source"]:
             status = "[yellow]missing at source[/]"
         mark = " (file)"
-        table.add_row(
-            escape(r["entity"]),
-            escape(r["table"]),
-            escape(r["delta_strategy"]),
-            escape(", ".join(r["business_keys"])),
-            f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
-            ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
-            r["last_sync_at"] or "-",
-            status,
+        cells.append(
+            [
+                escape(r["entity"]),
+                escape(r["table"]),
+                escape(r["delta_strategy"]),
+                escape(", ".join(r["business_keys"])),
+                f"{r['interval_seconds']}s" + (mark if "interval_seconds" in r["overridden_by_file"] else ""),
+                ("yes" if r["enabled"] else "no") + (mark if "enabled" in r["overridden_by_file"] else ""),
+                show_time(r["last_sync_at"], state.tz) or "-",
+                status,
+            ]
         )
+    table = fit_table("Entities", cols, cells)
     out.print(table)
 
 
-@entity_app.command("show")
+@entity_app.command("show", epilog="Example: syncflow entity show erp.items")
 @guarded
 def entity_show(
     ctx: typer.Context,
@@ -655,9 +947,10 @@ def entity_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show an entity's columns: source type, PostgreSQL type and name mapping."""
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     with runtime.metadata(read_only=True) as conn:
-        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True)
+        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True, zone=state.tz)
     if as_json:
         emit_json(data)
         return
@@ -672,13 +965,11 @@ def entity_show(
         "last_sync_status",
         "last_rowversion",
     ):
-        value = data[key]
-        shown = ", ".join(value) if isinstance(value, list) else value
         note = " (from syncflow.toml)" if key in data["overridden_by_file"] else ""
-        out.print(f"[bold]{key}[/]: {escape(str(shown))}{note}")
+        out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}{note}")
     for key in ("needs_attention", "unsyncable_reason"):
         if data[key]:
-            out.print(f"[bold red]{key}[/]: {escape(str(data[key]))}")
+            out.print(f"[bold red]{key}[/]: {escape(plain(data[key]))}")
     table = Table(title="Columns")
     for col in (
         "API name",
@@ -703,7 +994,7 @@ def entity_show(
     out.print(table)
 
 
-@entity_app.command("set")
+@entity_app.command("set", epilog="Example: syncflow entity set erp.items --interval 60 --history")
 @guarded
 def entity_set(
     ctx: typer.Context,
@@ -752,7 +1043,7 @@ def entity_set(
             if effective_settings(runtime, entity)["history"] and entity.syncable:
                 history.ensure(conn, entity)  # created and seeded now, in this transaction
         data = _entity_json(runtime, entity)
-    err.print(
+    note(
         f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
         f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
     )
@@ -776,70 +1067,181 @@ def entity_set(
 # -- sync ---------------------------------------------------------------------------------
 
 
-class _Board:
-    """Rich progress bars (one per entity) on a terminal; nothing when logs are piped."""
+def _clock(seconds: float) -> str:
+    seconds = max(int(seconds + 0.5), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, enabled: bool) -> None:
+
+@dataclass
+class _Track:
+    """One running entity as the display knows it: the latest progress and when its read began."""
+
+    ref: str
+    started: float
+    read: int = 1
+    read_started: float = 0.0
+    latest: SyncProgress | None = None
+
+    def update(self, p: SyncProgress) -> None:
+        if p.read != self.read:
+            self.read, self.read_started = p.read, time.monotonic()
+        self.latest = p
+
+    @property
+    def name(self) -> str:
+        return self.ref if self.read == 1 else f"{self.ref} (read {self.read})"
+
+    def rate(self) -> float:
+        """Rows per second of the current read."""
+        done = self.latest.read_rows if self.latest else 0
+        took = time.monotonic() - (self.read_started or self.started)
+        return done / took if took > 0 else 0.0
+
+    def describe(self) -> str:
+        """``erp.items: 400/1200 rows (33%), 250 rows/s, ETA 0:00:03``, as logged without a terminal."""
+        p = self.latest
+        if p is None:
+            return f"{self.name}: waiting for the first page ({_clock(time.monotonic() - self.started)} so far)"
+        rate = self.rate()
+        text = f"{self.name}: {p.read_rows}"
+        if p.total is None:
+            return f"{text} rows, {rate:.0f} rows/s"
+        share = min(100 * p.read_rows // p.total, 100) if p.total else 100
+        eta = _clock(max(p.total - p.read_rows, 0) / rate) if rate > 0 else "unknown"
+        return f"{text}/{p.total} rows ({share}%), {rate:.0f} rows/s, ETA {eta}"
+
+
+class _Display:
+    """What a sync shows while it runs; the core reports through callbacks and never prints.
+
+    On a terminal (text logs): one live line per entity, rows done / announced total, rate and
+    ETA, frozen with its status when the entity ends; the summaries are printed once the live
+    display has stopped. Otherwise (cron, pods, JSON logs): a log line when an entity starts,
+    one per running entity every ``progress_interval_seconds``, and the summary.
+    """
+
+    def __init__(self, *, live: bool, interval: float, kind: str, quiet: bool) -> None:
+        self.kind = kind
+        self.quiet = quiet
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.tracks: dict[str, _Track] = {}
+        self.tasks: dict[str, TaskID] = {}
+        self.pending: list[Outcome] = []
+        self.stop = threading.Event()
+        self.ticker: threading.Thread | None = None
         self.bar: Progress | None = None
-        if enabled:
+        if live and not quiet:
             self.bar = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("rows · {task.fields[pages]} pages"),
-                TransferSpeedColumn(),
-                TimeElapsedColumn(),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[rows]}"),
+                TextColumn("{task.fields[tail]}"),
                 console=err,
-                transient=True,
+                transient=False,
             )
 
-    def __enter__(self) -> _Board:
+    def __enter__(self) -> _Display:
         if self.bar is not None:
             self.bar.start()
+        elif not self.quiet:
+            self.ticker = threading.Thread(target=self._tick, name="progress-log", daemon=True)
+            self.ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join(timeout=5)
         if self.bar is not None:
             self.bar.stop()
+        for outcome in self.pending:  # after the live display: each summary on its own line
+            _report(outcome)
+        self.pending.clear()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                tracks = list(self.tracks.values())
+            for t in tracks:
+                p = t.latest
+                counts = {"rows": p.read_rows, "total": p.total, "pages": p.pages, "read": p.read} if p else None
+                log.info(t.describe(), extra={"event": "run_progress", "entity": t.ref, "counts": counts})
 
     def for_entity(self, ref: str) -> Callable[[SyncProgress], None] | None:
+        """Called by the runner as the entity's run begins; returns its progress callback."""
+        track = _Track(ref, started=time.monotonic())
+        with self.lock:
+            self.tracks[ref] = track
         bar = self.bar
         if bar is None:
-            return None
-        shown = escape(ref)  # the description is rendered as markup
-        task = bar.add_task(shown, total=None, pages=0)
+            if not self.quiet:
+                log.info("started %s of %s", self.kind, ref, extra={"event": "run_started", "entity": ref})
+            return track.update
+        task = bar.add_task(escape(ref), total=None, rows="0 rows", tail="")
+        self.tasks[ref] = task
 
         def update(p: SyncProgress) -> None:
-            bar.update(task, completed=p.bytes, total=None, pages=p.pages, description=f"{shown} {p.rows} rows")
+            new_read = p.read != track.read
+            track.update(p)
+            if new_read:
+                bar.reset(task, total=p.total, completed=p.read_rows)
+            rate = track.rate()
+            eta = ""
+            if p.total is not None and rate > 0:
+                eta = f"  ETA {_clock(max(p.total - p.read_rows, 0) / rate)}"
+            bar.update(
+                task,
+                description=escape(track.name),
+                total=p.total,
+                completed=p.read_rows,
+                rows=f"{p.read_rows}/{p.total} rows" if p.total is not None else f"{p.read_rows} rows",
+                tail=f"{rate:.0f} rows/s{eta}",
+            )
 
         return update
 
+    def finished(self, outcome: Outcome) -> None:
+        """The entity ended: freeze its line with the status; report now, or after the live display."""
+        with self.lock:
+            track = self.tracks.pop(outcome.entity, None)
+        bar, task = self.bar, self.tasks.get(outcome.entity)
+        if bar is None or task is None:
+            if bar is None:
+                _report(outcome)
+            else:
+                self.pending.append(outcome)
+            return
+        self.pending.append(outcome)
+        result = outcome.result
+        status = result.status if result else ("error" if outcome.error else "skipped")
+        colour = {"success": "green", "partial": "yellow", "skipped": "dim"}.get(status, "red")
+        took = result.duration if result else (time.monotonic() - track.started if track else 0.0)
+        rate = f"{track.rate():.0f} rows/s  " if track and track.latest else ""
+        bar.update(task, tail=f"{rate}[{colour}]{status}[/] in {took:.1f}s")
+        bar.stop_task(task)
 
-def _report(outcome: Outcome, as_json: bool) -> None:
+
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """One element of ``sync --json``'s array: a run, an entity that could not start, or a skip."""
+    if outcome.result is not None:
+        return outcome.result.to_json()
+    if outcome.error is not None:
+        return {"entity": outcome.entity, "status": "error", "error": outcome.error}
+    return {"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}
+
+
+def _report(outcome: Outcome) -> None:
     if outcome.error is not None:
         log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
-        if as_json:
-            sys.stdout.write(
-                json.dumps({"entity": outcome.entity, "status": "error", "error": outcome.error}, ensure_ascii=False)
-                + "\n"
-            )
-            sys.stdout.flush()
         return
     if outcome.result is None:
         log.info(
             "skipped %s: %s", outcome.entity, outcome.skipped, extra={"event": "skipped", "entity": outcome.entity}
         )
-        if as_json:
-            sys.stdout.write(
-                json.dumps({"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}) + "\n"
-            )
-            sys.stdout.flush()
         return
     result = outcome.result
     c = result.counts
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), default=str, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
     fields = {
         "event": "run_finished",
         "entity": result.entity,
@@ -854,7 +1256,7 @@ def _report(outcome: Outcome, as_json: bool) -> None:
         f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {result.duration:.1f}s "
         f"(run {result.uid})"
     )
-    log.info(summary, extra=fields)
+    log.info(summary, extra={**fields, "summary": True})
     for w in result.warnings:
         log.warning(
             "%s: %s", result.entity, w, extra={"event": "run_warning", "entity": result.entity, "run_id": result.uid}
@@ -934,6 +1336,8 @@ def _run_syncs(
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+    if as_json:
+        emit_json([_outcome_json(o) for o in outcomes or []])  # one document; [] when nothing was due
     results = [o.result for o in (outcomes or []) if o.result is not None]
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
@@ -979,7 +1383,13 @@ def _sync_pass(
     if not entities:
         log.info("nothing is due", extra={"event": "nothing_due"})
         return None
-    with _Board(err.is_terminal and state.log_format == "text") as board:
+    display = _Display(
+        live=err.is_terminal and state.log_format == "text",
+        interval=runtime.config.settings.sync.progress_interval_seconds,
+        kind="full-refresh" if full_refresh else "sync",
+        quiet=state.quiet,
+    )
+    with display:
         return run_entities(
             runtime,
             entities,
@@ -990,8 +1400,8 @@ def _sync_pass(
             explicit=not all_,
             max_delete_fraction=max_delete_fraction,
             cancel=cancel,
-            progress=board.for_entity,
-            on_outcome=lambda o: _report(o, as_json),
+            progress=display.for_entity,
+            on_outcome=display.finished,
         )
 
 
@@ -1020,6 +1430,13 @@ SYNC_EXIT_HELP = (
     "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
     "(queries in flight are cancelled; the run is recorded as cancelled)."
 )
+FULL_REFRESH_EXIT_HELP = (
+    "Exit codes: 0 every run succeeded (metrics that cannot be written or pushed are a warning, never a "
+    "failure); 1 a run failed or was partial; 2 usage, configuration (no configuration file) or database "
+    "unreachable; 75 an entity is being synced by another process (use --wait), or another session holds a "
+    "lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM (queries in "
+    "flight are cancelled; the run is recorded as cancelled)."
+)
 MetricsFileOpt = Annotated[
     Path | None,
     typer.Option("--metrics-file", help="Write Prometheus metrics to this node_exporter textfile (atomically)."),
@@ -1046,7 +1463,10 @@ WaitTimeoutOpt = Annotated[
         help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
     ),
 ]
-JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
+JsonRunsOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print a JSON array on stdout: one object per entity ([] when nothing is due)."),
+]
 DeleteFractionOpt = Annotated[
     float | None,
     typer.Option(
@@ -1058,7 +1478,11 @@ DeleteFractionOpt = Annotated[
 ]
 
 
-@app.command("sync", epilog=SYNC_EXIT_HELP)
+@app.command(
+    "sync",
+    epilog="Examples: syncflow sync erp.items · syncflow sync --all --connector erp · "
+    "syncflow sync --all --json --metrics-file /var/lib/node_exporter/syncflow.prom\n\n" + SYNC_EXIT_HELP,
+)
 @guarded
 def sync(
     ctx: typer.Context,
@@ -1092,7 +1516,10 @@ def sync(
     )
 
 
-@app.command("full-refresh", epilog=SYNC_EXIT_HELP)
+@app.command(
+    "full-refresh",
+    epilog="Example: syncflow full-refresh erp.items erp.orders\n\n" + FULL_REFRESH_EXIT_HELP,
+)
 @guarded
 def full_refresh(
     ctx: typer.Context,
@@ -1120,7 +1547,7 @@ def full_refresh(
     )
 
 
-@app.command("status")
+@app.command("status", epilog="Example: syncflow status --json")
 @guarded
 def status(
     ctx: typer.Context,
@@ -1136,103 +1563,150 @@ def status(
     Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
     deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
     """
-    runtime = _state(ctx).runtime()
+    state = _state(ctx)
+    runtime = state.runtime()
     if connector is not None:
         runtime.config.connector(connector)  # a typo must not pass a health check
     with runtime.metadata(read_only=True) as conn:
         rows = entity_health(
             runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor
         )
+    rows = [zoned(r, state.tz, "last_run_started_at", "last_success_at", "next_due_at") for r in rows]
     if as_json:
         emit_json(rows)
     else:
-        table = Table(title="SyncFlow status")
-        for col in ("entity", "strategy", "last run", "result", "rows", "next due", "failures", "health"):
-            table.add_column(col)
+        cols = [
+            Col("entity"),
+            Col("strategy", 5),
+            Col("last run", 2),
+            Col("result"),
+            Col("rows", 3),
+            Col("next due", 6),
+            Col("failures", 4),
+            Col("health", wrap=True),
+        ]
+        cells = []
         for r in rows:
             colour = {"success": "green", "partial": "yellow", None: "dim"}.get(r["last_run_status"], "red")
-            table.add_row(
-                escape(r["entity"]),
-                escape(r["strategy"]),
-                (r["last_run_started_at"] or "never")[:19],
-                f"[{colour}]{r['last_run_status'] or '-'}[/]",
-                str(r["rows"] if r["rows"] is not None else "-"),
-                (r["next_due_at"] or "disabled")[:19],
-                str(r["consecutive_failures"]),
-                "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+            cells.append(
+                [
+                    escape(r["entity"]),
+                    escape(r["strategy"]),
+                    show_time(r["last_run_started_at"], state.tz) or "never",
+                    f"[{colour}]{r['last_run_status'] or '-'}[/]",
+                    str(r["rows"] if r["rows"] is not None else "-"),
+                    show_time(r["next_due_at"], state.tz) or "disabled",
+                    str(r["consecutive_failures"]),
+                    "[green]ok[/]" if r["healthy"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+                ]
             )
+        table = fit_table("SyncFlow status", cols, cells)
         out.print(table)
     if any(not r["healthy"] for r in rows):
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command("runs")
+class RunStatus(enum.StrEnum):
+    running = "running"
+    success = "success"
+    partial = "partial"
+    failed = "failed"
+    abandoned = "abandoned"
+    cancelled = "cancelled"
+
+
+@runs_app.command(
+    "list",
+    epilog="Examples: syncflow runs --limit 5 · syncflow runs erp.items --status failed · syncflow runs list --json",
+)
 @guarded
-def runs_command(
+def runs_list(
     ctx: typer.Context,
-    args: Annotated[
-        list[str] | None,
-        typer.Argument(help="A CONNECTOR.SLUG to filter by, or 'show RUN_UID' for one run.", show_default=False),
+    ref: Annotated[
+        str | None, typer.Argument(metavar="[CONNECTOR.SLUG]", help="Only this entity's runs.", show_default=False)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 20,
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, metavar="N", help="At most this many runs.")] = 20,
+    status: Annotated[RunStatus | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
 ) -> None:
-    """Show the history of runs, newest first; 'runs show RUN_UID' shows one with its rejects."""
-    args = list(args or [])
-    if status is not None and status not in runs_mod.STATUSES:
-        raise UsageError(f"--status must be one of {', '.join(runs_mod.STATUSES)}")
-    runtime = _state(ctx).runtime(require_file=False)
+    """List runs, newest first (what 'syncflow runs' does)."""
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
     with runtime.metadata(read_only=True) as conn:
-        if args and args[0] == "show":
-            if len(args) != 2:
-                raise UsageError("usage: syncflow runs show RUN_UID")
-            run = runs_mod.get_run(conn, runtime.schema, args[1])
-            if run is None:
-                raise UsageError(f"no run {args[1]!r}")
-            _show_run(run, as_json)
-            return
-        if len(args) > 1:
-            raise UsageError("give at most one CONNECTOR.SLUG")
-        if args:
-            store.get_entity(conn, runtime.schema, args[0])
-        rows = runs_mod.list_runs(conn, runtime.schema, ref=args[0] if args else None, status=status, limit=limit)
+        if ref:
+            store.get_entity(conn, runtime.schema, ref)
+        rows = runs_mod.list_runs(conn, runtime.schema, ref=ref, status=status.value if status else None, limit=limit)
+    rows = [zoned(r, state.tz, "started_at", "completed_at") for r in rows]
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="Sync runs", caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)")
-    for col in (
-        "started",
-        "entity",
-        "kind",
-        "status",
-        "fetched",
-        "ins",
-        "upd",
-        "unch",
-        "del",
-        "rej",
-        "seconds",
-        "run",
-    ):
-        table.add_column(col, overflow="fold")
+    cols = [
+        Col("started"),
+        Col("entity"),
+        Col("kind", 4),
+        Col("status"),
+        Col("fetched", 2),
+        Col("ins", 5),
+        Col("upd", 5),
+        Col("unch", 7),
+        Col("del", 6),
+        Col("rej", 5),
+        Col("seconds", 3),
+        Col("run", 1),
+    ]
+    cells = []
     for r in rows:
         colour = {"success": "green", "partial": "yellow", "running": "cyan"}.get(r["status"], "red")
-        table.add_row(
-            (r["started_at"] or "")[:19],
-            escape(r["entity"]),
-            r["kind"],
-            f"[{colour}]{r['status']}[/]",
-            str(r["records_fetched"]),
-            str(r["records_inserted"]),
-            str(r["records_updated"]),
-            str(r["records_unchanged"]),
-            str(r["records_deleted"]),
-            str(r["records_rejected"]),
-            f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
-            r["uid"][:8],
+        cells.append(
+            [
+                show_time(r["started_at"], state.tz) or "-",
+                escape(r["entity"]),
+                r["kind"],
+                f"[{colour}]{r['status']}[/]",
+                str(r["records_fetched"]),
+                str(r["records_inserted"]),
+                str(r["records_updated"]),
+                str(r["records_unchanged"]),
+                str(r["records_deleted"]),
+                str(r["records_rejected"]),
+                f"{r['duration_seconds']:.1f}" if r["duration_seconds"] is not None else "-",
+                r["uid"][:8],
+            ]
         )
+    table = fit_table(
+        "Sync runs", cols, cells, caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)"
+    )
     out.print(table)
+
+
+@runs_app.command("show", epilog="Example: syncflow runs show 3f2a9c1e  (a prefix of the id will do)")
+@guarded
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id, or a prefix of it.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Show one run with its rejected rows."""
+    state = _state(ctx)
+    runtime = state.runtime(require_file=False)
+    with runtime.metadata(read_only=True) as conn:
+        run = runs_mod.get_run(conn, runtime.schema, run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r}")
+    _show_run(zoned(run, state.tz, "started_at", "completed_at"), as_json)
+
+
+def plain(value: Any) -> str:
+    """A value as words for text output: never Python's None/True/False."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
 
 
 def _show_run(run: dict[str, Any], as_json: bool) -> None:
@@ -1242,7 +1716,7 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
     for key, value in run.items():
         if key in ("rejects", "error_details"):
             continue
-        out.print(f"[bold]{key}[/]: {escape(str(value))}")
+        out.print(f"[bold]{key}[/]: {escape(plain(value))}")
     if run["error_details"]:
         out.print(f"[bold]error_details[/]: {escape(json.dumps(run['error_details'], default=str))}")
     if run["rejects"]:
@@ -1259,7 +1733,9 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
         out.print(table)
 
 
-@app.command("history")
+@app.command(
+    "history", epilog="Example: syncflow history erp.items --key item_number=ABC123 --as-of 2026-11-01T00:00:00Z"
+)
 @guarded
 def history_command(
     ctx: typer.Context,
@@ -1270,7 +1746,10 @@ def history_command(
     ],
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", help="ISO 8601 time (UTC when no offset is given): the version valid then."),
+        typer.Option(
+            "--as-of",
+            help="ISO 8601 time, the version valid then; without an offset it is in the --tz zone (UTC by default).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of versions.")] = False,
 ) -> None:
@@ -1281,8 +1760,9 @@ def history_command(
             when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
         except ValueError:
             raise UsageError(f"--as-of {as_of!r} is not an ISO 8601 time, e.g. 2026-11-26T09:30:00+00:00") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+        if when.tzinfo is None:  # in the zone times are shown in (--tz, $SYNCFLOW_TZ; UTC by default)
+            zone = _state(ctx).tz
+            when = when.replace(tzinfo=zone) if zone is not None else when.astimezone()
     runtime = _state(ctx).runtime(require_file=False)
     with runtime.metadata(read_only=True) as conn:
         entity = store.get_entity(conn, runtime.schema, ref)
@@ -1295,6 +1775,7 @@ def history_command(
         if set(given) != set(entity.business_keys):
             raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
         found = history.versions(conn, entity, given, as_of=when)
+    found = [zoned(v, _state(ctx).tz, "valid_from", "valid_to") for v in found]
     if as_json:
         emit_json(found)
         return
@@ -1305,7 +1786,7 @@ def history_command(
                 f" 'syncflow entity set {escape(ref)} --history' (or history = true in the file)"
             )
             raise typer.Exit(EXIT_FAILED)
-        err.print(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
+        note(f"{escape(ref)}: no recorded versions for that key" + (" at that time" if when else ""))
         return
     table = Table(title=escape(f"History of {ref} " + ", ".join(f"{k}={v}" for k, v in given.items())))
     for col in ("operation", "valid from", "valid to", "row version", "run", "data"):
@@ -1313,8 +1794,8 @@ def history_command(
     for v in found:
         table.add_row(
             v["operation"],
-            v["valid_from"][:26],
-            (v["valid_to"] or "current")[:26],
+            v["valid_from"],
+            v["valid_to"] or "current",
             str(v["row_version"]),
             (v["run_uid"] or "-")[:8],
             escape(json.dumps(v["data"], default=str, ensure_ascii=False)),

@@ -70,6 +70,8 @@ class SyncConfig(_Strict):
     statement_timeout_seconds: float = Field(default=0.0, ge=0)
     # The most one HTTP response may inflate to: a gzip bomb must not exhaust memory.
     max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Without a terminal (cron, Kubernetes): seconds between two progress lines of a running sync.
+    progress_interval_seconds: float = Field(default=30.0, gt=0)
 
 
 class EntityOverride(_Strict):

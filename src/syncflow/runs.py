@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from syncflow.claims import LOCK_NAMESPACE
+from syncflow.errors import UsageError
 from syncflow.store import Conn, Entity, hostname
 
 STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
@@ -251,13 +252,21 @@ def list_runs(
 
 
 def get_run(conn: Conn, schema: str, uid: str) -> dict[str, Any] | None:
-    """One run with its rejects, or None."""
+    """One run with its rejects, or None; a prefix that several runs share is a UsageError."""
     query = _select_runs(
         schema, sql.SQL("WHERE r.uid::text LIKE %s || '%%'"), sql.SQL("ORDER BY r.started_at DESC LIMIT 2")
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, [uid.strip().lower()])
         found = cur.fetchall()
+        if len(found) > 1 and uid.strip():
+            cur.execute(
+                sql.SQL("SELECT count(*) AS n FROM {} WHERE uid::text LIKE %s || '%%'").format(_t(schema, "sync_runs")),
+                [uid.strip().lower()],
+            )
+            counted = cur.fetchone()
+            n = counted["n"] if counted else len(found)
+            raise UsageError(f"run id {uid.strip()!r} is ambiguous: {n} runs match; give more characters")
         if len(found) != 1 or not uid.strip():
             return None
         run = found[0]

@@ -45,13 +45,21 @@ class SyncOptions:
 
 @dataclass
 class Progress:
-    """Reported after each page, for progress bars and logs."""
+    """Reported after each page, for progress bars and logs.
+
+    ``rows``, ``pages`` and ``bytes`` span the whole run; ``read`` numbers the
+    read of the entity (a full or hash entity may be read again to confirm
+    deletions), ``read_rows`` counts the rows of that read and ``total`` is the
+    row count the source announced for it (None when it announces none).
+    """
 
     entity: str
     pages: int
     rows: int
     bytes: int
     total: int | None
+    read: int = 1
+    read_rows: int = 0
 
 
 ProgressFn = Callable[[Progress], None]
@@ -141,6 +149,7 @@ class _Loader:
         self.rows_seen = 0
         self.pages = 0
         self.bytes = 0
+        self.reads = 0
 
     def _merge(self) -> tuple[Any, ...] | None:
         conn, stage = self.conn, self.stage
@@ -184,7 +193,8 @@ class _Loader:
     def load(self, stream: PageStream, *, cancel: threading.Event | None, on_progress: ProgressFn | None) -> None:
         """Consume one stream: stage its pages, merge and commit every ``batch_rows`` rows."""
         counts, stage = self.result.counts, self.stage
-        pages0, bytes0 = self.pages, self.bytes
+        pages0, bytes0, rows0 = self.pages, self.bytes, self.rows_seen
+        self.reads += 1
 
         def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
             bad: list[Reject] = []
@@ -203,7 +213,17 @@ class _Loader:
                 self.conn.commit()
             if on_progress is not None:
                 total = stream.state.first_total
-                on_progress(Progress(self.entity.ref, counts.pages, self.rows_seen, counts.bytes, total))
+                on_progress(
+                    Progress(
+                        self.entity.ref,
+                        counts.pages,
+                        self.rows_seen,
+                        counts.bytes,
+                        total,
+                        read=self.reads,
+                        read_rows=self.rows_seen - rows0,
+                    )
+                )
         self.flush()
         self.pages, self.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
         counts.pages, counts.bytes = self.pages, self.bytes

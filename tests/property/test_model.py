@@ -314,9 +314,9 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             r = cli(*args, "--json")
             self.state.before_page = None
             self.state.faults.clear()
-            lines = [line for line in r.stdout.splitlines() if line.strip()]
-            assert lines, r.stderr
-            run: dict[str, Any] = json.loads(lines[0])
+            runs = json.loads(r.stdout) if r.stdout.strip() else []
+            assert runs, r.stderr
+            run: dict[str, Any] = runs[0]
             assert r.exit_code == {"success": 0, "partial": 1, "failed": 1}[run["status"]], (r.exit_code, run)
             self._check(run, full=args[0] == "full-refresh")
             return run

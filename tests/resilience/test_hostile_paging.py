@@ -17,7 +17,7 @@ def test_a_source_that_ignores_page_fails_fast(demo_cli: Cli, demo: Any) -> None
     for ref in ("erp.orders", "erp.items"):
         r = demo_cli("sync", ref, "--json")
         assert r.exit_code == 1, r.stderr
-        run = json.loads(r.stdout.splitlines()[0])
+        (run,) = json.loads(r.stdout)
         assert run["status"] == "failed"
         assert "ignores the 'page' parameter" in run["error_message"]
     # A handful of requests, not thousands.

@@ -104,7 +104,7 @@ def test_a_row_lock_on_one_entity_fails_only_that_entity(synced: Cli, db_url: st
         holder.rollback()
     assert code == 75, errtext  # nothing failed; one entity must be tried again later
     assert took < BOUND
-    lines = {x["entity"]: x for x in map(json.loads, out.splitlines())}
+    lines = {x["entity"]: x for x in json.loads(out)}
     assert {k: v["status"] for k, v in lines.items()} == {
         "erp.items": "error",
         "erp.orders": "success",
@@ -233,7 +233,7 @@ def test_one_broken_connector_does_not_stop_the_others(demo_cli: Cli, demo: Any,
         demo_cli.config.write_text(base + crm + 'verify_tls = "/nonexistent/ca.pem"\n')
     r = demo_cli("sync", "--all", "--force", "--json", env={"CRM_TOKEN": None, **env})  # type: ignore[dict-item]
     assert r.exit_code == 1, r.stderr
-    runs = {x["entity"]: x for x in map(json.loads, r.stdout.splitlines())}
+    runs = {x["entity"]: x for x in json.loads(r.stdout)}
     assert {k: v["status"] for k, v in runs.items()} == {
         "erp.customers": "success",
         "erp.items": "success",
@@ -266,7 +266,7 @@ def test_an_entity_removed_during_the_pass_fails_alone(synced: Cli, demo: Any, d
     finally:
         demo.state.before_page = None
     assert code == 1, errtext
-    lines = {x["entity"]: x for x in map(json.loads, out.splitlines())}
+    lines = {x["entity"]: x for x in json.loads(out)}
     assert {k: v["status"] for k, v in lines.items()} == {
         "erp.customers": "success",
         "erp.items": "success",
@@ -442,7 +442,7 @@ def test_markup_like_names_are_printed_verbatim(demo_cli: Cli, demo: Any) -> Non
     assert demo_cli("entity", "set", "erp.inv[/x]", "--history").exit_code == 0
     r = demo_cli("sync", "erp.inv[/x]", "--json")
     assert r.exit_code == 0, r.stderr
-    run_uid = json.loads(r.stdout)["uid"]
+    run_uid = json.loads(r.stdout)[0]["uid"]
     shown = json.loads(demo_cli("entity", "show", "erp.inv[/x]", "--json").stdout)
     key = next(c["pg_name"] for c in shown["columns"] if c["is_business_key"])
     for args in (
@@ -499,7 +499,7 @@ def test_garbage_metadata_fails_that_entity_only(synced: Cli, db_url: str, garba
         conn.execute("UPDATE bridge.entities SET columns = %s::jsonb WHERE slug = 'items'", [garbage])
     r = synced("sync", "--all", "--force", "--json")
     assert r.exit_code == 1, r.stderr
-    runs = {x["entity"]: x for x in map(json.loads, r.stdout.splitlines())}
+    runs = {x["entity"]: x for x in json.loads(r.stdout)}
     assert runs["erp.orders"]["status"] == runs["erp.customers"]["status"] == "success"
     assert runs["erp.items"]["status"] == "failed"
     assert "metadata" in runs["erp.items"]["error_message"] and "discover" in runs["erp.items"]["error_message"]
@@ -566,7 +566,7 @@ def test_a_lock_on_the_target_table_is_named(synced: Cli, db_url: str) -> None:
         r = synced("sync", "erp.orders", "--json")
         holder.rollback()
     assert r.exit_code == 1, r.stderr
-    run = json.loads(r.stdout.splitlines()[0])
+    (run,) = json.loads(r.stdout)
     assert run["status"] == "failed"
     assert "another session holds a lock on erp.orders" in run["error_message"], run["error_message"]
 
@@ -575,7 +575,7 @@ def test_a_body_echoing_the_token_is_redacted_everywhere(synced: Cli, demo: Any,
     demo.state.fail_next(200, body=f"<html>debug: Authorization: Bearer {DEMO_TOKEN}</html>".encode())
     r = synced("sync", "erp.orders", "--json")
     assert r.exit_code == 1
-    shown = synced("runs", "--json").stdout + synced("runs", "show", json.loads(r.stdout)["uid"]).stdout
+    shown = synced("runs", "--json").stdout + synced("runs", "show", json.loads(r.stdout)[0]["uid"]).stdout
     stored = query(db_url, "SELECT error_message, error_details::text FROM bridge.sync_runs")
     for text in (r.stdout, r.stderr, shown, repr(stored)):
         assert DEMO_TOKEN not in text

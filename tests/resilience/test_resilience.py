@@ -33,7 +33,7 @@ def synced(demo_cli: Cli) -> Cli:
 
 def sync(cli: Cli, ref: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     r = cli("sync", ref, "--json", *extra, env=env)
-    lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    lines = json.loads(r.stdout) if r.stdout.strip() else []
     return r.exit_code, (lines[0] if lines else {}), r.stderr
 
 
