@@ -10,6 +10,7 @@ bisection that isolates the rows PostgreSQL refuses while the rest loads.
 from __future__ import annotations
 
 import binascii
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,8 @@ import orjson
 import psycopg
 import pytest
 from psycopg import sql
+from pytest_postgresql.executors.noop import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from syncflow import ddl, merge, stage
 from syncflow.pages import RawRow
@@ -25,6 +28,46 @@ from syncflow.stage import SchemaChanged, Stage
 from syncflow.store import StoredColumn
 
 Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture(scope="module")
+def stage_dbname(postgresql_noproc: NoopExecutor) -> str:
+    """One real database for this module, kept between runs: creating and dropping one per test (or
+    per run) would make the mutation run, which runs this module once per mutant, many times slower.
+    Each test starts with a new connection and no ``erp`` schema."""
+    dbname = f"{postgresql_noproc.dbname}_stage"
+    janitor = DatabaseJanitor(
+        user=postgresql_noproc.user,
+        host=postgresql_noproc.host,
+        port=postgresql_noproc.port,
+        dbname=dbname,
+        template_dbname=postgresql_noproc.template_dbname,
+        password=postgresql_noproc.password,
+    )
+    with janitor.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname])
+        found = cur.fetchone() is not None
+    if not found:
+        janitor.init()
+    return dbname
+
+
+@pytest.fixture
+def postgresql(postgresql_noproc: NoopExecutor, stage_dbname: str) -> Iterator[Conn]:
+    """A new connection (so no temp tables) to the module's database, with no ``erp`` schema."""
+    conn = psycopg.connect(
+        dbname=stage_dbname,
+        user=postgresql_noproc.user,
+        password=postgresql_noproc.password,
+        host=postgresql_noproc.host,
+        port=postgresql_noproc.port,
+    )
+    try:
+        conn.execute("DROP SCHEMA IF EXISTS erp CASCADE")
+        conn.commit()
+        yield conn
+    finally:
+        conn.close()
 
 
 def col(pg: str, pg_type: str, *, api: str | None = None, source: str | None = None, key: bool = False) -> StoredColumn:
@@ -259,15 +302,15 @@ def test_a_page_read_by_source_name_keeps_that_reading_for_rows_missing_names(po
 def test_single_column_entity(postgresql: Conn) -> None:
     cols = [col("id", "text", key=True)]
     s = make(postgresql, cols)
-    rows = [raw({"Id": "a"}), raw({"ID": "b"}), raw({}, okeys={"ID": "c"})]
+    rows = [raw({"Id": "ab"}), raw({"ID": "bc"}), raw({}, okeys={"ID": "cd"})]
     out = s.build(rows, [])
-    assert out == [(1, "1", False, "a"), (2, "1", False, "b"), (3, "1", False, "c")]
-    assert [s.raw_key(r[0], r[3]) for r in rows] == ["a", "b", "c"]
+    assert out == [(1, "1", False, "ab"), (2, "1", False, "bc"), (3, "1", False, "cd")]
+    assert [s.raw_key(r[0], r[3]) for r in rows] == ["ab", "bc", "cd"]
     rejects: list[Reject] = []
     s.add(out, rejects)
     s.send(rejects)
     assert rejects == [] and s.staged == 3
-    assert staged(postgresql) == [("1", "1", "false", "a"), ("2", "1", "false", "b"), ("3", "1", "false", "c")]
+    assert staged(postgresql) == [("1", "1", "false", "ab"), ("2", "1", "false", "bc"), ("3", "1", "false", "cd")]
 
 
 def test_oracle_keys_fill_a_missing_business_key_and_nothing_else(postgresql: Conn) -> None:
@@ -326,7 +369,6 @@ AMBIGUOUS = [
 
 def test_an_ambiguous_key_alias_is_read_by_the_rows_mode(postgresql: Conn) -> None:
     s = make(postgresql, AMBIGUOUS, ["short_name"])
-    assert s._key_ambiguous
     by_alias = {"NAME": "s", "legal_name": "L", "c": 1}
     by_source = {"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}
     assert s.raw_key(by_alias, None) == "s"
@@ -344,7 +386,6 @@ def test_a_key_source_name_that_is_another_alias_is_ambiguous_too(postgresql: Co
         col("c", "text", source="C_SRC", api="c"),
     ]
     s = make(postgresql, cols, ["legal_name"])
-    assert s._key_ambiguous
     # More source names than aliases: the row is read by source name, so its key is under NAME.
     data = {"legal_name": "L", "NAME": "N", "SHORT_NAME": "S", "C_SRC": "c"}
     assert s.raw_key(data, None) == "N"
@@ -365,9 +406,18 @@ def test_raw_key_agrees_with_build(postgresql: Conn) -> None:
         assert s.raw_key(data, okeys) == built[0][3], data
 
 
+def test_raw_key_reads_a_row_dominated_by_source_names_by_source_name(postgresql: Conn) -> None:
+    """A row carrying the key under its alias and its source name is read as build reads it: by source
+    name when source names explain more of it (raw_key used to take the alias' value)."""
+    s = make(postgresql)
+    data = {"Id": 1, "ID": 2, "NAME": "x"}
+    assert s.build([raw(data)], [])[0][3] == 2
+    assert s.raw_key(data, None) == 2
+    assert s.raw_key({"Id": 1, "ID": 2, "Name": "x"}, None) == 1
+
+
 def test_raw_key_plain_names(postgresql: Conn) -> None:
     s = make(postgresql)
-    assert not s._key_ambiguous
     assert s.raw_key({"Id": 1, "Name": "a"}, None) == 1
     assert s.raw_key({"ID": 2, "NAME": "a"}, None) == 2
     assert s.raw_key({"ID": 3, "Name": "a", "QTY": 1}, None) == 3
