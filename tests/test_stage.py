@@ -765,3 +765,42 @@ def test_truncate_empties_staging_but_keeps_seq(postgresql: Conn) -> None:
     assert (s.staged, s.has_dups, s.queued, staged(postgresql)) == (0, False, 0, [])
     assert s._batch_keys == set()
     assert s.build([raw({"Id": 1})], rejects)[0][0] == 3
+
+
+def test_send_and_add_pass_rejects_on(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stage, "COPY_CHUNK", 2)
+    s = make(postgresql)
+    rejects: list[Reject] = []
+    s.add(s.build([raw({"Id": 1, "Qty": "x"})], rejects), rejects)
+    s.send(rejects)
+    s.add(s.build([raw({"Id": 2, "Qty": "y"}), raw({"Id": 3, "Qty": 3})], rejects), rejects)  # sent by add
+    assert [(r.business_key, r.column) for r in rejects] == [({"id": 1}, "qty"), ({"id": 2}, "qty")]
+    assert (s.staged, s.queued) == (1, 1)
+
+
+def test_a_failing_copy_is_split_in_halves_then_row_by_row(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few COPY statements for one bad row: halves down to ``SMALL`` rows, then one row at a time."""
+    sizes: list[int] = []
+    real_copy = Stage._copy
+
+    def spy(self: Stage, rows: Any) -> None:
+        sizes.append(len(rows))
+        real_copy(self, rows)
+
+    monkeypatch.setattr(Stage, "_copy", spy)
+    s = make(postgresql)
+    assert stage.SMALL == 8
+    for n, want in [
+        (18, [18, 18, 9, 4, 1, 1, 1, 1, 5, 9]),  # 9 rows are more than SMALL: halved
+        (16, [16, 16, 8, 1, 1, 1, 1, 1, 1, 1, 1, 8]),  # 8 rows are few enough: row by row
+        (3, [3, 3, 1, 1, 1]),
+    ]:
+        sizes.clear()
+        rejects: list[Reject] = []
+        rows = s.build([raw({"Id": i, "Qty": "bad" if i == 2 else i}) for i in range(1, n + 1)], rejects)
+        assert s.load(rows, rejects) == n - 1
+        assert [r.business_key for r in rejects] == [{"id": 2}]
+        assert sizes == want, n
+    sizes.clear()
+    assert s.load(s.build([raw({"Id": 50})], []), []) == 1
+    assert sizes == [1]
