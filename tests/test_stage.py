@@ -804,3 +804,62 @@ def test_a_failing_copy_is_split_in_halves_then_row_by_row(postgresql: Conn, mon
     sizes.clear()
     assert s.load(s.build([raw({"Id": 50})], []), []) == 1
     assert sizes == [1]
+
+
+def test_a_nul_character_is_rejected_with_psycopgs_reason(postgresql: Conn) -> None:
+    s = make(postgresql)
+    rejects: list[Reject] = []
+    assert s.load(s.build([raw({"Id": 1, "Name": "a\x00b"}), raw({"Id": 2, "Name": "ok"})], rejects), rejects) == 1
+    assert len(rejects) == 1
+    assert rejects[0].business_key == {"id": 1} and rejects[0].column is None
+    assert "NUL" in rejects[0].reason and rejects[0].reason != "None"
+
+
+def test_a_page_read_by_source_name_reads_an_ambiguous_name_by_source_name_in_every_row(postgresql: Conn) -> None:
+    """docs/correctness.md: never a mix. NAME alone is an alias too, yet on this page it is a source name."""
+    s = make(postgresql, AMBIGUOUS, ["short_name"])
+    rows = [raw({"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}), raw({"SHORT_NAME": "t", "NAME": "L2"})]
+    assert s.build(rows, []) == [(1, "1", False, "s", "L", 1), (2, "1", False, "t", "L2", None)]
+    alias_page = [raw({"NAME": "s", "legal_name": "L", "c": 1}), raw({"NAME": "t"})]
+    assert s.build(alias_page, []) == [(3, "1", False, "s", "L", 1), (4, "1", False, "t", None, None)]
+
+
+def test_raw_key_of_an_alias_row_without_its_key_alias(postgresql: Conn) -> None:
+    """A row of aliases only is read by alias even when the key's source name is another column's alias."""
+    cols = [
+        col("legal_name", "text", source="NAME", api="legal_name", key=True),
+        col("short_name", "text", source="SHORT_NAME", api="NAME"),
+    ]
+    s = make(postgresql, cols, ["legal_name"])
+    assert s.raw_key({"NAME": "N"}, None) is None
+    assert s.raw_key({"NAME": "N"}, {"NAME": "o"}) == "o"
+    assert s.build([raw({"NAME": "N"}, okeys={"NAME": "o"})], [])[0][3:] == ("o", "N")
+
+
+def test_full_rows_take_the_itemgetter_path(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Module docstring: rows are built with ``itemgetter``; the per-name slow path is for rows lacking names."""
+    s = make(postgresql)
+    assert s.track_seen is True and make(postgresql, track_seen=False).track_seen is False
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("slow path taken")
+
+    monkeypatch.setattr(Stage, "_slow_values", refuse)
+    full = {"Id": 1, "Name": "a", "Qty": 1, "Blob": None, "Doc": None}
+    assert s.build([raw(full)], [])[0][3:5] == (1, "a")
+    assert s.build([raw({k.upper(): v for k, v in full.items()})], [])[0][3:5] == (1, "a")
+
+
+def test_json_text_takes_the_second_pass_only_for_big_integers(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    real = stage._big_ints
+
+    def spy(value: Any) -> Any:
+        calls.append(value)
+        return real(value)
+
+    monkeypatch.setattr(stage, "_big_ints", spy)
+    assert stage.json_text({"p": Decimal("1.5"), "n": 2**63 - 1}) == '{"p":1.5,"n":9223372036854775807}'
+    assert calls == []
+    assert stage.json_text({"n": 2**64}) == '{"n":18446744073709551616}'
+    assert calls[0] == {"n": 2**64}  # then once per nested value
