@@ -818,8 +818,8 @@ def test_a_nul_character_is_rejected_with_psycopgs_reason(postgresql: Conn) -> N
 def test_a_page_read_by_source_name_reads_an_ambiguous_name_by_source_name_in_every_row(postgresql: Conn) -> None:
     """docs/correctness.md: never a mix. NAME alone is an alias too, yet on this page it is a source name."""
     s = make(postgresql, AMBIGUOUS, ["short_name"])
-    rows = [raw({"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}), raw({"SHORT_NAME": "t", "NAME": "L2"})]
-    assert s.build(rows, []) == [(1, "1", False, "s", "L", 1), (2, "1", False, "t", "L2", None)]
+    rows = [raw({"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}), raw({"NAME": "L2"})]
+    assert s.build(rows, []) == [(1, "1", False, "s", "L", 1), (2, "1", False, None, "L2", None)]
     alias_page = [raw({"NAME": "s", "legal_name": "L", "c": 1}), raw({"NAME": "t"})]
     assert s.build(alias_page, []) == [(3, "1", False, "s", "L", 1), (4, "1", False, "t", None, None)]
 
