@@ -137,16 +137,7 @@ class Stage:
         self._single = len(self.api_names) == 1
         self._key_cols = [c for c in self.columns if c.pg_name in self.keys]
         self._key_cols.sort(key=lambda c: self.keys.index(c.pg_name))
-        key_aliases = [c.api_name for c in self._key_cols]
-        key_sources = [c.source_name for c in self._key_cols]
-        self._alias_key = itemgetter(*key_aliases)
-        self._source_key = itemgetter(*key_sources)
-        # A key alias that is another column's source name (or the reverse) makes a lookup by name
-        # ambiguous: such rows are read by the row's mode, never by whichever name is present.
-        self._key_ambiguous = bool(
-            (set(key_aliases) & (self.sources - set(key_sources)))
-            or (set(key_sources) & (self.aliases - set(key_aliases)))
-        )
+        self._alias_key = itemgetter(*(c.api_name for c in self._key_cols))
         self._convert = [(i, f) for i, c in enumerate(self.columns) if (f := converter(c.pg_type)) is not None]
         self._key_index = [self.names.index(k) for k in self.keys]
         self._copy_sql = merge.copy_sql(self.columns)
@@ -213,12 +204,15 @@ class Stage:
 
         One value for a one-column key, else a tuple, as :func:`key_of_stored` gives it.
         """
-        if not self._key_ambiguous:
+        # A row of aliases only is read by alias; any other row (a key alias may be another column's
+        # source name, or source names may explain more of the row) is read by the row's mode.
+        by_alias = data.keys() <= self.aliases
+        if by_alias:
             try:
                 return self._alias_key(data)  # type: ignore[no-any-return]
             except KeyError:
                 pass
-        mode = "alias" if data.keys() <= self.aliases else self._mode(set(data))
+        mode = "alias" if by_alias else self._mode(set(data))
         values = self._slow_key(data, okeys, mode)
         return values[0] if len(values) == 1 else tuple(values)
 
