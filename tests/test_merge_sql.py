@@ -2,7 +2,7 @@
 
 The text tests pin quoting and the shape of each statement (psycopg's own
 tests/test_sql.py style); the execution tests run the statements on a real
-database and check the rows and the counts they return: last occurrence
+database (``pg``: one per module, a new connection and no ``erp`` schema per test) and check the rows and the counts they return: last occurrence
 wins, unchanged rows are not rewritten, tombstones and soft deletes, the
 history a statement writes.
 """
@@ -38,54 +38,54 @@ def text(conn: Conn, q: psycopg.sql.Composable) -> str:
     return q.as_string(conn)
 
 
-def test_stage_ddl_is_typed_like_the_target(postgresql: Conn) -> None:
-    assert text(postgresql, merge.stage_ddl(COLUMNS, KEYS)) == (
+def test_stage_ddl_is_typed_like_the_target(pg: Conn) -> None:
+    assert text(pg, merge.stage_ddl(COLUMNS, KEYS)) == (
         'CREATE TEMP TABLE "_sf_stage" (_bridge_seq bigint NOT NULL, _bridge_rv text, _bridge_tomb boolean NOT NULL,'
         ' "id" integer NOT NULL, "name" text, "price" numeric(10,2), "doc" jsonb)'
     )
 
 
-def test_seen_table_and_its_statements(postgresql: Conn) -> None:
+def test_seen_table_and_its_statements(pg: Conn) -> None:
     keys = ["a b", 'q"uote']
-    assert text(postgresql, merge.seen_ddl("erp", "items", keys)) == (
+    assert text(pg, merge.seen_ddl("erp", "items", keys)) == (
         'CREATE TEMP TABLE "_sf_seen" AS SELECT "a b", "q""uote" FROM "erp"."items" WITH NO DATA'
     )
-    assert text(postgresql, merge.seen_stats(keys)) == (
+    assert text(pg, merge.seen_stats(keys)) == (
         'SELECT (SELECT count(*) FROM "_sf_seen"),'
         ' (SELECT count(*) FROM (SELECT DISTINCT "a b", "q""uote" FROM "_sf_seen") d)'
     )
-    assert text(postgresql, merge.seen_insert(keys)) == (
+    assert text(pg, merge.seen_insert(keys)) == (
         'INSERT INTO "_sf_seen" ("a b", "q""uote") SELECT "a b", "q""uote" FROM "_sf_stage"'
     )
 
 
-def test_copy_names_every_column_after_the_staging_ones(postgresql: Conn) -> None:
-    assert text(postgresql, merge.copy_sql(COLUMNS)) == (
+def test_copy_names_every_column_after_the_staging_ones(pg: Conn) -> None:
+    assert text(pg, merge.copy_sql(COLUMNS)) == (
         'COPY "_sf_stage" (_bridge_seq, _bridge_rv, _bridge_tomb, "id", "name", "price", "doc") FROM STDIN'
     )
 
 
-def test_hash_orders_columns_by_name_and_hashes_jsonb_as_text(postgresql: Conn) -> None:
-    assert text(postgresql, merge.hash_expr(COLUMNS, "s")) == (
+def test_hash_orders_columns_by_name_and_hashes_jsonb_as_text(pg: Conn) -> None:
+    assert text(pg, merge.hash_expr(COLUMNS, "s")) == (
         'hash_record_extended(ROW("s"."doc"::text, "s"."id", "s"."name", "s"."price"), 0)::text'
     )
 
 
-def test_delete_statements(postgresql: Conn) -> None:
-    assert text(postgresql, merge.delete_counts("erp", "items", ["a", "b"])) == (
+def test_delete_statements(pg: Conn) -> None:
+    assert text(pg, merge.delete_counts("erp", "items", ["a", "b"])) == (
         'SELECT count(*), count(*) FILTER (WHERE s."a" IS NULL) FROM "erp"."items" t'
         ' LEFT JOIN (SELECT DISTINCT "a", "b" FROM "_sf_seen") s ON s."a" = t."a" AND s."b" = t."b"'
         " WHERE NOT t._bridge_deleted"
     )
-    assert text(postgresql, merge.soft_delete_unseen("erp", "items", ["a", "b"])) == (
+    assert text(pg, merge.soft_delete_unseen("erp", "items", ["a", "b"])) == (
         'WITH del AS (UPDATE "erp"."items" t SET _bridge_deleted = true, _bridge_updated_at = now()'
         ' WHERE NOT t._bridge_deleted AND NOT EXISTS (SELECT 1 FROM "_sf_seen" s WHERE s."a" = t."a" AND s."b" = t."b")'
         " RETURNING 1) SELECT count(*) FROM del"
     )
 
 
-def test_merge_variants_differ_only_where_they_should(postgresql: Conn) -> None:
-    full = text(postgresql, merge.merge("erp", "items", COLUMNS, KEYS))
+def test_merge_variants_differ_only_where_they_should(pg: Conn) -> None:
+    full = text(pg, merge.merge("erp", "items", COLUMNS, KEYS))
     assert full.startswith(
         'WITH src AS MATERIALIZED (SELECT DISTINCT ON ("id") s.*, hash_record_extended(ROW("s"."doc"::text, "s"."id",'
         ' "s"."name", "s"."price"), 0)::text AS _bridge_h FROM "_sf_stage" s ORDER BY "id", s._bridge_seq DESC),'
@@ -95,19 +95,15 @@ def test_merge_variants_differ_only_where_they_should(postgresql: Conn) -> None:
         in full
     )
     assert "LEFT JOIN LATERAL" in full
-    plain = text(postgresql, merge.merge("erp", "items", COLUMNS, KEYS, dedup=False))
+    plain = text(pg, merge.merge("erp", "items", COLUMNS, KEYS, dedup=False))
     assert "DISTINCT ON" not in plain
     assert 'SELECT s.*, hash_record_extended(ROW("s"."doc"::text' in plain
-    fresh = text(
-        postgresql, merge.merge("erp", "items", COLUMNS, KEYS, dedup=False, prefilter=False, plain_insert=True)
-    )
+    fresh = text(pg, merge.merge("erp", "items", COLUMNS, KEYS, dedup=False, prefilter=False, plain_insert=True))
     assert "ON CONFLICT" not in fresh
     assert "LATERAL" not in fresh
     assert "SELECT s.*, NULL::boolean AS _bridge_was_deleted FROM src s WHERE NOT s._bridge_tomb" in fresh
     assert "_sf_history" not in full
-    with_history = text(
-        postgresql, merge.merge("erp", "items", COLUMNS, KEYS, history="h", run_uid=str(uuid.UUID(int=1)))
-    )
+    with_history = text(pg, merge.merge("erp", "items", COLUMNS, KEYS, history="h", run_uid=str(uuid.UUID(int=1))))
     assert '"erp"."h"' in with_history
     assert "'00000000-0000-0000-0000-000000000001'::uuid" in with_history
 
@@ -116,13 +112,13 @@ def test_merge_variants_differ_only_where_they_should(postgresql: Conn) -> None:
 
 
 @pytest.fixture
-def db(postgresql: Conn) -> Conn:
+def db(pg: Conn) -> Conn:
     """A target table erp.items and an empty staging table on one connection."""
-    postgresql.execute(ddl.create_schema("erp"))
-    postgresql.execute(ddl.create_table("erp", "items", COLUMNS, KEYS))
-    postgresql.execute(merge.stage_ddl(COLUMNS, KEYS))
-    postgresql.execute(merge.seen_ddl("erp", "items", KEYS))
-    return postgresql
+    pg.execute(ddl.create_schema("erp"))
+    pg.execute(ddl.create_table("erp", "items", COLUMNS, KEYS))
+    pg.execute(merge.stage_ddl(COLUMNS, KEYS))
+    pg.execute(merge.seen_ddl("erp", "items", KEYS))
+    return pg
 
 
 Staged = tuple[int, str | None, bool, int, str | None, str | None, str | None]

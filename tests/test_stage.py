@@ -1,6 +1,7 @@
 """Staging (stage.py): page rows built into COPY tuples, COPY into a typed temp table, row-wise rejects.
 
-Fast, DB-level tests on a real PostgreSQL (a fresh database per test): how a
+Fast, DB-level tests on a real PostgreSQL (``pg``: a database per module, each test on a
+new connection with no ``erp`` schema, see conftest.py): how a
 row is read (by alias, by source name, mixed pages, oracle keys), what
 becomes a reject and with which key, column, reason and value, schema
 drift and renamed columns, duplicate detection, chunked COPY and the
@@ -10,7 +11,6 @@ bisection that isolates the rows PostgreSQL refuses while the rest loads.
 from __future__ import annotations
 
 import binascii
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,8 +18,6 @@ import orjson
 import psycopg
 import pytest
 from psycopg import sql
-from pytest_postgresql.executors.noop import NoopExecutor
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from syncflow import ddl, merge, stage
 from syncflow.pages import RawRow
@@ -28,46 +26,6 @@ from syncflow.stage import SchemaChanged, Stage
 from syncflow.store import StoredColumn
 
 Conn = psycopg.Connection[Any]
-
-
-@pytest.fixture(scope="module")
-def stage_dbname(postgresql_noproc: NoopExecutor) -> str:
-    """One real database for this module, kept between runs: creating and dropping one per test (or
-    per run) would make the mutation run, which runs this module once per mutant, many times slower.
-    Each test starts with a new connection and no ``erp`` schema."""
-    dbname = f"{postgresql_noproc.dbname}_stage"
-    janitor = DatabaseJanitor(
-        user=postgresql_noproc.user,
-        host=postgresql_noproc.host,
-        port=postgresql_noproc.port,
-        dbname=dbname,
-        template_dbname=postgresql_noproc.template_dbname,
-        password=postgresql_noproc.password,
-    )
-    with janitor.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname])
-        found = cur.fetchone() is not None
-    if not found:
-        janitor.init()
-    return dbname
-
-
-@pytest.fixture
-def postgresql(postgresql_noproc: NoopExecutor, stage_dbname: str) -> Iterator[Conn]:
-    """A new connection (so no temp tables) to the module's database, with no ``erp`` schema."""
-    conn = psycopg.connect(
-        dbname=stage_dbname,
-        user=postgresql_noproc.user,
-        password=postgresql_noproc.password,
-        host=postgresql_noproc.host,
-        port=postgresql_noproc.port,
-    )
-    try:
-        conn.execute("DROP SCHEMA IF EXISTS erp CASCADE")
-        conn.commit()
-        yield conn
-    finally:
-        conn.close()
 
 
 def col(pg: str, pg_type: str, *, api: str | None = None, source: str | None = None, key: bool = False) -> StoredColumn:
@@ -203,35 +161,35 @@ def test_preview() -> None:
 # -- the staging table -----------------------------------------------------------------------
 
 
-def test_stage_creates_typed_temp_tables_and_close_drops_them(postgresql: Conn) -> None:
-    s = make(postgresql)
-    assert exists(postgresql, merge.STAGE) and exists(postgresql, merge.SEEN)
-    cols = postgresql.execute(
+def test_stage_creates_typed_temp_tables_and_close_drops_them(pg: Conn) -> None:
+    s = make(pg)
+    assert exists(pg, merge.STAGE) and exists(pg, merge.SEEN)
+    cols = pg.execute(
         "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
         " WHERE attrelid = 'pg_temp._sf_seen'::regclass AND attnum > 0 ORDER BY attnum"
     ).fetchall()
     assert cols == [("id", "integer", False)]
     assert (s.seq, s.staged, s.has_dups, s.queued, s.drift) == (0, 0, False, 0, set())
-    postgresql.execute("INSERT INTO _sf_stage VALUES (1, NULL, false, 1)")
+    pg.execute("INSERT INTO _sf_stage VALUES (1, NULL, false, 1)")
     # A second Stage on the same connection starts from empty tables.
-    s2 = Stage(postgresql, schema="erp", table="items", columns=COLUMNS, keys=KEYS)
-    assert staged(postgresql) == []
+    s2 = Stage(pg, schema="erp", table="items", columns=COLUMNS, keys=KEYS)
+    assert staged(pg) == []
     s2.close()
-    assert not exists(postgresql, merge.STAGE) and not exists(postgresql, merge.SEEN)
+    assert not exists(pg, merge.STAGE) and not exists(pg, merge.SEEN)
     s2.close()  # closing twice is harmless
 
 
-def test_without_track_seen_there_is_no_seen_table(postgresql: Conn) -> None:
-    make(postgresql, track_seen=False)
-    assert exists(postgresql, merge.STAGE)
-    assert not exists(postgresql, merge.SEEN)
+def test_without_track_seen_there_is_no_seen_table(pg: Conn) -> None:
+    make(pg, track_seen=False)
+    assert exists(pg, merge.STAGE)
+    assert not exists(pg, merge.SEEN)
 
 
 # -- build: reading rows ---------------------------------------------------------------------
 
 
-def test_build_reads_rows_by_alias_with_conversions(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_build_reads_rows_by_alias_with_conversions(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     rows = [
         raw({"Id": 1, "Name": "a", "Qty": 12.0, "Blob": "aGk=", "Doc": {"p": Decimal("1.50"), "n": 2**70}}, "7"),
@@ -256,15 +214,15 @@ def test_build_reads_rows_by_alias_with_conversions(postgresql: Conn) -> None:
     )
 
 
-def test_build_reads_rows_by_source_name(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_build_reads_rows_by_source_name(pg: Conn) -> None:
+    s = make(pg)
     out = s.build([raw({"ID": 1, "NAME": "a", "QTY": 2.0, "BLOB": "aGk=", "DOC": {"k": 1}})], [])
     assert out == [(1, "1", False, 1, "a", 2, b"hi", '{"k":1}')]
     assert s.drift == set()
 
 
-def test_build_reads_each_row_of_a_mixed_page_by_its_own_names(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_build_reads_each_row_of_a_mixed_page_by_its_own_names(pg: Conn) -> None:
+    s = make(pg)
     rows = [
         raw({"Id": 1, "Name": "a", "Qty": 1, "Blob": None, "Doc": None}),
         raw({"ID": 2, "NAME": "b", "QTY": 2, "BLOB": None, "DOC": None}),
@@ -279,8 +237,8 @@ def test_build_reads_each_row_of_a_mixed_page_by_its_own_names(postgresql: Conn)
     ]
 
 
-def test_mode_prefers_aliases_unless_source_names_explain_more(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_mode_prefers_aliases_unless_source_names_explain_more(pg: Conn) -> None:
+    s = make(pg)
     assert s._mode({"Id", "Name"}) == "alias"
     assert s._mode({"ID", "NAME"}) == "source"
     assert s._mode(set()) == "alias"
@@ -292,16 +250,16 @@ def test_mode_prefers_aliases_unless_source_names_explain_more(postgresql: Conn)
     assert s._mode({"other"}) == "alias"
 
 
-def test_a_page_read_by_source_name_keeps_that_reading_for_rows_missing_names(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_a_page_read_by_source_name_keeps_that_reading_for_rows_missing_names(pg: Conn) -> None:
+    s = make(pg)
     # The page is read by source name; the first row lacks QTY (slow path), the second has every name.
     rows = [raw({"ID": 1, "NAME": "a"}), raw({"ID": 2, "NAME": "b", "QTY": 3, "BLOB": None, "DOC": None})]
     assert s.build(rows, []) == [(1, "1", False, 1, "a", None, None, None), (2, "1", False, 2, "b", 3, None, None)]
 
 
-def test_single_column_entity(postgresql: Conn) -> None:
+def test_single_column_entity(pg: Conn) -> None:
     cols = [col("id", "text", key=True)]
-    s = make(postgresql, cols)
+    s = make(pg, cols)
     rows = [raw({"Id": "ab"}), raw({"ID": "bc"}), raw({}, okeys={"ID": "cd"})]
     out = s.build(rows, [])
     assert out == [(1, "1", False, "ab"), (2, "1", False, "bc"), (3, "1", False, "cd")]
@@ -310,11 +268,11 @@ def test_single_column_entity(postgresql: Conn) -> None:
     s.add(out, rejects)
     s.send(rejects)
     assert rejects == [] and s.staged == 3
-    assert staged(postgresql) == [("1", "1", "false", "ab"), ("2", "1", "false", "bc"), ("3", "1", "false", "cd")]
+    assert staged(pg) == [("1", "1", "false", "ab"), ("2", "1", "false", "bc"), ("3", "1", "false", "cd")]
 
 
-def test_oracle_keys_fill_a_missing_business_key_and_nothing_else(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_oracle_keys_fill_a_missing_business_key_and_nothing_else(pg: Conn) -> None:
+    s = make(pg)
     okeys = {"ID": 5, "NAME": "zz", "Id": 6}
     out = s.build([raw({"Qty": 1}, okeys=okeys), raw({"QTY": 2}, okeys=okeys), raw({"Qty": 3}, okeys=None)], [])
     assert out == [
@@ -339,8 +297,8 @@ COMPOSITE = [
 ]
 
 
-def test_composite_keys_in_key_order(postgresql: Conn) -> None:
-    s = make(postgresql, COMPOSITE, ["b", "a"])
+def test_composite_keys_in_key_order(pg: Conn) -> None:
+    s = make(pg, COMPOSITE, ["b", "a"])
     rows = [
         raw({"A": "x", "Note": "n", "B": 2, "C": "c"}),
         raw({"A": "y", "NOTE": "n", "B": 3.0, "C": "c"}),
@@ -367,8 +325,8 @@ AMBIGUOUS = [
 ]
 
 
-def test_an_ambiguous_key_alias_is_read_by_the_rows_mode(postgresql: Conn) -> None:
-    s = make(postgresql, AMBIGUOUS, ["short_name"])
+def test_an_ambiguous_key_alias_is_read_by_the_rows_mode(pg: Conn) -> None:
+    s = make(pg, AMBIGUOUS, ["short_name"])
     by_alias = {"NAME": "s", "legal_name": "L", "c": 1}
     by_source = {"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}
     assert s.raw_key(by_alias, None) == "s"
@@ -379,13 +337,13 @@ def test_an_ambiguous_key_alias_is_read_by_the_rows_mode(postgresql: Conn) -> No
     assert s.build([raw(by_source)], []) == [(2, "1", False, "s", "L", 1)]
 
 
-def test_a_key_source_name_that_is_another_alias_is_ambiguous_too(postgresql: Conn) -> None:
+def test_a_key_source_name_that_is_another_alias_is_ambiguous_too(pg: Conn) -> None:
     cols = [
         col("legal_name", "text", source="NAME", api="legal_name", key=True),
         col("short_name", "text", source="SHORT_NAME", api="NAME"),
         col("c", "text", source="C_SRC", api="c"),
     ]
-    s = make(postgresql, cols, ["legal_name"])
+    s = make(pg, cols, ["legal_name"])
     # More source names than aliases: the row is read by source name, so its key is under NAME.
     data = {"legal_name": "L", "NAME": "N", "SHORT_NAME": "S", "C_SRC": "c"}
     assert s.raw_key(data, None) == "N"
@@ -393,31 +351,32 @@ def test_a_key_source_name_that_is_another_alias_is_ambiguous_too(postgresql: Co
     assert s.raw_key({"legal_name": "L", "NAME": "N", "c": 1}, None) == "L"
 
 
-def test_raw_key_agrees_with_build(postgresql: Conn) -> None:
+def test_raw_key_agrees_with_build(pg: Conn) -> None:
     """The page stream's key function must see the key the loader stages."""
-    s = make(postgresql, AMBIGUOUS, ["short_name"])
-    for data, okeys in [
+    s = make(pg, AMBIGUOUS, ["short_name"])
+    cases: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
         ({"NAME": "s", "legal_name": "L"}, None),
         ({"SHORT_NAME": "s", "NAME": "L"}, None),
         ({"legal_name": "L"}, {"SHORT_NAME": "o"}),
         ({"NAME": "L", "C_SRC": 2, "SHORT_NAME": "s"}, None),
-    ]:
+    ]
+    for data, okeys in cases:
         built = s.build([raw(data, okeys=okeys)], [])
         assert s.raw_key(data, okeys) == built[0][3], data
 
 
-def test_raw_key_reads_a_row_dominated_by_source_names_by_source_name(postgresql: Conn) -> None:
+def test_raw_key_reads_a_row_dominated_by_source_names_by_source_name(pg: Conn) -> None:
     """A row carrying the key under its alias and its source name is read as build reads it: by source
     name when source names explain more of it (raw_key used to take the alias' value)."""
-    s = make(postgresql)
+    s = make(pg)
     data = {"Id": 1, "ID": 2, "NAME": "x"}
     assert s.build([raw(data)], [])[0][3] == 2
     assert s.raw_key(data, None) == 2
     assert s.raw_key({"Id": 1, "ID": 2, "Name": "x"}, None) == 1
 
 
-def test_raw_key_plain_names(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_raw_key_plain_names(pg: Conn) -> None:
+    s = make(pg)
     assert s.raw_key({"Id": 1, "Name": "a"}, None) == 1
     assert s.raw_key({"ID": 2, "NAME": "a"}, None) == 2
     assert s.raw_key({"ID": 3, "Name": "a", "QTY": 1}, None) == 3
@@ -429,8 +388,8 @@ def test_raw_key_plain_names(postgresql: Conn) -> None:
 # -- build: rejects --------------------------------------------------------------------------
 
 
-def test_a_row_with_a_problem_is_rejected_with_its_reason(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_a_row_with_a_problem_is_rejected_with_its_reason(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     out = s.build(
         [
@@ -448,8 +407,8 @@ def test_a_row_with_a_problem_is_rejected_with_its_reason(postgresql: Conn) -> N
     assert s.seq == 3
 
 
-def test_object_or_array_key_values_are_rejected_naming_the_column(postgresql: Conn) -> None:
-    s = make(postgresql, COMPOSITE, ["b", "a"])
+def test_object_or_array_key_values_are_rejected_naming_the_column(pg: Conn) -> None:
+    s = make(pg, COMPOSITE, ["b", "a"])
     rejects: list[Reject] = []
     out = s.build(
         [
@@ -481,8 +440,8 @@ def test_object_or_array_key_values_are_rejected_naming_the_column(postgresql: C
     ]
 
 
-def test_conversion_failures_reject_the_row_naming_the_column(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_conversion_failures_reject_the_row_naming_the_column(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     out = s.build(
         [
@@ -514,8 +473,8 @@ def test_conversion_failures_reject_the_row_naming_the_column(postgresql: Conn) 
 # -- drift and renamed columns ---------------------------------------------------------------
 
 
-def test_unknown_names_are_noted_as_drift(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_unknown_names_are_noted_as_drift(pg: Conn) -> None:
+    s = make(pg)
     full = {"Id": 1, "Name": "a", "Qty": 1, "Blob": None, "Doc": None}
     out = s.build([raw({**full, "extra": 1}), raw({**full, "Id": 2, "more": 2})], [])
     assert [r[3:5] for r in out] == [(1, "a"), (2, "a")]
@@ -529,8 +488,8 @@ def test_unknown_names_are_noted_as_drift(postgresql: Conn) -> None:
     assert "id2" in s.drift
 
 
-def test_a_known_column_gone_and_an_unknown_one_new_is_a_schema_change(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_a_known_column_gone_and_an_unknown_one_new_is_a_schema_change(pg: Conn) -> None:
+    s = make(pg)
     rows = [raw({"Id": 1, "Qty": 1, "Blob": None, "Nom": "a", "Document": {}})]
     with pytest.raises(SchemaChanged) as info:
         s.build(rows, [])
@@ -552,28 +511,28 @@ def test_a_known_column_gone_and_an_unknown_one_new_is_a_schema_change(postgresq
 # -- add, send, queued, duplicates -----------------------------------------------------------
 
 
-def test_add_queues_and_sends_in_chunks(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_add_queues_and_sends_in_chunks(pg: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage, "COPY_CHUNK", 3)
-    s = make(postgresql)
+    s = make(pg)
     rejects: list[Reject] = []
     rows = s.build([raw({"Id": i, "Name": str(i)}) for i in range(1, 6)], rejects)
     s.add(rows[:2], rejects)
-    assert (s.staged, s.queued, staged(postgresql)) == (0, 2, [])
+    assert (s.staged, s.queued, staged(pg)) == (0, 2, [])
     s.add(rows[2:3], rejects)  # the third row reaches COPY_CHUNK: sent
     assert (s.staged, s.queued) == (3, 3)
-    assert [r[3] for r in staged(postgresql)] == ["1", "2", "3"]
+    assert [r[3] for r in staged(pg)] == ["1", "2", "3"]
     s.add(rows[3:], rejects)
     assert (s.staged, s.queued) == (3, 5)
     s.send(rejects)
     assert (s.staged, s.queued) == (5, 5)
     s.send(rejects)  # nothing queued: nothing sent
     assert s.staged == 5
-    assert staged(postgresql) == [(str(i), "1", "false", str(i), str(i), None, None, None) for i in range(1, 6)]
+    assert staged(pg) == [(str(i), "1", "false", str(i), str(i), None, None, None) for i in range(1, 6)]
     assert rejects == [] and not s.has_dups
 
 
-def test_has_dups_within_a_batch_until_truncate(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_has_dups_within_a_batch_until_truncate(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     s.add(s.build([raw({"Id": 1, "Name": "a"}), raw({"Id": 2, "Name": "a"})], rejects), rejects)
     assert not s.has_dups
@@ -584,18 +543,18 @@ def test_has_dups_within_a_batch_until_truncate(postgresql: Conn) -> None:
     s.send(rejects)
     assert s.staged == 4
     s.truncate()
-    assert (s.staged, s.queued, s.has_dups, staged(postgresql)) == (0, 0, False, [])
+    assert (s.staged, s.queued, s.has_dups, staged(pg)) == (0, 0, False, [])
     s.add(s.build([raw({"Id": 1, "Name": "a"})], rejects), rejects)
     assert not s.has_dups  # a new batch
     s.add(s.build([raw({"Id": 5, "Name": "a"}), raw({"Id": 5, "Name": "b"})], rejects), rejects)
     assert s.has_dups  # twice in one add
     s.send(rejects)
-    assert [r[3] for r in staged(postgresql)] == ["1", "5", "5"]
+    assert [r[3] for r in staged(pg)] == ["1", "5", "5"]
     assert rejects == []
 
 
-def test_has_dups_looks_at_the_whole_composite_key(postgresql: Conn) -> None:
-    s = make(postgresql, COMPOSITE, ["b", "a"])
+def test_has_dups_looks_at_the_whole_composite_key(pg: Conn) -> None:
+    s = make(pg, COMPOSITE, ["b", "a"])
     rejects: list[Reject] = []
     rows = s.build(
         [
@@ -611,9 +570,9 @@ def test_has_dups_looks_at_the_whole_composite_key(postgresql: Conn) -> None:
     assert s.has_dups
 
 
-def test_has_dups_reads_the_key_column_not_its_neighbours(postgresql: Conn) -> None:
+def test_has_dups_reads_the_key_column_not_its_neighbours(pg: Conn) -> None:
     cols = [col("n", "text"), col("id", "integer", key=True), col("m", "text")]
-    s = make(postgresql, cols, ["id"])
+    s = make(pg, cols, ["id"])
     rejects: list[Reject] = []
     s.add(
         s.build([raw({"N": "same", "Id": 1, "M": "same"}), raw({"N": "same", "Id": 2, "M": "same"})], rejects), rejects
@@ -626,14 +585,14 @@ def test_has_dups_reads_the_key_column_not_its_neighbours(postgresql: Conn) -> N
 # -- load: COPY and bisection ----------------------------------------------------------------
 
 
-def test_load_of_nothing_stages_nothing(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_load_of_nothing_stages_nothing(pg: Conn) -> None:
+    s = make(pg)
     assert s.load([], []) == 0
     assert s.staged == 0
 
 
-def test_load_bisects_a_page_into_exact_rejects_and_loads_the_rest(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_load_bisects_a_page_into_exact_rejects_and_loads_the_rest(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     data: list[dict[str, Any]] = [{"Id": i, "Name": f"n{i}", "Qty": i, "Doc": {"i": i}} for i in range(1, 21)]
     data[2]["Qty"] = 12.5  # for PostgreSQL to refuse
@@ -664,7 +623,7 @@ def test_load_bisects_a_page_into_exact_rejects_and_loads_the_rest(postgresql: C
             business_key={"id": 19}, column="qty", reason='invalid input syntax for type integer: "abc"', value="abc"
         ),
     ]
-    got = staged(postgresql)
+    got = staged(pg)
     assert [r[3] for r in got] == [str(i) for i in range(1, 21) if i not in (3, 7, 17, 19)]
     assert got[0] == ("1", "1", "false", "1", "n1", "1", None, '{"i": 1}')
     # A second load adds to the count.
@@ -672,8 +631,8 @@ def test_load_bisects_a_page_into_exact_rejects_and_loads_the_rest(postgresql: C
     assert s.staged == 17
 
 
-def test_load_small_pages_row_by_row(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_load_small_pages_row_by_row(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     for n in (1, 2, 8, 9):
         rows = s.build([raw({"Id": i, "Qty": "bad" if i == n else i}) for i in range(1, n + 1)], rejects)
@@ -683,9 +642,9 @@ def test_load_small_pages_row_by_row(postgresql: Conn) -> None:
     assert s.staged == 0 + 1 + 7 + 8
 
 
-def test_load_writes_objects_in_a_text_column_as_json(postgresql: Conn) -> None:
+def test_load_writes_objects_in_a_text_column_as_json(pg: Conn) -> None:
     cols = [col("id", "integer", key=True), col("note", "text"), col("doc", "jsonb")]
-    s = make(postgresql, cols, ["id"])
+    s = make(pg, cols, ["id"])
     rejects: list[Reject] = []
     rows = s.build(
         [
@@ -697,15 +656,15 @@ def test_load_writes_objects_in_a_text_column_as_json(postgresql: Conn) -> None:
     )
     assert s.load(rows, rejects) == 3
     assert rejects == []
-    assert [r[3:] for r in staged(postgresql)] == [
+    assert [r[3:] for r in staged(pg)] == [
         ("1", '{"a":[1,2.50]}', None),
         ("2", '["x"]', None),
         ("3", "t", None),
     ]
 
 
-def test_lone_surrogates_are_rejected_and_the_rest_loads(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_lone_surrogates_are_rejected_and_the_rest_loads(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     rows = s.build(
         [raw({"Id": 1, "Name": "ok"}), raw({"Id": 2, "Name": "a\ud800"}), raw({"Id": 3, "Name": "\udfff"})], rejects
@@ -725,11 +684,11 @@ def test_lone_surrogates_are_rejected_and_the_rest_loads(postgresql: Conn) -> No
             value=None,
         ),
     ]
-    assert [r[3:5] for r in staged(postgresql)] == [("1", "ok")]
+    assert [r[3:5] for r in staged(pg)] == [("1", "ok")]
 
 
-def test_an_error_in_a_staging_column_names_no_column(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_an_error_in_a_staging_column_names_no_column(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     rows = [(1, "1", None, 1, "a", 1, None, None), (2, "1", False, 2, "b", 2, None, None)]
     assert s.load(rows, rejects) == 1
@@ -743,8 +702,8 @@ def test_an_error_in_a_staging_column_names_no_column(postgresql: Conn) -> None:
     ]
 
 
-def test_reject_values_are_previews(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_reject_values_are_previews(pg: Conn) -> None:
+    s = make(pg)
     r = s._reject([1, "x" * 300, 5, None, None], "name", "why")
     assert r == Reject(business_key={"id": 1}, column="name", reason="why", value="x" * 200)
     assert s._reject(["k" * 300, None, 5, None, None], "qty", "why") == Reject(
@@ -755,21 +714,21 @@ def test_reject_values_are_previews(postgresql: Conn) -> None:
     assert s._reject([1, "a", 5, None, None], None, "why").value is None
 
 
-def test_truncate_empties_staging_but_keeps_seq(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_truncate_empties_staging_but_keeps_seq(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     s.add(s.build([raw({"Id": 1}), raw({"Id": 1})], rejects), rejects)
     s.send(rejects)
     assert (s.staged, s.has_dups) == (2, True)
     s.truncate()
-    assert (s.staged, s.has_dups, s.queued, staged(postgresql)) == (0, False, 0, [])
+    assert (s.staged, s.has_dups, s.queued, staged(pg)) == (0, False, 0, [])
     assert s._batch_keys == set()
     assert s.build([raw({"Id": 1})], rejects)[0][0] == 3
 
 
-def test_send_and_add_pass_rejects_on(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_and_add_pass_rejects_on(pg: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stage, "COPY_CHUNK", 2)
-    s = make(postgresql)
+    s = make(pg)
     rejects: list[Reject] = []
     s.add(s.build([raw({"Id": 1, "Qty": "x"})], rejects), rejects)
     s.send(rejects)
@@ -778,7 +737,7 @@ def test_send_and_add_pass_rejects_on(postgresql: Conn, monkeypatch: pytest.Monk
     assert (s.staged, s.queued) == (1, 1)
 
 
-def test_a_failing_copy_is_split_in_halves_then_row_by_row(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_copy_is_split_in_halves_then_row_by_row(pg: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     """Few COPY statements for one bad row: halves down to ``SMALL`` rows, then one row at a time."""
     sizes: list[int] = []
     real_copy = Stage._copy
@@ -788,7 +747,7 @@ def test_a_failing_copy_is_split_in_halves_then_row_by_row(postgresql: Conn, mon
         real_copy(self, rows)
 
     monkeypatch.setattr(Stage, "_copy", spy)
-    s = make(postgresql)
+    s = make(pg)
     assert stage.SMALL == 8
     for n, want in [
         (18, [18, 18, 9, 4, 1, 1, 1, 1, 5, 9]),  # 9 rows are more than SMALL: halved
@@ -806,8 +765,8 @@ def test_a_failing_copy_is_split_in_halves_then_row_by_row(postgresql: Conn, mon
     assert sizes == [1]
 
 
-def test_a_nul_character_is_rejected_with_psycopgs_reason(postgresql: Conn) -> None:
-    s = make(postgresql)
+def test_a_nul_character_is_rejected_with_psycopgs_reason(pg: Conn) -> None:
+    s = make(pg)
     rejects: list[Reject] = []
     assert s.load(s.build([raw({"Id": 1, "Name": "a\x00b"}), raw({"Id": 2, "Name": "ok"})], rejects), rejects) == 1
     assert len(rejects) == 1
@@ -815,31 +774,31 @@ def test_a_nul_character_is_rejected_with_psycopgs_reason(postgresql: Conn) -> N
     assert "NUL" in rejects[0].reason and rejects[0].reason != "None"
 
 
-def test_a_page_read_by_source_name_reads_an_ambiguous_name_by_source_name_in_every_row(postgresql: Conn) -> None:
+def test_a_page_read_by_source_name_reads_an_ambiguous_name_by_source_name_in_every_row(pg: Conn) -> None:
     """docs/correctness.md: never a mix. NAME alone is an alias too, yet on this page it is a source name."""
-    s = make(postgresql, AMBIGUOUS, ["short_name"])
+    s = make(pg, AMBIGUOUS, ["short_name"])
     rows = [raw({"SHORT_NAME": "s", "NAME": "L", "C_SRC": 1}), raw({"NAME": "L2"})]
     assert s.build(rows, []) == [(1, "1", False, "s", "L", 1), (2, "1", False, None, "L2", None)]
     alias_page = [raw({"NAME": "s", "legal_name": "L", "c": 1}), raw({"NAME": "t"})]
     assert s.build(alias_page, []) == [(3, "1", False, "s", "L", 1), (4, "1", False, "t", None, None)]
 
 
-def test_raw_key_of_an_alias_row_without_its_key_alias(postgresql: Conn) -> None:
+def test_raw_key_of_an_alias_row_without_its_key_alias(pg: Conn) -> None:
     """A row of aliases only is read by alias even when the key's source name is another column's alias."""
     cols = [
         col("legal_name", "text", source="NAME", api="legal_name", key=True),
         col("short_name", "text", source="SHORT_NAME", api="NAME"),
     ]
-    s = make(postgresql, cols, ["legal_name"])
+    s = make(pg, cols, ["legal_name"])
     assert s.raw_key({"NAME": "N"}, None) is None
     assert s.raw_key({"NAME": "N"}, {"NAME": "o"}) == "o"
     assert s.build([raw({"NAME": "N"}, okeys={"NAME": "o"})], [])[0][3:] == ("o", "N")
 
 
-def test_full_rows_take_the_itemgetter_path(postgresql: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_rows_take_the_itemgetter_path(pg: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     """Module docstring: rows are built with ``itemgetter``; the per-name slow path is for rows lacking names."""
-    s = make(postgresql)
-    assert s.track_seen is True and make(postgresql, track_seen=False).track_seen is False
+    s = make(pg)
+    assert s.track_seen is True and make(pg, track_seen=False).track_seen is False
 
     def refuse(*args: Any) -> Any:
         raise AssertionError("slow path taken")
