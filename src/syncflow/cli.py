@@ -55,6 +55,7 @@ from syncflow.runner import Outcome, due_entities, effective_settings, run_entit
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
 from syncflow.sync import Progress as SyncProgress
+from syncflow.sync import check_backfill
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -852,6 +853,7 @@ def _run_syncs(
     max_delete_fraction: float | None = None,
     metrics_file: Path | None = None,
     pushgateway: str | None = None,
+    backfill_from: str | None = None,
 ) -> None:
     refs = list(refs or [])
     if refs and all_:
@@ -892,6 +894,7 @@ def _run_syncs(
                 wait or wait_timeout is not None,
                 wait_timeout,
                 max_delete_fraction,
+                backfill_from,
             )
         except (psycopg.errors.QueryCanceled, SyncFlowError):
             if not received:
@@ -926,6 +929,7 @@ def _sync_pass(
     wait: bool,
     wait_timeout: float | None,
     max_delete_fraction: float | None,
+    backfill_from: str | None = None,
 ) -> list[Outcome] | None:
     """Select the entities and sync them; None when nothing is due or a signal came first."""
     with runtime.metadata() as meta, inflight.watching(meta, cancel):
@@ -938,6 +942,8 @@ def _sync_pass(
             entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(refs)]
             for entity in entities:
                 runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
+                if backfill_from is not None:
+                    check_backfill(entity)
     # A connector's token or CA bundle is checked per entity by the runner: one broken connector
     # fails its own entities (recorded as failed runs), the others still sync.
     if cancel.is_set():
@@ -955,6 +961,7 @@ def _sync_pass(
             wait_timeout=wait_timeout,
             explicit=not all_,
             max_delete_fraction=max_delete_fraction,
+            backfill_from=backfill_from,
             cancel=cancel,
             progress=board.for_entity,
             on_outcome=lambda o: _report(o, as_json),
@@ -1039,8 +1046,39 @@ def sync(
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
     pushgateway: PushgatewayOpt = None,
+    from_rowversion: Annotated[
+        str | None,
+        typer.Option(
+            "--from-rowversion",
+            metavar="V",
+            help="Backfill: re-read the named rowversion entities' rows above row version V (run kind "
+            "'backfill'). The checkpoint never moves back; deletes are not reconciled; other entities are "
+            "untouched. Not with --all.",
+            show_default=False,
+        ),
+    ] = None,
+    where_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where-key",
+            metavar="COL=VALUE",
+            help="Not supported: the APISmith protocol has no key filter (exits 2 saying so).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Sync entities with their delta strategy (full, rowversion or hash)."""
+    if where_key:
+        raise UsageError(
+            "--where-key: the APISmith protocol has no key filter (GET /api/v1/data/{slug} takes only page,"
+            " page_size and rowversion_gt), so single records cannot be fetched by key; use --from-rowversion"
+            " with a version at or below the record's, or full-refresh"
+        )
+    if from_rowversion is not None:
+        if all_:
+            raise UsageError("--from-rowversion backfills named entities; it cannot go with --all")
+        if not from_rowversion.strip():
+            raise UsageError("--from-rowversion needs a row version, e.g. --from-rowversion 20251208120000")
     _run_syncs(
         ctx,
         refs,
@@ -1055,6 +1093,7 @@ def sync(
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
+        backfill_from=from_rowversion,
     )
 
 

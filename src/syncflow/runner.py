@@ -89,11 +89,16 @@ def run_entities(
     wait_timeout: float | None = None,
     explicit: bool = False,
     max_delete_fraction: float | None = None,
+    backfill_from: str | None = None,
     cancel: threading.Event | None = None,
     progress: Callable[[str], ProgressFn | None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
-    """Sync the entities on up to ``workers`` threads; returns one outcome per entity."""
+    """Sync the entities on up to ``workers`` threads; returns one outcome per entity.
+
+    ``backfill_from``: re-read each (rowversion) entity's rows above this row
+    version, recorded as a ``backfill`` run (see :func:`syncflow.sync.check_backfill`).
+    """
     started = runtime.started_at or datetime.now(UTC)
     todo: queue.Queue[Entity] = queue.Queue()
     for e in entities:
@@ -136,6 +141,7 @@ def run_entities(
                         max_delete_fraction,
                         cancel,
                         progress,
+                        backfill_from=backfill_from,
                     )
                 except db.DatabaseBusy as exc:
                     outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
@@ -189,6 +195,8 @@ def _one(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     try:
@@ -204,6 +212,7 @@ def _one(
             max_delete_fraction,
             cancel,
             progress,
+            backfill_from=backfill_from,
         )
     except psycopg.Error as exc:
         # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
@@ -227,6 +236,8 @@ def _claimed(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # a signal ends a --wait for the claim too
@@ -241,7 +252,16 @@ def _claimed(
     try:
         with db.translate_locks(conn, schema):
             return _run_claimed(
-                runtime, conn, entity, started, full_refresh, explicit, max_delete_fraction, cancel, progress
+                runtime,
+                conn,
+                entity,
+                started,
+                full_refresh,
+                explicit,
+                max_delete_fraction,
+                cancel,
+                progress,
+                backfill_from=backfill_from,
             )
     finally:
         try:
@@ -260,6 +280,8 @@ def _run_claimed(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # these wait on SyncFlow's own tables: a signal ends the wait
@@ -282,12 +304,13 @@ def _run_claimed(
         history=eff["history"],
         full_refresh=full_refresh,
         max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
+        backfill_from=backfill_from,
     )
     try:
         client = runtime.client(fresh.connector, cancel=cancel)
     except SyncFlowError as exc:
         # The connector's problem (token unset, CA bundle unreadable) fails its entities, not the invocation.
-        return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, full_refresh, exc))
+        return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, options.kind, exc))
     with client, inflight.watching(conn, cancel):
         result = sync_entity(
             conn,
@@ -305,9 +328,8 @@ def _run_claimed(
     return Outcome(entity.ref, result=result)
 
 
-def _failed_before_start(conn: Conn, schema: str, entity: Entity, full_refresh: bool, exc: SyncFlowError) -> RunResult:
+def _failed_before_start(conn: Conn, schema: str, entity: Entity, kind: str, exc: SyncFlowError) -> RunResult:
     """A run recorded as failed without reaching the source, so ``status`` and ``runs`` show why."""
-    kind = "full_refresh" if full_refresh else "sync"
     uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     message = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
     result = RunResult(

@@ -22,8 +22,8 @@ from psycopg import sql
 
 from syncflow import history, merge, runs
 from syncflow.client import APISmithClient
-from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
-from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
+from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
+from syncflow.pages import MAX_PASSES, Page, PageStream, compare_rowversions, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, Entity
@@ -41,6 +41,15 @@ class SyncOptions:
     history: bool = False
     batch_rows: int = BATCH_ROWS
     prefetch_pages: int = 24
+    # A targeted backfill: re-read the rows above this row version (rowversion entities only).
+    backfill_from: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The run kind recorded in ``sync_runs``."""
+        if self.backfill_from is not None:
+            return "backfill"
+        return "full_refresh" if self.full_refresh else "sync"
 
 
 @dataclass
@@ -69,8 +78,10 @@ def sync_entity(
     reconnect: Callable[[], Conn] | None = None,
 ) -> RunResult:
     """Run one sync of ``entity`` and record it; never raises for a failed run."""
-    kind = "full_refresh" if options.full_refresh else "sync"
+    kind = options.kind
     start_rv = None if options.full_refresh else entity.last_rowversion
+    if options.backfill_from is not None:
+        start_rv = options.backfill_from
     run_uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     result = RunResult(
         uid=run_uid, entity=entity.ref, kind=kind, status="running", rowversion_start=entity.last_rowversion
@@ -78,11 +89,23 @@ def sync_entity(
     started = time.monotonic()
     try:
         _refuse_unsyncable(entity)
+        if options.backfill_from is not None:
+            check_backfill(entity)
+            result.error_details["backfill"] = {"from_rowversion": options.backfill_from}
         _run(conn, schema, entity, client, options, result, start_rv, on_progress, cancel, started)
     except Exception as exc:
         result.duration = time.monotonic() - started
         _record_failure(conn, schema, entity, result, exc, reconnect)
     return result
+
+
+def check_backfill(entity: Entity) -> None:
+    """A backfill re-reads rows above a row version: only a rowversion entity has them."""
+    if entity.delta_strategy != "rowversion":
+        raise UsageError(
+            f"{entity.ref}: --from-rowversion needs a rowversion entity; its delta strategy is"
+            f" {entity.delta_strategy} (use 'syncflow full-refresh {entity.ref}' to read it all again)"
+        )
 
 
 def _refuse_unsyncable(entity: Entity) -> None:
@@ -224,7 +247,9 @@ def _run(
     rowversion = entity.delta_strategy == "rowversion"
     # A rowversion entity read from the start (first run, or a checkpoint reset by discover) is a
     # complete read like a full one: rows gone at the source without a tombstone are found then.
-    reconcile = options.full_refresh or not rowversion or start_rv is None
+    # A backfill reads only the rows above its row version: it never knows what is gone.
+    backfill = options.backfill_from is not None
+    reconcile = not backfill and (options.full_refresh or not rowversion or start_rv is None)
     target = sql.Identifier(entity.target_schema, entity.target_table)
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
     # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
@@ -234,7 +259,7 @@ def _run(
     # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
     # carries it too. The rows read again unchanged are not written (the merge compares hashes).
     request_rv = start_rv
-    if rowversion and start_rv is not None:
+    if rowversion and start_rv is not None and not backfill:
         request_rv = rowversion_before(start_rv) or start_rv
     conn.commit()
     counts = result.counts
@@ -288,7 +313,15 @@ def _run(
         )
     set_checkpoint = False
     checkpoint: str | None = entity.last_rowversion
-    if rowversion and not partial:
+    if rowversion and not partial and backfill:
+        # Never backwards; forwards only when the backfill began at or below the checkpoint, so that
+        # every row above the checkpoint was read (rows between the checkpoint and a higher V were not).
+        old = entity.last_rowversion
+        assert options.backfill_from is not None
+        covers = old is not None and compare_rowversions(options.backfill_from, old) <= 0
+        checkpoint = st.checkpoint(old) if covers else old
+        set_checkpoint = True
+    elif rowversion and not partial:
         previous = None if options.full_refresh else entity.last_rowversion
         checkpoint = st.checkpoint(previous)
         set_checkpoint = True
