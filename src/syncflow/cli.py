@@ -40,6 +40,7 @@ from rich.table import Table
 
 from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
 from syncflow import runs as runs_mod
+from syncflow.aftersync import HookOutcome
 from syncflow.config import ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
@@ -836,6 +837,27 @@ def _report(outcome: Outcome, as_json: bool) -> None:
                 "error": result.error_details.get("error"),
             },
         )
+    hook = result.after_sync.get("entity")
+    if hook is not None and hook.get("status") == "failed":
+        log.error(
+            "after_sync_sql of %s failed: %s",
+            result.entity,
+            hook.get("error"),
+            extra={"event": "after_sync_failed", "entity": result.entity, "run_id": result.uid},
+        )
+
+
+def _report_after_sync(hook: HookOutcome, as_json: bool) -> None:
+    """A connector's after_sync_sql, once its entities are done (entities' own ones come with their runs)."""
+    if as_json:
+        sys.stdout.write(json.dumps({"connector": hook.target, "after_sync": hook.to_json()}) + "\n")
+        sys.stdout.flush()
+    if hook.status == "failed":
+        log.error(
+            "%s failed: %s", hook.label, hook.error, extra={"event": "after_sync_failed", "connector": hook.target}
+        )
+    elif hook.status == "ok":
+        log.info("%s ran in %.1fs", hook.label, hook.seconds, extra={"event": "after_sync", "connector": hook.target})
 
 
 def _run_syncs(
@@ -907,7 +929,9 @@ def _run_syncs(
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
         raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
-    if any(r.status != "success" for r in results) or any(o.error and not o.busy for o in outcomes or []):
+    if any(r.status != "success" or r.after_sync_failed for r in results) or any(
+        o.error and not o.busy for o in outcomes or []
+    ):
         raise typer.Exit(EXIT_FAILED)
     if any(o.busy for o in outcomes or []):
         raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
@@ -965,6 +989,7 @@ def _sync_pass(
             cancel=cancel,
             progress=board.for_entity,
             on_outcome=lambda o: _report(o, as_json),
+            on_after_sync=lambda h: _report_after_sync(h, as_json),
         )
 
 
@@ -987,7 +1012,7 @@ def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path 
 SYNC_EXIT_HELP = (
     "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it "
     "(metrics that cannot be written or pushed are a warning, never a failure); "
-    "1 a run failed or was partial (a connector's missing token or unreadable CA bundle fails that "
+    "1 a run failed or was partial, or an after_sync_sql statement failed (a connector's missing token or unreadable CA bundle fails that "
     "connector's entities; the others still sync); 2 usage, configuration (no configuration file) or database "
     "unreachable; 75 an entity named explicitly is being synced by another process (use --wait), or another "
     "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
@@ -1138,8 +1163,9 @@ def status(
 ) -> None:
     """Health of every entity (read-only; a health check).
 
-    Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
-    deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
+    Exit 1 when one failed 3 times in a row, is stale, needs attention, the delete guard held back
+    deletes in its last run, or its last run's after_sync_sql failed; 75 when another session holds a
+    lock on a SyncFlow table.
     """
     runtime = _state(ctx).runtime()
     if connector is not None:

@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,6 +71,15 @@ class SyncConfig(_Strict):
     max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
 
+AfterSyncWhen = Literal["changed", "always"]
+
+
+def _check_statement(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("give an SQL statement, or leave the key out")
+    return value
+
+
 class EntityOverride(_Strict):
     """Per-entity settings in the file; they win over the database."""
 
@@ -78,6 +87,15 @@ class EntityOverride(_Strict):
     enabled: bool | None = None
     page_size: int | None = Field(default=None, ge=1, le=100_000)
     history: bool | None = None
+    # SQL run after this entity's successful run (the user's own statement, sent verbatim).
+    after_sync_sql: str | None = None
+    # When: "changed" (a row was inserted, updated or deleted) or "always"; default: the connector's.
+    after_sync_when: AfterSyncWhen | None = None
+
+    @field_validator("after_sync_sql")
+    @classmethod
+    def _check_after_sync_sql(cls, value: str | None) -> str | None:
+        return _check_statement(value)
 
 
 class ConnectorConfig(_Strict):
@@ -87,7 +105,15 @@ class ConnectorConfig(_Strict):
     token_env: str | None = None
     target_schema: str | None = Field(default=None, min_length=1, max_length=63)
     verify_tls: bool | str = True
+    # SQL run once per invocation after this connector's entities, when one of their runs qualifies.
+    after_sync_sql: str | None = None
+    after_sync_when: AfterSyncWhen = "changed"
     entities: dict[str, EntityOverride] = Field(default_factory=dict)
+
+    @field_validator("after_sync_sql")
+    @classmethod
+    def _check_after_sync_sql(cls, value: str | None) -> str | None:
+        return _check_statement(value)
 
     @field_validator("base_url")
     @classmethod

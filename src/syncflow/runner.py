@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 
-from syncflow import claims, db, inflight, runs, store
+from syncflow import aftersync, claims, db, inflight, runs, store
+from syncflow.aftersync import HookOutcome
 from syncflow.errors import SyncFlowError
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime
@@ -93,6 +94,7 @@ def run_entities(
     cancel: threading.Event | None = None,
     progress: Callable[[str], ProgressFn | None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_after_sync: Callable[[HookOutcome], None] | None = None,
 ) -> list[Outcome]:
     """Sync the entities on up to ``workers`` threads; returns one outcome per entity.
 
@@ -171,6 +173,8 @@ def run_entities(
             inflight.interrupt(cancel)
     if errors:
         raise errors[0]
+    if not cancel.is_set():
+        _after_sync_connectors(runtime, outcomes, cancel, on_after_sync)
     if halt.is_set():
         reason = next((o.error for o in outcomes if o.error), "")
         while True:
@@ -325,7 +329,67 @@ def _run_claimed(
         result.http_retries = client.stats.retries
         result.http_requests = client.stats.requests
         result.http_seconds = client.stats.seconds
+    statement, when = after_sync_settings(runtime, fresh)
+    if statement is not None and result.status == "success" and not cancel.is_set():
+        # Still holding the entity's claim: no other sync of it runs until the statement ends.
+        if aftersync.qualifies(result, when):
+            with inflight.watching(conn, cancel):
+                hook = aftersync.execute(conn, statement, scope="entity", target=fresh.ref, cancel=cancel)
+        else:
+            hook = aftersync.skipped("entity", fresh.ref, "no row changed")
+        result.after_sync["entity"] = hook.to_json()
+        with inflight.watching(conn, cancel):
+            aftersync.record(conn, schema, [result.uid], hook)
     return Outcome(entity.ref, result=result)
+
+
+def after_sync_settings(runtime: Runtime, e: Entity) -> tuple[str | None, str]:
+    """The entity's after_sync_sql and when to run it (the entity's setting, else its connector's)."""
+    conn_cfg = runtime.config.settings.connectors.get(e.connector)
+    if conn_cfg is None:
+        return None, "changed"
+    override = conn_cfg.entities.get(e.slug)
+    if override is None:
+        return None, conn_cfg.after_sync_when
+    return override.after_sync_sql, override.after_sync_when or conn_cfg.after_sync_when
+
+
+def _after_sync_connectors(
+    runtime: Runtime,
+    outcomes: list[Outcome],
+    cancel: threading.Event,
+    on_after_sync: Callable[[HookOutcome], None] | None,
+) -> None:
+    """Each connector's after_sync_sql, once, after all of its entities in this invocation.
+
+    It runs when at least one of the connector's runs qualifies (a success that
+    changed a row, or any success with ``after_sync_when = "always"``) and is
+    recorded on those runs.
+    """
+    by_connector: dict[str, list[RunResult]] = {}
+    for o in outcomes:
+        if o.result is not None:
+            by_connector.setdefault(o.entity.split(".", 1)[0], []).append(o.result)
+    for name, results in sorted(by_connector.items()):
+        cfg = runtime.config.settings.connectors.get(name)
+        if cfg is None or cfg.after_sync_sql is None or cancel.is_set():
+            continue
+        qualified = [r for r in results if aftersync.qualifies(r, cfg.after_sync_when)]
+        if qualified:
+            conn = runtime.connect()
+            try:
+                with inflight.watching(conn, cancel), db.translate_locks(conn, runtime.schema):
+                    hook = aftersync.execute(conn, cfg.after_sync_sql, scope="connector", target=name, cancel=cancel)
+                    aftersync.record(conn, runtime.schema, [r.uid for r in qualified], hook)
+            finally:
+                conn.close()
+        else:
+            why = "no run succeeded" if all(r.status != "success" for r in results) else "no row changed"
+            hook = aftersync.skipped("connector", name, why)
+        for r in qualified:
+            r.after_sync["connector"] = hook.to_json()
+        if on_after_sync is not None:
+            on_after_sync(hook)
 
 
 def _failed_before_start(conn: Conn, schema: str, entity: Entity, kind: str, exc: SyncFlowError) -> RunResult:
