@@ -9,6 +9,7 @@ runs, history, connector list/show, db status) open a read-only connection.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
@@ -38,10 +39,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
+from syncflow import __version__, claims, db, history, inflight, logs, metrics, ping, store, tomledit
 from syncflow import runs as runs_mod
 from syncflow.aftersync import HookOutcome
-from syncflow.config import ConnectorConfig, config_path
+from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
     EXIT_CLAIMED,
@@ -52,6 +53,7 @@ from syncflow.errors import (
     UsageError,
 )
 from syncflow.health import entity_health
+from syncflow.ping import Pinger
 from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
@@ -123,6 +125,23 @@ def _state(ctx: typer.Context) -> State:
     return obj if isinstance(obj, State) else State()
 
 
+def exit_status(exc: BaseException) -> tuple[int, list[str]] | None:
+    """The exit code and message lines of an exception leaving a command; None for one guarded lets through.
+
+    The one mapping of errors to exit codes: :func:`guarded` applies it, the run ping reports it.
+    """
+    if isinstance(exc, SyncFlowError):
+        return exc.exit_code, str(exc).splitlines() or [type(exc).__name__]
+    if isinstance(exc, psycopg.Error):
+        translated = db.translate(exc, "database error")
+        return translated.exit_code, [str(translated)]
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_SIGINT, ["interrupted"]
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code, []
+    return None
+
+
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     """The one place where SyncFlow errors become messages and exit codes."""
 
@@ -130,17 +149,13 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except SyncFlowError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                log.error(line, extra={"event": "error", "error": type(exc).__name__})
-            raise typer.Exit(exc.exit_code) from None
-        except psycopg.Error as exc:
-            translated = db.translate(exc, "database error")
-            log.error(str(translated), extra={"event": "error", "error": type(exc).__name__})
-            raise typer.Exit(translated.exit_code) from None
-        except KeyboardInterrupt:
-            log.error("interrupted", extra={"event": "interrupted"})
-            raise typer.Exit(EXIT_SIGINT) from None
+        except (SyncFlowError, psycopg.Error, KeyboardInterrupt) as exc:
+            status = exit_status(exc)
+            assert status is not None
+            event = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            for line in status[1]:
+                log.error(line, extra={"event": event, "error": type(exc).__name__})
+            raise typer.Exit(status[0]) from None
 
     return wrapper
 
@@ -783,7 +798,9 @@ class _Board:
         return update
 
 
-def _report(outcome: Outcome, as_json: bool) -> None:
+def _report(outcome: Outcome, as_json: bool, report: _PingReport | None = None) -> None:
+    if report is not None:
+        report.outcome(outcome)
     if outcome.error is not None:
         log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
         if as_json:
@@ -847,8 +864,10 @@ def _report(outcome: Outcome, as_json: bool) -> None:
         )
 
 
-def _report_after_sync(hook: HookOutcome, as_json: bool) -> None:
+def _report_after_sync(hook: HookOutcome, as_json: bool, report: _PingReport | None = None) -> None:
     """A connector's after_sync_sql, once its entities are done (entities' own ones come with their runs)."""
+    if report is not None:
+        report.after_sync(hook)
     if as_json:
         sys.stdout.write(json.dumps({"connector": hook.target, "after_sync": hook.to_json()}) + "\n")
         sys.stdout.flush()
@@ -876,20 +895,15 @@ def _run_syncs(
     metrics_file: Path | None = None,
     pushgateway: str | None = None,
     backfill_from: str | None = None,
+    ping_url: str | None = None,
 ) -> None:
-    refs = list(refs or [])
-    if refs and all_:
-        raise UsageError("give entity references or --all, not both")
-    if not refs and not all_:
-        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
-    if (force or connector) and not all_:
-        raise UsageError("--force and --connector go with --all")
-    state = _state(ctx)
-    runtime = state.runtime()
     cancel = threading.Event()
     received: list[int] = []
+    again = threading.Event()  # a second signal: stop waiting for the final ping too
 
     def on_signal(signum: int, _frame: object) -> None:
+        if received:
+            again.set()
         received.append(signum)
         cancel.set()
         # The main thread may itself be blocked in PostgreSQL (a lock on SyncFlow's tables): cancel
@@ -900,31 +914,173 @@ def _run_syncs(
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    report = _PingReport(ctx.info_name or "sync", ping_url)
     try:
-        try:
-            outcomes = _sync_pass(
-                runtime,
-                state,
-                refs,
-                cancel,
-                full_refresh,
-                as_json,
-                all_,
-                force,
-                connector,
-                workers,
-                wait or wait_timeout is not None,
-                wait_timeout,
-                max_delete_fraction,
-                backfill_from,
-            )
-        except (psycopg.errors.QueryCanceled, SyncFlowError):
-            if not received:
-                raise
-            outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
+        _sync_invocation(
+            ctx,
+            refs,
+            cancel=cancel,
+            received=received,
+            report=report,
+            full_refresh=full_refresh,
+            as_json=as_json,
+            all_=all_,
+            force=force,
+            connector=connector,
+            workers=workers,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            max_delete_fraction=max_delete_fraction,
+            metrics_file=metrics_file,
+            pushgateway=pushgateway,
+            backfill_from=backfill_from,
+        )
+        report.finish(0, cancel=cancel, again=again, signalled=bool(received))
+    except BaseException as exc:
+        status = exit_status(exc)
+        if status is not None:
+            report.finish(status[0], lines=status[1], cancel=cancel, again=again, signalled=bool(received))
+        raise
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+
+
+class _PingReport:
+    """The run pings of one sync invocation (see syncflow.ping): the URL, what to say, and when."""
+
+    def __init__(self, command: str, cli_url: str | None) -> None:
+        self.command = command
+        self.cli_url = cli_url
+        self.lines: list[str] = []
+        self.pinger: Pinger | None = None
+        self.secrets: list[str] = [os.environ.get("PGPASSWORD", "")]
+        if cli_url is not None:
+            try:
+                ping.check_url(cli_url)
+            except ValueError as exc:
+                raise UsageError(f"--ping-url: {exc}") from None
+        # Known before the configuration, so that a configuration error is reported too.
+        early = cli_url or os.environ.get(PING_URL_ENV)
+        if early:
+            with contextlib.suppress(ValueError):
+                self.pinger = Pinger(ping.check_url(early), secrets=self.secrets)
+
+    def configure(self, runtime: Runtime) -> None:
+        """The URL from the configuration (--ping-url wins) and the secrets to blank: the connectors' tokens."""
+        for cfg in runtime.config.settings.connectors.values():
+            if cfg.token_env:
+                self.secrets.append(os.environ.get(cfg.token_env, ""))
+        url = self.cli_url or runtime.config.settings.notify.ping_url
+        self.pinger = Pinger(url, secrets=self.secrets) if url else None
+
+    def start(self, cancel: threading.Event) -> None:
+        if self.pinger is not None:
+            self._warn(self.pinger.start(abort=cancel))
+
+    def finish(
+        self,
+        code: int,
+        *,
+        lines: list[str] | None = None,
+        cancel: threading.Event,
+        again: threading.Event,
+        signalled: bool,
+    ) -> None:
+        if self.pinger is None:
+            return
+        body = [f"syncflow {self.command}: exit {code}", *self.lines]
+        if lines:
+            body.append(f"error: {lines[0]}")
+        if signalled:
+            # Stopping: one short try, so that SIGTERM still ends the process at once; a second signal ends it.
+            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=again, timeout=2.0, attempts=1)
+        else:
+            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=cancel)
+        self._warn(problem)
+
+    @staticmethod
+    def _warn(problem: str | None) -> None:
+        if problem:
+            log.warning(problem, extra={"event": "ping_failed"})
+
+    def outcome(self, o: Outcome) -> None:
+        """One line per entity for the final ping's body."""
+        if o.error is not None:
+            self.lines.append(f"error {o.error}")
+        elif o.result is None:
+            self.lines.append(f"skipped {o.entity}: {o.skipped}")
+        else:
+            r, c = o.result, o.result.counts
+            line = (
+                f"{r.status} {r.entity}: {c.fetched} fetched, {c.inserted} inserted, {c.updated} updated, "
+                f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {r.duration:.1f}s"
+            )
+            if r.error_message:
+                line += f"; {r.error_message.splitlines()[0]}"
+            self.lines.append(line)
+            hook = r.after_sync.get("entity")
+            if hook is not None and hook.get("status") == "failed":
+                self.lines.append(f"after_sync_sql of {r.entity} failed: {hook.get('error')}")
+
+    def after_sync(self, hook: HookOutcome) -> None:
+        if hook.status == "failed":
+            self.lines.append(f"{hook.label} failed: {hook.error}")
+
+
+def _sync_invocation(
+    ctx: typer.Context,
+    refs: list[str] | None,
+    *,
+    cancel: threading.Event,
+    received: list[int],
+    report: _PingReport,
+    full_refresh: bool,
+    as_json: bool,
+    all_: bool,
+    force: bool,
+    connector: str | None,
+    workers: int | None,
+    wait: bool,
+    wait_timeout: float | None,
+    max_delete_fraction: float | None,
+    metrics_file: Path | None,
+    pushgateway: str | None,
+    backfill_from: str | None,
+) -> None:
+    refs = list(refs or [])
+    if refs and all_:
+        raise UsageError("give entity references or --all, not both")
+    if not refs and not all_:
+        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
+    if (force or connector) and not all_:
+        raise UsageError("--force and --connector go with --all")
+    state = _state(ctx)
+    runtime = state.runtime()
+    report.configure(runtime)
+    report.start(cancel)
+    try:
+        outcomes = _sync_pass(
+            runtime,
+            state,
+            refs,
+            cancel,
+            full_refresh,
+            as_json,
+            all_,
+            force,
+            connector,
+            workers,
+            wait or wait_timeout is not None,
+            wait_timeout,
+            max_delete_fraction,
+            backfill_from,
+            report=report,
+        )
+    except (psycopg.errors.QueryCanceled, SyncFlowError):
+        if not received:
+            raise
+        outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
     results = [o.result for o in (outcomes or []) if o.result is not None]
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
@@ -954,6 +1110,8 @@ def _sync_pass(
     wait_timeout: float | None,
     max_delete_fraction: float | None,
     backfill_from: str | None = None,
+    *,
+    report: _PingReport | None = None,
 ) -> list[Outcome] | None:
     """Select the entities and sync them; None when nothing is due or a signal came first."""
     with runtime.metadata() as meta, inflight.watching(meta, cancel):
@@ -974,6 +1132,8 @@ def _sync_pass(
         return None
     if not entities:
         log.info("nothing is due", extra={"event": "nothing_due"})
+        if report is not None:
+            report.lines.append("nothing was due")
         return None
     with _Board(err.is_terminal and state.log_format == "text") as board:
         return run_entities(
@@ -988,8 +1148,8 @@ def _sync_pass(
             backfill_from=backfill_from,
             cancel=cancel,
             progress=board.for_entity,
-            on_outcome=lambda o: _report(o, as_json),
-            on_after_sync=lambda h: _report_after_sync(h, as_json),
+            on_outcome=lambda o: _report(o, as_json, report),
+            on_after_sync=lambda h: _report_after_sync(h, as_json, report),
         )
 
 
@@ -1012,7 +1172,8 @@ def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path 
 SYNC_EXIT_HELP = (
     "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it "
     "(metrics that cannot be written or pushed are a warning, never a failure); "
-    "1 a run failed or was partial, or an after_sync_sql statement failed (a connector's missing token or unreadable CA bundle fails that "
+    "1 a run failed or was partial, or an after_sync_sql statement failed (a connector's missing token or "
+    "unreadable CA bundle fails that "
     "connector's entities; the others still sync); 2 usage, configuration (no configuration file) or database "
     "unreachable; 75 an entity named explicitly is being synced by another process (use --wait), or another "
     "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
@@ -1042,6 +1203,17 @@ WaitTimeoutOpt = Annotated[
         "--wait-timeout",
         min=0.001,
         help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
+    ),
+]
+PingUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ping-url",
+        metavar="URL",
+        help="Ping this monitor (healthchecks.io convention): GET URL/start, then POST URL on success, URL/fail "
+        "on exit 1, URL/CODE otherwise, with a short summary. Default: $SYNCFLOW_PING_URL, else ping_url in "
+        "\\[notify]. A ping never changes the exit code.",
+        show_default=False,
     ),
 ]
 JsonRunsOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary per run on stdout.")]
@@ -1091,6 +1263,7 @@ def sync(
             show_default=False,
         ),
     ] = None,
+    ping_url: PingUrlOpt = None,
 ) -> None:
     """Sync entities with their delta strategy (full, rowversion or hash)."""
     if where_key:
@@ -1119,6 +1292,7 @@ def sync(
         metrics_file=metrics_file,
         pushgateway=pushgateway,
         backfill_from=from_rowversion,
+        ping_url=ping_url,
     )
 
 
@@ -1134,6 +1308,7 @@ def full_refresh(
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
     pushgateway: PushgatewayOpt = None,
+    ping_url: PingUrlOpt = None,
 ) -> None:
     """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
     _run_syncs(
@@ -1147,6 +1322,7 @@ def full_refresh(
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
+        ping_url=ping_url,
     )
 
 

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in defaults < the TOML file < environment
 variables (``SYNCFLOW_DATABASE_URL``, ``SYNCFLOW_SYNC_WORKERS``, ... — any
-``SYNCFLOW_<SECTION>_<KEY>`` of the ``database`` and ``sync`` sections) <
+``SYNCFLOW_<SECTION>_<KEY>`` of the ``database`` and ``sync`` sections, and
+``SYNCFLOW_PING_URL`` for ``notify.ping_url``) <
 command-line options. :func:`resolve` is the only place that merges them, so
 every command sees the same answer.
 
@@ -24,10 +25,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncflow.errors import ConfigError
+from syncflow.ping import check_url
 
 DEFAULT_CONFIG_NAME = "syncflow.toml"
 CONFIG_ENV = "SYNCFLOW_CONFIG"
 ENV_PREFIX = "SYNCFLOW_"
+PING_URL_ENV = "SYNCFLOW_PING_URL"
 CONNECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys that would put a secret in the file in plain text.
@@ -148,11 +151,25 @@ class ConnectorConfig(_Strict):
         return value
 
 
+class NotifyConfig(_Strict):
+    """Where each sync invocation reports to a dead-man's-switch monitor (see syncflow.ping)."""
+
+    ping_url: str | None = None
+
+    @field_validator("ping_url")
+    @classmethod
+    def _check_ping_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return check_url(value)
+
+
 class Settings(_Strict):
     """The whole resolved configuration."""
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
 
 
@@ -269,6 +286,9 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], d
             if var in env and env[var] != "":
                 overrides.setdefault(section, {})[key] = env[var]
                 sources[f"{section}.{key}"] = var
+    if env.get(PING_URL_ENV):
+        overrides.setdefault("notify", {})["ping_url"] = env[PING_URL_ENV]
+        sources["notify.ping_url"] = PING_URL_ENV
     return overrides, sources
 
 
