@@ -187,6 +187,14 @@ def test_sigterm_ends_a_long_statement(synced: Cli, db_url: str) -> None:
     assert proc.returncode == 143
     assert time.monotonic() - started < 10
     assert query(db_url, sleeping) == [(0,)]
+    run = last_run(db_url, "orders")
+    assert run["status"] == "success"  # the rows were in before the statement began
+    assert run["error_details"]["after_sync"]["entity"] == {
+        "status": "failed",
+        "error": "cancelled by a signal",
+        "sqlstate": "57014",
+        "seconds": run["error_details"]["after_sync"]["entity"]["seconds"],
+    }
 
 
 def test_the_connector_statement_runs_once_after_its_entities(synced: Cli, demo: Any, db_url: str) -> None:
@@ -228,3 +236,13 @@ def test_after_sync_when_is_checked(synced: Cli) -> None:
     r = synced("sync", "erp.items")
     assert r.exit_code == 2
     assert "connectors.erp.entities.items.after_sync_when" in r.stderr
+
+
+def test_connector_show_names_the_statements(synced: Cli) -> None:
+    connector_hook(synced, "REFRESH MATERIALIZED VIEW public.all_erp", when="always")
+    entity_hook(synced, "items", "REFRESH MATERIALIZED VIEW public.items_mv")
+    shown = json.loads(synced("connector", "show", "erp", "--json").stdout)
+    assert (shown["after_sync_sql"], shown["after_sync_when"]) == ("REFRESH MATERIALIZED VIEW public.all_erp", "always")
+    assert shown["entities"]["items"]["after_sync_sql"] == "REFRESH MATERIALIZED VIEW public.items_mv"
+    text = synced("connector", "show", "erp").stdout
+    assert "after_sync_sql (always): REFRESH MATERIALIZED VIEW public.all_erp" in text

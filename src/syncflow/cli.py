@@ -287,6 +287,8 @@ def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
         "token_set": bool(c.token_env and os.environ.get(c.token_env)),
         "target_schema": c.target_schema or name,
         "verify_tls": c.verify_tls,
+        "after_sync_sql": c.after_sync_sql,
+        "after_sync_when": c.after_sync_when,
         "entities": {slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
     }
 
@@ -333,6 +335,8 @@ def connector_show(
         return
     for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
         out.print(f"[bold]{key}[/]: {escape(str(data[key]))}")
+    if data["after_sync_sql"] is not None:
+        out.print(f"[bold]after_sync_sql[/] ({data['after_sync_when']}): {escape(data['after_sync_sql'])}")
     for slug, o in data["entities"].items():
         out.print(f"[bold]entities.{escape(slug)}[/]: {escape(json.dumps(o))}")
 

@@ -338,8 +338,8 @@ def _run_claimed(
         else:
             hook = aftersync.skipped("entity", fresh.ref, "no row changed")
         result.after_sync["entity"] = hook.to_json()
-        with inflight.watching(conn, cancel):
-            aftersync.record(conn, schema, [result.uid], hook)
+        # Not watched: a signal must not cancel the record of what the statement did (like a run's own record).
+        aftersync.record(conn, schema, [result.uid], hook)
     return Outcome(entity.ref, result=result)
 
 
@@ -378,8 +378,11 @@ def _after_sync_connectors(
         if qualified:
             conn = runtime.connect()
             try:
-                with inflight.watching(conn, cancel), db.translate_locks(conn, runtime.schema):
-                    hook = aftersync.execute(conn, cfg.after_sync_sql, scope="connector", target=name, cancel=cancel)
+                with db.translate_locks(conn, runtime.schema):
+                    with inflight.watching(conn, cancel):
+                        hook = aftersync.execute(
+                            conn, cfg.after_sync_sql, scope="connector", target=name, cancel=cancel
+                        )
                     aftersync.record(conn, runtime.schema, [r.uid for r in qualified], hook)
             finally:
                 conn.close()
