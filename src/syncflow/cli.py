@@ -901,6 +901,7 @@ def _run_syncs(
     backfill_from: str | None = None,
     ping_url: str | None = None,
 ) -> None:
+    report = _PingReport(ctx.info_name or "sync", ping_url)  # a bad --ping-url is a usage error, before anything
     cancel = threading.Event()
     received: list[int] = []
     again = threading.Event()  # a second signal: stop waiting for the final ping too
@@ -918,7 +919,6 @@ def _run_syncs(
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    report = _PingReport(ctx.info_name or "sync", ping_url)
     try:
         _sync_invocation(
             ctx,
