@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from pytest_postgresql import factories
 from pytest_postgresql.executors.noop import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -44,7 +45,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Warm-up: stop the whole run with one message when PostgreSQL is not there."""
     host, port, user = os.environ["PGHOST"], os.environ["PGPORT"], os.environ["PGUSER"]
     try:
-        psycopg.connect(dbname="postgres", connect_timeout=3).close()
+        with psycopg.connect(dbname="postgres", connect_timeout=3, autocommit=True) as conn:
+            # A run killed mid-way leaves its template database behind, and the next run would fail
+            # with DuplicateDatabase: the name is this checkout's own (SYNCFLOW_TEST_DB), so drop it.
+            name = os.environ.get("SYNCFLOW_TEST_DB", "syncflow_tests")
+            for leftover in (f"{name}_tmpl", name):
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [leftover]).fetchone():
+                    ident = sql.Identifier(leftover)
+                    conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(ident))
+                    conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1]
         pytest.exit(

@@ -5,6 +5,7 @@ Test modules import from here, never from each other.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -90,3 +91,22 @@ def rows(db_url: str, table: str, cols: str = "*", where: str = "true") -> list[
 def max_rv(demo: Any, slug: str) -> str:
     ent = demo.state.entities[slug]
     return str(max([*ent.versions.values(), *ent.tombstones.values()]))
+
+
+def live_keys(db_url: str, table: str, key: str) -> set[Any]:
+    return {r[key] for r in rows(db_url, table, key, "NOT _bridge_deleted")}
+
+
+def source_keys(demo: Any, slug: str) -> set[Any]:
+    return {k[0] if len(k) == 1 else k for k in demo.state.snapshot(slug)}
+
+
+def entity_state(db_url: str, slug: str) -> dict[str, Any]:
+    return rows(
+        db_url, "bridge.entities", "last_rowversion, last_sync_status, consecutive_failures", f"slug = '{slug}'"
+    )[0]
+
+
+def sync_json(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    r = cli("sync", *args, "--json")
+    return r.exit_code, list(json.loads(r.stdout)) if r.stdout.strip() else [], r.stderr

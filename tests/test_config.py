@@ -105,9 +105,9 @@ def test_example_file_is_valid_and_documents_every_key() -> None:
     loaded = resolve(cli_path=example, env={})
     assert "erp" in loaded.settings.connectors
     text = example.read_text(encoding="utf-8")
-    from syncflow.config import ConnectorConfig, DatabaseConfig, EntityOverride, SyncConfig
+    from syncflow.config import ConnectorConfig, DatabaseConfig, EntityOverride, NotifyConfig, SyncConfig
 
-    for model in (DatabaseConfig, SyncConfig, ConnectorConfig, EntityOverride):
+    for model in (DatabaseConfig, SyncConfig, NotifyConfig, ConnectorConfig, EntityOverride):
         for name, info in model.model_fields.items():
             if name == "entities":
                 assert "[connectors.erp.entities." in text

@@ -117,3 +117,20 @@ def test_a_full_refresh_of_a_full_entity_clears_the_checkpoint() -> None:
 def test_a_plain_full_sync_leaves_the_checkpoint_alone() -> None:
     got = outcome(rowversion=False, full_refresh=False, rejected=0, stable=True, stored="7", earned="9")
     assert got == Outcome("success", "7", False)
+
+
+def test_a_backfill_moves_the_checkpoint_only_when_it_covered_everything_above_it() -> None:
+    def backfill(start: str, stored: str | None) -> Outcome:
+        return outcome(
+            rowversion=True, full_refresh=False, rejected=0, stable=True, stored=stored, earned="9", backfill_from=start
+        )
+
+    assert backfill("5", "7") == Outcome("success", "9", True)  # began below the checkpoint
+    assert backfill("7", "7") == Outcome("success", "9", True)  # began at it
+    assert backfill("8", "7") == Outcome("success", "7", True)  # rows 7..8 were not read
+    assert backfill("10", "9") == Outcome("success", "9", True)  # digit versions compare as numbers
+    assert backfill("5", None) == Outcome("success", None, True)  # no checkpoint: nothing is covered
+    got = outcome(
+        rowversion=True, full_refresh=False, rejected=1, stable=True, stored="7", earned="9", backfill_from="5"
+    )
+    assert got == Outcome("partial", "7", False)

@@ -7,26 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import TOKEN_ENV, Cli, max_rv, rows
-
-
-def live_keys(db_url: str, table: str, key: str) -> set[Any]:
-    return {r[key] for r in rows(db_url, table, key, "NOT _bridge_deleted")}
-
-
-def source_keys(demo: Any, slug: str) -> set[Any]:
-    return {k[0] if len(k) == 1 else k for k in demo.state.snapshot(slug)}
-
-
-def entity_state(db_url: str, slug: str) -> dict[str, Any]:
-    return rows(
-        db_url, "bridge.entities", "last_rowversion, last_sync_status, consecutive_failures", f"slug = '{slug}'"
-    )[0]
-
-
-def sync_json(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]], str]:
-    r = cli("sync", *args, "--json")
-    return r.exit_code, list(json.loads(r.stdout)) if r.stdout.strip() else [], r.stderr
+from tests.helpers import TOKEN_ENV, Cli, entity_state, live_keys, max_rv, rows, sync_json
 
 
 @pytest.fixture

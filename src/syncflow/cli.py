@@ -9,6 +9,7 @@ runs, history, connector list/show, db status) open a read-only connection.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
@@ -35,9 +36,10 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from syncflow import __version__, claims, db, history, inflight, logs, metrics, store, tomledit
+from syncflow import __version__, claims, db, history, inflight, logs, metrics, ping, store, tomledit
 from syncflow import runs as runs_mod
-from syncflow.config import ConnectorConfig, EnvFile, config_path, load_env_file
+from syncflow.aftersync import HookOutcome
+from syncflow.config import PING_URL_ENV, ConnectorConfig, EnvFile, config_path, load_env_file
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import (
     EXIT_CLAIMED,
@@ -48,10 +50,12 @@ from syncflow.errors import (
     UsageError,
 )
 from syncflow.health import entity_health
+from syncflow.ping import Pinger
 from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
 from syncflow.sync import Progress as SyncProgress
+from syncflow.sync import check_backfill
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -265,6 +269,23 @@ def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, An
     return {**data, **{k: show_time(data.get(k), zone, precise=True) for k in keys if k in data}}
 
 
+def exit_status(exc: BaseException) -> tuple[int, list[str]] | None:
+    """The exit code and message lines of an exception leaving a command; None for one guarded lets through.
+
+    The one mapping of errors to exit codes: :func:`guarded` applies it, the run ping reports it.
+    """
+    if isinstance(exc, SyncFlowError):
+        return exc.exit_code, str(exc).splitlines() or [type(exc).__name__]
+    if isinstance(exc, psycopg.Error):
+        translated = db.translate(exc, "database error")
+        return translated.exit_code, [str(translated)]
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_SIGINT, ["interrupted"]
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code, []
+    return None
+
+
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     """The one place where SyncFlow errors become messages and exit codes."""
 
@@ -272,17 +293,13 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except SyncFlowError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                log.error(line, extra={"event": "error", "error": type(exc).__name__})
-            raise typer.Exit(exc.exit_code) from None
-        except psycopg.Error as exc:
-            translated = db.translate(exc, "database error")
-            log.error(str(translated), extra={"event": "error", "error": type(exc).__name__})
-            raise typer.Exit(translated.exit_code) from None
-        except KeyboardInterrupt:
-            log.error("interrupted", extra={"event": "interrupted"})
-            raise typer.Exit(EXIT_SIGINT) from None
+        except (SyncFlowError, psycopg.Error, KeyboardInterrupt) as exc:
+            status = exit_status(exc)
+            assert status is not None
+            event = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            for line in status[1]:
+                log.error(line, extra={"event": event, "error": type(exc).__name__})
+            raise typer.Exit(status[0]) from None
 
     return wrapper
 
@@ -532,6 +549,8 @@ def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
         "token_set": bool(c.token_env and os.environ.get(c.token_env)),
         "target_schema": c.target_schema or name,
         "verify_tls": c.verify_tls,
+        "after_sync_sql": c.after_sync_sql,
+        "after_sync_when": c.after_sync_when,
         "entities": {slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
     }
 
@@ -580,6 +599,8 @@ def connector_show(
         return
     for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
         out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}")
+    if data["after_sync_sql"] is not None:
+        out.print(f"[bold]after_sync_sql[/] ({data['after_sync_when']}): {escape(data['after_sync_sql'])}")
     for slug, o in data["entities"].items():
         out.print(f"[bold]entities.{escape(slug)}[/]: {escape(json.dumps(o))}")
 
@@ -1271,6 +1292,34 @@ def _report(outcome: Outcome) -> None:
                 "error": result.error_details.get("error"),
             },
         )
+    hook = result.after_sync.get("entity")
+    if hook is not None and hook.get("status") == "failed":
+        log.error(
+            "after_sync_sql of %s failed: %s",
+            result.entity,
+            hook.get("error"),
+            extra={"event": "after_sync_failed", "entity": result.entity, "run_id": result.uid},
+        )
+
+
+def _report_after_sync(hook: HookOutcome, hooks: list[HookOutcome], report: _PingReport | None = None) -> None:
+    """A connector's after_sync_sql, once its entities are done (entities' own ones come with their runs)."""
+    hooks.append(hook)
+    if report is not None:
+        report.after_sync(hook)
+    if hook.status == "failed":
+        log.error(
+            "%s failed: %s", hook.label, hook.error, extra={"event": "after_sync_failed", "connector": hook.target}
+        )
+    elif hook.status == "ok":
+        log.info("%s ran in %.1fs", hook.label, hook.seconds, extra={"event": "after_sync", "connector": hook.target})
+
+
+def _on_outcome(outcome: Outcome, display: _Display, report: _PingReport | None) -> None:
+    """An entity ended: into the ping's summary, and to the display (which reports it now or after)."""
+    if report is not None:
+        report.outcome(outcome)
+    display.finished(outcome)
 
 
 def _run_syncs(
@@ -1288,20 +1337,17 @@ def _run_syncs(
     max_delete_fraction: float | None = None,
     metrics_file: Path | None = None,
     pushgateway: str | None = None,
+    backfill_from: str | None = None,
+    ping_url: str | None = None,
 ) -> None:
-    refs = list(refs or [])
-    if refs and all_:
-        raise UsageError("give entity references or --all, not both")
-    if not refs and not all_:
-        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
-    if (force or connector) and not all_:
-        raise UsageError("--force and --connector go with --all")
-    state = _state(ctx)
-    runtime = state.runtime()
+    report = _PingReport(ctx.info_name or "sync", ping_url)  # a bad --ping-url is a usage error, before anything
     cancel = threading.Event()
     received: list[int] = []
+    again = threading.Event()  # a second signal: stop waiting for the final ping too
 
     def on_signal(signum: int, _frame: object) -> None:
+        if received:
+            again.set()
         received.append(signum)
         cancel.set()
         # The main thread may itself be blocked in PostgreSQL (a lock on SyncFlow's tables): cancel
@@ -1313,36 +1359,186 @@ def _run_syncs(
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        try:
-            outcomes = _sync_pass(
-                runtime,
-                state,
-                refs,
-                cancel,
-                full_refresh,
-                as_json,
-                all_,
-                force,
-                connector,
-                workers,
-                wait or wait_timeout is not None,
-                wait_timeout,
-                max_delete_fraction,
-            )
-        except (psycopg.errors.QueryCanceled, SyncFlowError):
-            if not received:
-                raise
-            outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
+        _sync_invocation(
+            ctx,
+            refs,
+            cancel=cancel,
+            received=received,
+            report=report,
+            full_refresh=full_refresh,
+            as_json=as_json,
+            all_=all_,
+            force=force,
+            connector=connector,
+            workers=workers,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            max_delete_fraction=max_delete_fraction,
+            metrics_file=metrics_file,
+            pushgateway=pushgateway,
+            backfill_from=backfill_from,
+        )
+        report.finish(0, cancel=cancel, again=again, signalled=bool(received))
+    except BaseException as exc:
+        status = exit_status(exc)
+        if status is not None:
+            report.finish(status[0], lines=status[1], cancel=cancel, again=again, signalled=bool(received))
+        raise
     finally:
         for sig, old in handlers.items():
             signal.signal(sig, old)
+
+
+class _PingReport:
+    """The run pings of one sync invocation (see syncflow.ping): the URL, what to say, and when."""
+
+    def __init__(self, command: str, cli_url: str | None) -> None:
+        self.command = command
+        self.cli_url = cli_url
+        self.lines: list[str] = []
+        self.pinger: Pinger | None = None
+        self.secrets: list[str] = [os.environ.get("PGPASSWORD", "")]
+        if cli_url is not None:
+            try:
+                ping.check_url(cli_url)
+            except ValueError as exc:
+                raise UsageError(f"--ping-url: {exc}") from None
+        # Known before the configuration, so that a configuration error is reported too.
+        early = cli_url or os.environ.get(PING_URL_ENV)
+        if early:
+            with contextlib.suppress(ValueError):
+                self.pinger = Pinger(ping.check_url(early), secrets=self.secrets)
+
+    def configure(self, runtime: Runtime) -> None:
+        """The URL from the configuration (--ping-url wins) and the secrets to blank: the connectors' tokens."""
+        for cfg in runtime.config.settings.connectors.values():
+            if cfg.token_env:
+                self.secrets.append(os.environ.get(cfg.token_env, ""))
+        url = self.cli_url or runtime.config.settings.notify.ping_url
+        self.pinger = Pinger(url, secrets=self.secrets) if url else None
+
+    def start(self, cancel: threading.Event) -> None:
+        if self.pinger is not None:
+            self._warn(self.pinger.start(abort=cancel))
+
+    def finish(
+        self,
+        code: int,
+        *,
+        lines: list[str] | None = None,
+        cancel: threading.Event,
+        again: threading.Event,
+        signalled: bool,
+    ) -> None:
+        if self.pinger is None:
+            return
+        body = [f"syncflow {self.command}: exit {code}", *self.lines]
+        if lines:
+            body.append(f"error: {lines[0]}")
+        if signalled:
+            # Stopping: one short try, so that SIGTERM still ends the process at once; a second signal ends it.
+            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=again, timeout=2.0, attempts=1)
+        else:
+            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=cancel)
+        self._warn(problem)
+
+    @staticmethod
+    def _warn(problem: str | None) -> None:
+        if problem:
+            log.warning(problem, extra={"event": "ping_failed"})
+
+    def outcome(self, o: Outcome) -> None:
+        """One line per entity for the final ping's body."""
+        if o.error is not None:
+            self.lines.append(f"error {o.error}")
+        elif o.result is None:
+            self.lines.append(f"skipped {o.entity}: {o.skipped}")
+        else:
+            r, c = o.result, o.result.counts
+            line = (
+                f"{r.status} {r.entity}: {c.fetched} fetched, {c.inserted} inserted, {c.updated} updated, "
+                f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {r.duration:.1f}s"
+            )
+            if r.error_message:
+                line += f"; {r.error_message.splitlines()[0]}"
+            self.lines.append(line)
+            hook = r.after_sync.get("entity")
+            if hook is not None and hook.get("status") == "failed":
+                self.lines.append(f"after_sync_sql of {r.entity} failed: {hook.get('error')}")
+
+    def after_sync(self, hook: HookOutcome) -> None:
+        if hook.status == "failed":
+            self.lines.append(f"{hook.label} failed: {hook.error}")
+
+
+def _sync_invocation(
+    ctx: typer.Context,
+    refs: list[str] | None,
+    *,
+    cancel: threading.Event,
+    received: list[int],
+    report: _PingReport,
+    full_refresh: bool,
+    as_json: bool,
+    all_: bool,
+    force: bool,
+    connector: str | None,
+    workers: int | None,
+    wait: bool,
+    wait_timeout: float | None,
+    max_delete_fraction: float | None,
+    metrics_file: Path | None,
+    pushgateway: str | None,
+    backfill_from: str | None,
+) -> None:
+    refs = list(refs or [])
+    if refs and all_:
+        raise UsageError("give entity references or --all, not both")
+    if not refs and not all_:
+        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
+    if (force or connector) and not all_:
+        raise UsageError("--force and --connector go with --all")
+    state = _state(ctx)
+    runtime = state.runtime()
+    report.configure(runtime)
+    report.start(cancel)
+    hooks: list[HookOutcome] = []
+    try:
+        outcomes = _sync_pass(
+            runtime,
+            state,
+            refs,
+            cancel,
+            full_refresh,
+            as_json,
+            all_,
+            force,
+            connector,
+            workers,
+            wait or wait_timeout is not None,
+            wait_timeout,
+            max_delete_fraction,
+            backfill_from,
+            report=report,
+            hooks=hooks,
+        )
+    except (psycopg.errors.QueryCanceled, SyncFlowError):
+        if not received:
+            raise
+        outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
     if as_json:
-        emit_json([_outcome_json(o) for o in outcomes or []])  # one document; [] when nothing was due
+        # One document; [] when nothing was due. A connector's after_sync_sql is an element of its own.
+        emit_json(
+            [_outcome_json(o) for o in outcomes or []]
+            + [{"connector": h.target, "after_sync": h.to_json()} for h in hooks]
+        )
     results = [o.result for o in (outcomes or []) if o.result is not None]
     _publish_metrics(runtime, results, metrics_file, pushgateway)
     if received:
         raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
-    if any(r.status != "success" for r in results) or any(o.error and not o.busy for o in outcomes or []):
+    if any(r.status != "success" or r.after_sync_failed for r in results) or any(
+        o.error and not o.busy for o in outcomes or []
+    ):
         raise typer.Exit(EXIT_FAILED)
     if any(o.busy for o in outcomes or []):
         raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
@@ -1364,8 +1560,13 @@ def _sync_pass(
     wait: bool,
     wait_timeout: float | None,
     max_delete_fraction: float | None,
+    backfill_from: str | None = None,
+    *,
+    report: _PingReport | None = None,
+    hooks: list[HookOutcome] | None = None,
 ) -> list[Outcome] | None:
     """Select the entities and sync them; None when nothing is due or a signal came first."""
+    collected: list[HookOutcome] = [] if hooks is None else hooks
     with runtime.metadata() as meta, inflight.watching(meta, cancel):
         if all_:
             if connector is not None:
@@ -1376,12 +1577,16 @@ def _sync_pass(
             entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(refs)]
             for entity in entities:
                 runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
+                if backfill_from is not None:
+                    check_backfill(entity)
     # A connector's token or CA bundle is checked per entity by the runner: one broken connector
     # fails its own entities (recorded as failed runs), the others still sync.
     if cancel.is_set():
         return None
     if not entities:
         log.info("nothing is due", extra={"event": "nothing_due"})
+        if report is not None:
+            report.lines.append("nothing was due")
         return None
     display = _Display(
         live=err.is_terminal and state.log_format == "text",
@@ -1399,9 +1604,11 @@ def _sync_pass(
             wait_timeout=wait_timeout,
             explicit=not all_,
             max_delete_fraction=max_delete_fraction,
+            backfill_from=backfill_from,
             cancel=cancel,
             progress=display.for_entity,
-            on_outcome=display.finished,
+            on_outcome=lambda o: _on_outcome(o, display, report),
+            on_after_sync=lambda h: _report_after_sync(h, collected, report),
         )
 
 
@@ -1424,7 +1631,8 @@ def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path 
 SYNC_EXIT_HELP = (
     "Exit codes: 0 every run succeeded, nothing was due, or --all left an entity to the process that holds it "
     "(metrics that cannot be written or pushed are a warning, never a failure); "
-    "1 a run failed or was partial (a connector's missing token or unreadable CA bundle fails that "
+    "1 a run failed or was partial, or an after_sync_sql statement failed (a connector's missing token or "
+    "unreadable CA bundle fails that "
     "connector's entities; the others still sync); 2 usage, configuration (no configuration file) or database "
     "unreachable; 75 an entity named explicitly is being synced by another process (use --wait), or another "
     "session holds a lock on a SyncFlow table beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM "
@@ -1463,6 +1671,17 @@ WaitTimeoutOpt = Annotated[
         help="Wait at most this many seconds for each claim (implies --wait); then skip it, exit 75.",
     ),
 ]
+PingUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ping-url",
+        metavar="URL",
+        help="Ping this monitor (healthchecks.io convention): GET URL/start, then POST URL on success, URL/fail "
+        "on exit 1, URL/CODE otherwise, with a short summary. Default: $SYNCFLOW_PING_URL, else ping_url in "
+        "\\[notify]. A ping never changes the exit code.",
+        show_default=False,
+    ),
+]
 JsonRunsOpt = Annotated[
     bool,
     typer.Option("--json", help="Print a JSON array on stdout: one object per entity ([] when nothing is due)."),
@@ -1497,8 +1716,40 @@ def sync(
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
     pushgateway: PushgatewayOpt = None,
+    from_rowversion: Annotated[
+        str | None,
+        typer.Option(
+            "--from-rowversion",
+            metavar="V",
+            help="Backfill: re-read the named rowversion entities' rows above row version V (run kind "
+            "'backfill'). The checkpoint never moves back; deletes are not reconciled; other entities are "
+            "untouched. Not with --all.",
+            show_default=False,
+        ),
+    ] = None,
+    where_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where-key",
+            metavar="COL=VALUE",
+            help="Not supported: the APISmith protocol has no key filter (exits 2 saying so).",
+            show_default=False,
+        ),
+    ] = None,
+    ping_url: PingUrlOpt = None,
 ) -> None:
     """Sync entities with their delta strategy (full, rowversion or hash)."""
+    if where_key:
+        raise UsageError(
+            "--where-key: the APISmith protocol has no key filter (GET /api/v1/data/{slug} takes only page,"
+            " page_size and rowversion_gt), so single records cannot be fetched by key; use --from-rowversion"
+            " with a version at or below the record's, or full-refresh"
+        )
+    if from_rowversion is not None:
+        if all_:
+            raise UsageError("--from-rowversion backfills named entities; it cannot go with --all")
+        if not from_rowversion.strip():
+            raise UsageError("--from-rowversion needs a row version, e.g. --from-rowversion 20251208120000")
     _run_syncs(
         ctx,
         refs,
@@ -1513,6 +1764,8 @@ def sync(
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
+        backfill_from=from_rowversion,
+        ping_url=ping_url,
     )
 
 
@@ -1531,6 +1784,7 @@ def full_refresh(
     max_delete_fraction: DeleteFractionOpt = None,
     metrics_file: MetricsFileOpt = None,
     pushgateway: PushgatewayOpt = None,
+    ping_url: PingUrlOpt = None,
 ) -> None:
     """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
     _run_syncs(
@@ -1544,6 +1798,7 @@ def full_refresh(
         max_delete_fraction=max_delete_fraction,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
+        ping_url=ping_url,
     )
 
 
@@ -1560,8 +1815,9 @@ def status(
 ) -> None:
     """Health of every entity (read-only; a health check).
 
-    Exit 1 when one failed 3 times in a row, is stale, needs attention, or the delete guard held back
-    deletes in its last run; 75 when another session holds a lock on a SyncFlow table.
+    Exit 1 when one failed 3 times in a row, is stale, needs attention, the delete guard held back
+    deletes in its last run, or its last run's after_sync_sql failed; 75 when another session holds a
+    lock on a SyncFlow table.
     """
     state = _state(ctx)
     runtime = state.runtime()

@@ -19,7 +19,7 @@ def _line(status: str, text: str) -> None:
     out.print(f"[{_COLOUR[status]}]{status:<4}[/] {escape(text)}", soft_wrap=True)
 
 
-@app.command("doctor")
+@app.command("doctor", epilog="Example: syncflow doctor --json")
 @guarded
 def doctor_command(
     ctx: typer.Context,

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: built-in defaults < the TOML file < environment
 variables (``SYNCFLOW_DATABASE_URL``, ``SYNCFLOW_SYNC_WORKERS``, ... — any
-``SYNCFLOW_<SECTION>_<KEY>`` of the ``database`` and ``sync`` sections) <
+``SYNCFLOW_<SECTION>_<KEY>`` of the ``database`` and ``sync`` sections, and
+``SYNCFLOW_PING_URL`` for ``notify.ping_url``) <
 command-line options. :func:`resolve` is the only place that merges them, so
 every command sees the same answer.
 
@@ -18,17 +19,19 @@ import tomllib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from syncflow.errors import ConfigError
+from syncflow.ping import check_url
 
 DEFAULT_CONFIG_NAME = "syncflow.toml"
 CONFIG_ENV = "SYNCFLOW_CONFIG"
 ENV_FILE_ENV = "SYNCFLOW_ENV_FILE"
 ENV_PREFIX = "SYNCFLOW_"
+PING_URL_ENV = "SYNCFLOW_PING_URL"
 CONNECTOR_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys that would put a secret in the file in plain text.
@@ -74,6 +77,15 @@ class SyncConfig(_Strict):
     progress_interval_seconds: float = Field(default=30.0, gt=0)
 
 
+AfterSyncWhen = Literal["changed", "always"]
+
+
+def _check_statement(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("give an SQL statement, or leave the key out")
+    return value
+
+
 class EntityOverride(_Strict):
     """Per-entity settings in the file; they win over the database."""
 
@@ -81,6 +93,15 @@ class EntityOverride(_Strict):
     enabled: bool | None = None
     page_size: int | None = Field(default=None, ge=1, le=100_000)
     history: bool | None = None
+    # SQL run after this entity's successful run (the user's own statement, sent verbatim).
+    after_sync_sql: str | None = None
+    # When: "changed" (a row was inserted, updated or deleted) or "always"; default: the connector's.
+    after_sync_when: AfterSyncWhen | None = None
+
+    @field_validator("after_sync_sql")
+    @classmethod
+    def _check_after_sync_sql(cls, value: str | None) -> str | None:
+        return _check_statement(value)
 
 
 class ConnectorConfig(_Strict):
@@ -90,7 +111,15 @@ class ConnectorConfig(_Strict):
     token_env: str | None = None
     target_schema: str | None = Field(default=None, min_length=1, max_length=63)
     verify_tls: bool | str = True
+    # SQL run once per invocation after this connector's entities, when one of their runs qualifies.
+    after_sync_sql: str | None = None
+    after_sync_when: AfterSyncWhen = "changed"
     entities: dict[str, EntityOverride] = Field(default_factory=dict)
+
+    @field_validator("after_sync_sql")
+    @classmethod
+    def _check_after_sync_sql(cls, value: str | None) -> str | None:
+        return _check_statement(value)
 
     @field_validator("base_url")
     @classmethod
@@ -125,11 +154,25 @@ class ConnectorConfig(_Strict):
         return value
 
 
+class NotifyConfig(_Strict):
+    """Where each sync invocation reports to a dead-man's-switch monitor (see syncflow.ping)."""
+
+    ping_url: str | None = None
+
+    @field_validator("ping_url")
+    @classmethod
+    def _check_ping_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return check_url(value)
+
+
 class Settings(_Strict):
     """The whole resolved configuration."""
 
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
 
 
@@ -294,6 +337,9 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], d
             if var in env and env[var] != "":
                 overrides.setdefault(section, {})[key] = env[var]
                 sources[f"{section}.{key}"] = var
+    if env.get(PING_URL_ENV):
+        overrides.setdefault("notify", {})["ping_url"] = env[PING_URL_ENV]
+        sources["notify.ping_url"] = PING_URL_ENV
     return overrides, sources
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from syncflow.pages import compare_rowversions
+
 
 def movement_signs(*, total_changed: bool, repeats: int) -> list[str]:
     """Signs that a page-number read may have skipped a row that moved between pages."""
@@ -68,6 +70,7 @@ def outcome(
     stable: bool,
     stored: str | None,
     earned: str | None,
+    backfill_from: str | None = None,
 ) -> Outcome:
     """Status and checkpoint of a finished run.
 
@@ -75,9 +78,15 @@ def outcome(
     checkpoint: the rows it may have missed must be read again. A rowversion
     run stores what its stream ``earned`` (never below the checkpoint it
     started from); a successful full refresh of any other entity clears it.
+    A backfill (rows above ``backfill_from`` only) moves it forward only when
+    it began at or below the stored checkpoint: rows between the checkpoint
+    and a higher start were not read.
     """
     if rejected > 0 or not stable:
         return Outcome("partial", stored, False)
+    if rowversion and backfill_from is not None:
+        covers = stored is not None and compare_rowversions(backfill_from, stored) <= 0
+        return Outcome("success", earned if covers else stored, True)
     if rowversion:
         return Outcome("success", earned, True)
     if full_refresh:

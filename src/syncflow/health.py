@@ -4,7 +4,8 @@ An entity is unhealthy when its last three runs or more failed in a row,
 when it is stale (its last success, or, never synced, its discovery, is older
 than ``stale_factor`` times its interval), when it needs attention, or when
 the delete guard held back deletes in its last completed run: rows gone at
-the source stay live in the table until someone looks.
+the source stay live in the table until someone looks; or when its last
+run's ``after_sync_sql`` (its own or its connector's) failed.
 
 Read-only: a run left ``running`` by a dead process (its claim is free) is
 shown as ``abandoned`` without being marked; the next sync marks it.
@@ -18,7 +19,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from syncflow import claims, store
+from syncflow import aftersync, claims, store
 from syncflow.runner import effective_settings
 from syncflow.runtime import Runtime
 from syncflow.store import Conn
@@ -38,7 +39,7 @@ def entity_health(
         cur.execute(
             sql.SQL(
                 "SELECT DISTINCT ON (entity_uid) entity_uid::text AS uid, status, started_at, completed_at,"
-                " records_fetched, status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l"
+                " records_fetched, error_details, status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_locks l"
                 "   WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s::oid"
                 "   AND l.objid = (hashtext(entity_uid::text)::bigint & 4294967295)::oid) AS dead"
                 " FROM {} ORDER BY entity_uid, started_at DESC"
@@ -94,6 +95,9 @@ def entity_health(
         if held:
             why = _guard_reason(guard)
             problems.append(f"attention: delete guard held back {held} deletes" + (f" ({why})" if why else ""))
+        hook_failure = aftersync.failure(run["error_details"]) if run else None
+        if hook_failure:
+            problems.append(hook_failure)
         next_due = (e.last_sync_at + interval) if e.last_sync_at else now
         rows = extra.get(e.uid, {}).get("rows")
         out.append(

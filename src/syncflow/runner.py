@@ -20,7 +20,8 @@ from typing import Any
 
 import psycopg
 
-from syncflow import claims, db, inflight, runs, store
+from syncflow import aftersync, claims, db, inflight, runs, store
+from syncflow.aftersync import HookOutcome
 from syncflow.errors import SyncFlowError
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime
@@ -89,11 +90,17 @@ def run_entities(
     wait_timeout: float | None = None,
     explicit: bool = False,
     max_delete_fraction: float | None = None,
+    backfill_from: str | None = None,
     cancel: threading.Event | None = None,
     progress: Callable[[str], ProgressFn | None] | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    on_after_sync: Callable[[HookOutcome], None] | None = None,
 ) -> list[Outcome]:
-    """Sync the entities on up to ``workers`` threads; returns one outcome per entity."""
+    """Sync the entities on up to ``workers`` threads; returns one outcome per entity.
+
+    ``backfill_from``: re-read each (rowversion) entity's rows above this row
+    version, recorded as a ``backfill`` run (see :func:`syncflow.sync.check_backfill`).
+    """
     started = runtime.started_at or datetime.now(UTC)
     todo: queue.Queue[Entity] = queue.Queue()
     for e in entities:
@@ -136,6 +143,7 @@ def run_entities(
                         max_delete_fraction,
                         cancel,
                         progress,
+                        backfill_from=backfill_from,
                     )
                 except db.DatabaseBusy as exc:
                     outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
@@ -165,6 +173,8 @@ def run_entities(
             inflight.interrupt(cancel)
     if errors:
         raise errors[0]
+    if not cancel.is_set():
+        _after_sync_connectors(runtime, outcomes, cancel, on_after_sync)
     if halt.is_set():
         reason = next((o.error for o in outcomes if o.error), "")
         while True:
@@ -189,6 +199,8 @@ def _one(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     try:
@@ -204,6 +216,7 @@ def _one(
             max_delete_fraction,
             cancel,
             progress,
+            backfill_from=backfill_from,
         )
     except psycopg.Error as exc:
         # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
@@ -227,6 +240,8 @@ def _claimed(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # a signal ends a --wait for the claim too
@@ -241,7 +256,16 @@ def _claimed(
     try:
         with db.translate_locks(conn, schema):
             return _run_claimed(
-                runtime, conn, entity, started, full_refresh, explicit, max_delete_fraction, cancel, progress
+                runtime,
+                conn,
+                entity,
+                started,
+                full_refresh,
+                explicit,
+                max_delete_fraction,
+                cancel,
+                progress,
+                backfill_from=backfill_from,
             )
     finally:
         try:
@@ -260,6 +284,8 @@ def _run_claimed(
     max_delete_fraction: float | None,
     cancel: threading.Event,
     progress: Callable[[str], ProgressFn | None] | None,
+    *,
+    backfill_from: str | None = None,
 ) -> Outcome:
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # these wait on SyncFlow's own tables: a signal ends the wait
@@ -282,12 +308,13 @@ def _run_claimed(
         history=eff["history"],
         full_refresh=full_refresh,
         max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
+        backfill_from=backfill_from,
     )
     try:
         client = runtime.client(fresh.connector, cancel=cancel)
     except SyncFlowError as exc:
         # The connector's problem (token unset, CA bundle unreadable) fails its entities, not the invocation.
-        return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, full_refresh, exc))
+        return Outcome(entity.ref, result=_failed_before_start(conn, schema, fresh, options.kind, exc))
     with client, inflight.watching(conn, cancel):
         result = sync_entity(
             conn,
@@ -302,12 +329,74 @@ def _run_claimed(
         result.http_retries = client.stats.retries
         result.http_requests = client.stats.requests
         result.http_seconds = client.stats.seconds
+    statement, when = after_sync_settings(runtime, fresh)
+    if statement is not None and result.status == "success" and not cancel.is_set():
+        # Still holding the entity's claim: no other sync of it runs until the statement ends.
+        if aftersync.qualifies(result, when):
+            with inflight.watching(conn, cancel):
+                hook = aftersync.execute(conn, statement, scope="entity", target=fresh.ref, cancel=cancel)
+        else:
+            hook = aftersync.skipped("entity", fresh.ref, "no row changed")
+        result.after_sync["entity"] = hook.to_json()
+        # Not watched: a signal must not cancel the record of what the statement did (like a run's own record).
+        aftersync.record(conn, schema, [result.uid], hook)
     return Outcome(entity.ref, result=result)
 
 
-def _failed_before_start(conn: Conn, schema: str, entity: Entity, full_refresh: bool, exc: SyncFlowError) -> RunResult:
+def after_sync_settings(runtime: Runtime, e: Entity) -> tuple[str | None, str]:
+    """The entity's after_sync_sql and when to run it (the entity's setting, else its connector's)."""
+    conn_cfg = runtime.config.settings.connectors.get(e.connector)
+    if conn_cfg is None:
+        return None, "changed"
+    override = conn_cfg.entities.get(e.slug)
+    if override is None:
+        return None, conn_cfg.after_sync_when
+    return override.after_sync_sql, override.after_sync_when or conn_cfg.after_sync_when
+
+
+def _after_sync_connectors(
+    runtime: Runtime,
+    outcomes: list[Outcome],
+    cancel: threading.Event,
+    on_after_sync: Callable[[HookOutcome], None] | None,
+) -> None:
+    """Each connector's after_sync_sql, once, after all of its entities in this invocation.
+
+    It runs when at least one of the connector's runs qualifies (a success that
+    changed a row, or any success with ``after_sync_when = "always"``) and is
+    recorded on those runs.
+    """
+    by_connector: dict[str, list[RunResult]] = {}
+    for o in outcomes:
+        if o.result is not None:
+            by_connector.setdefault(o.entity.split(".", 1)[0], []).append(o.result)
+    for name, results in sorted(by_connector.items()):
+        cfg = runtime.config.settings.connectors.get(name)
+        if cfg is None or cfg.after_sync_sql is None or cancel.is_set():
+            continue
+        qualified = [r for r in results if aftersync.qualifies(r, cfg.after_sync_when)]
+        if qualified:
+            conn = runtime.connect()
+            try:
+                with db.translate_locks(conn, runtime.schema):
+                    with inflight.watching(conn, cancel):
+                        hook = aftersync.execute(
+                            conn, cfg.after_sync_sql, scope="connector", target=name, cancel=cancel
+                        )
+                    aftersync.record(conn, runtime.schema, [r.uid for r in qualified], hook)
+            finally:
+                conn.close()
+        else:
+            why = "no run succeeded" if all(r.status != "success" for r in results) else "no row changed"
+            hook = aftersync.skipped("connector", name, why)
+        for r in qualified:
+            r.after_sync["connector"] = hook.to_json()
+        if on_after_sync is not None:
+            on_after_sync(hook)
+
+
+def _failed_before_start(conn: Conn, schema: str, entity: Entity, kind: str, exc: SyncFlowError) -> RunResult:
     """A run recorded as failed without reaching the source, so ``status`` and ``runs`` show why."""
-    kind = "full_refresh" if full_refresh else "sync"
     uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     message = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
     result = RunResult(

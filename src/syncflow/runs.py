@@ -62,10 +62,16 @@ class RunResult:
     http_requests: int = 0
     http_retries: int = 0
     http_seconds: float = 0.0
+    # Outcomes of after_sync_sql by scope ("entity", "connector"); see syncflow.aftersync.
+    after_sync: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def after_sync_failed(self) -> bool:
+        return any(h.get("status") == "failed" for h in self.after_sync.values())
 
     def to_json(self) -> dict[str, Any]:
         c = self.counts
-        return {
+        data = {
             "uid": self.uid,
             "entity": self.entity,
             "kind": self.kind,
@@ -86,6 +92,9 @@ class RunResult:
             "error_message": self.error_message,
             "warnings": self.warnings,
         }
+        if self.after_sync:
+            data["after_sync"] = self.after_sync
+        return data
 
 
 def _t(schema: str, name: str) -> sql.Identifier:

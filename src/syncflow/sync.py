@@ -22,7 +22,7 @@ from psycopg import sql
 
 from syncflow import guard, history, merge, runs
 from syncflow.client import APISmithClient
-from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError
+from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
@@ -41,6 +41,15 @@ class SyncOptions:
     history: bool = False
     batch_rows: int = BATCH_ROWS
     prefetch_pages: int = 24
+    # A targeted backfill: re-read the rows above this row version (rowversion entities only).
+    backfill_from: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The run kind recorded in ``sync_runs``."""
+        if self.backfill_from is not None:
+            return "backfill"
+        return "full_refresh" if self.full_refresh else "sync"
 
 
 @dataclass
@@ -77,8 +86,10 @@ def sync_entity(
     reconnect: Callable[[], Conn] | None = None,
 ) -> RunResult:
     """Run one sync of ``entity`` and record it; never raises for a failed run."""
-    kind = "full_refresh" if options.full_refresh else "sync"
+    kind = options.kind
     start_rv = None if options.full_refresh else entity.last_rowversion
+    if options.backfill_from is not None:
+        start_rv = options.backfill_from
     run_uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     result = RunResult(
         uid=run_uid, entity=entity.ref, kind=kind, status="running", rowversion_start=entity.last_rowversion
@@ -86,11 +97,23 @@ def sync_entity(
     started = time.monotonic()
     try:
         _refuse_unsyncable(entity)
+        if options.backfill_from is not None:
+            check_backfill(entity)
+            result.error_details["backfill"] = {"from_rowversion": options.backfill_from}
         _run(conn, schema, entity, client, options, result, start_rv, on_progress, cancel, started)
     except Exception as exc:
         result.duration = time.monotonic() - started
         _record_failure(conn, schema, entity, result, exc, reconnect)
     return result
+
+
+def check_backfill(entity: Entity) -> None:
+    """A backfill re-reads rows above a row version: only a rowversion entity has them."""
+    if entity.delta_strategy != "rowversion":
+        raise UsageError(
+            f"{entity.ref}: --from-rowversion needs a rowversion entity; its delta strategy is"
+            f" {entity.delta_strategy} (use 'syncflow full-refresh {entity.ref}' to read it all again)"
+        )
 
 
 def _refuse_unsyncable(entity: Entity) -> None:
@@ -244,7 +267,9 @@ def _run(
     rowversion = entity.delta_strategy == "rowversion"
     # A rowversion entity read from the start (first run, or a checkpoint reset by discover) is a
     # complete read like a full one: rows gone at the source without a tombstone are found then.
-    reconcile = options.full_refresh or not rowversion or start_rv is None
+    # A backfill reads only the rows above its row version: it never knows what is gone.
+    backfill = options.backfill_from is not None
+    reconcile = not backfill and (options.full_refresh or not rowversion or start_rv is None)
     target = sql.Identifier(entity.target_schema, entity.target_table)
     row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
     # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
@@ -254,7 +279,7 @@ def _run(
     # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
     # carries it too. The rows read again unchanged are not written (the merge compares hashes).
     request_rv = start_rv
-    if rowversion and start_rv is not None:
+    if rowversion and start_rv is not None and not backfill:
         request_rv = rowversion_before(start_rv) or start_rv
     conn.commit()
     counts = result.counts
@@ -306,6 +331,7 @@ def _run(
         stable=stable,
         stored=entity.last_rowversion,
         earned=st.checkpoint(previous),
+        backfill_from=options.backfill_from,
     )
     result.status = verdict.status
     if counts.rejected:
