@@ -9,13 +9,11 @@ runs, history, connector list/show, db status) open a read-only connection.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -36,26 +34,19 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from syncflow import __version__, claims, db, history, inflight, logs, metrics, ping, store, tomledit
-from syncflow import runs as runs_mod
+from syncflow import __version__, db, logs, store, tomledit
 from syncflow.aftersync import HookOutcome
-from syncflow.config import PING_URL_ENV, ConnectorConfig, EnvFile, config_path, load_env_file
-from syncflow.discovery import DiscoveryReport, discover_connector
+from syncflow.api import WHERE_KEY_UNSUPPORTED, SyncFlow, SyncRequest, exit_status, run_sync
+from syncflow.config import ConnectorConfig, EnvFile, config_path, load_env_file
+from syncflow.discovery import DiscoveryReport
 from syncflow.errors import (
-    EXIT_CLAIMED,
     EXIT_FAILED,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
     SyncFlowError,
     UsageError,
 )
-from syncflow.health import entity_health
-from syncflow.ping import Pinger
-from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
-from syncflow.runs import RunResult
+from syncflow.runner import Outcome, effective_settings
 from syncflow.runtime import Runtime, check_connector
 from syncflow.sync import Progress as SyncProgress
-from syncflow.sync import check_backfill
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -221,6 +212,10 @@ class State:
     # The zone every time is shown in; None: the machine's local zone (--tz local).
     tz: tzinfo | None = UTC
 
+    def open(self, *, require_file: bool = True) -> SyncFlow:
+        """The core, configured from the global options."""
+        return SyncFlow(self.runtime(require_file=require_file))
+
     def runtime(self, *, require_file: bool = True) -> Runtime:
         """The configuration; commands that only read the database can do without the file."""
         return Runtime.load(config_path=self.config_path, database_url=self.database_url, require_file=require_file)
@@ -267,23 +262,6 @@ def show_time(value: datetime | str | None, zone: tzinfo | None, *, precise: boo
 def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, Any]:
     """``data`` with the times under ``keys`` in the chosen zone, at full precision (for --json)."""
     return {**data, **{k: show_time(data.get(k), zone, precise=True) for k in keys if k in data}}
-
-
-def exit_status(exc: BaseException) -> tuple[int, list[str]] | None:
-    """The exit code and message lines of an exception leaving a command; None for one guarded lets through.
-
-    The one mapping of errors to exit codes: :func:`guarded` applies it, the run ping reports it.
-    """
-    if isinstance(exc, SyncFlowError):
-        return exc.exit_code, str(exc).splitlines() or [type(exc).__name__]
-    if isinstance(exc, psycopg.Error):
-        translated = db.translate(exc, "database error")
-        return translated.exit_code, [str(translated)]
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_SIGINT, ["interrupted"]
-    if isinstance(exc, typer.Exit):
-        return exc.exit_code, []
-    return None
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
@@ -803,78 +781,23 @@ def discover(
     Exit code 1 when a connector cannot be reached or an entity's change fails;
     75 when an entity was refused because a sync of it is running.
     """
-    runtime = _state(ctx).runtime()
-    names = connectors or sorted(runtime.config.settings.connectors)
-    if not names:
-        raise UsageError(f"{runtime.config.path}: no connectors configured; add one with 'syncflow connector add'")
-    for n in names:
-        runtime.config.connector(n)
-    reports: list[DiscoveryReport] = []
-    documents: list[dict[str, Any]] = []
-    failures: list[str] = []
-    exit_code = EXIT_FAILED
-    # --dry-run writes nothing once the metadata schema exists (on a new database it creates it first).
-    with runtime.metadata(read_only=dry_run and _metadata_current(runtime)) as conn:
-        for name in names:
-            wanted = frozenset(
-                r.split(".", 1)[1] if r.startswith(f"{name}.") else r
-                for r in (rebuild or [])
-                if "." not in r or r.startswith(f"{name}.")
-            )
-            try:
-                with runtime.client(name) as client:
-                    report = discover_connector(
-                        conn,
-                        runtime.schema,
-                        runtime.config,
-                        name,
-                        client,
-                        dry_run=dry_run,
-                        rebuild=wanted,
-                        wait_seconds=wait_timeout if wait else None,
-                    )
-            except SyncFlowError as exc:
-                if len(names) == 1 and not as_json:
-                    raise
-                failures.append(str(exc))
-                documents.append({"connector": name, "error": str(exc)})
-                log.error(str(exc), extra={"event": "error", "connector": name, "error": type(exc).__name__})
-                exit_code = max(exit_code, exc.exit_code) if len(names) == 1 else EXIT_FAILED
-                continue
-            reports.append(report)
-            documents.append({**report.to_json(), "error": None})
-            if not as_json:
-                _render_report(report)
-            for problem in report.rejected:
-                err.print(f"[bold red]error:[/] {escape(name)}: {escape(problem)}")
-            failures += report.rejected + [o.error for o in report.outcomes if o.error]
-            for refusal in report.refused:
-                err.print(f"[yellow]refused:[/] {escape(refusal)}")
+    sf = _state(ctx).open()
+    result = sf.discover(
+        *(connectors or []), dry_run=dry_run, rebuild=rebuild or (), wait=wait, wait_timeout=wait_timeout
+    )
+    for failure in result.failures:
+        log.error(failure.error, extra={"event": "error", "connector": failure.connector, "error": "SourceError"})
+    for report in result.reports:
+        if not as_json:
+            _render_report(report)
+        for problem in report.rejected:
+            err.print(f"[bold red]error:[/] {escape(report.connector)}: {escape(problem)}")
+        for refusal in report.refused:
+            err.print(f"[yellow]refused:[/] {escape(refusal)}")
     if as_json:
-        emit_json(documents)  # failed connectors included, with their error
-    found = {(r.connector, o.plan.slug) for r in reports for o in r.outcomes}
-
-    def slug_at(ref: str, name: str) -> str:
-        return ref.split(".", 1)[1] if ref.startswith(f"{name}.") else ref
-
-    unknown = [ref for ref in rebuild or [] if not any((n, slug_at(ref, n)) in found for n in names)]
-    if unknown and len(reports) == len(names):
-        raise UsageError(
-            f"--rebuild {', '.join(unknown)}: no such API at {', '.join(names)}; nothing was rebuilt for it"
-        )
-    if failures:
-        raise typer.Exit(exit_code)
-    if any(r.refused for r in reports):
-        raise typer.Exit(EXIT_CLAIMED)
-
-
-def _metadata_current(runtime: Runtime) -> bool:
-    """Whether every metadata migration is applied (read-only look)."""
-    conn = runtime.connect(autocommit=True, read_only=True)
-    try:
-        return all(at is not None for _, at in db.migration_status(conn, runtime.schema))
-    finally:
-        conn.close()
+        emit_json(result.to_json())  # failed connectors included, with their error
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 # -- entities -------------------------------------------------------------------------------
@@ -1043,45 +966,26 @@ def entity_set(
     ):
         if on and off:
             raise UsageError(f"conflicting options: {names}; give one of them")
-    enable = True if enable_on else False if enable_off else None
-    history_flag = True if history_on else False if history_off else None
-    if interval is None and enable is None and page_size is None and history_flag is None:
-        raise UsageError("nothing to change: give --interval, --enable/--disable, --page-size or --history")
-    runtime = _state(ctx).runtime()
-    with runtime.metadata() as conn:
-        entity = store.get_entity(conn, runtime.schema, ref)
-        with conn.transaction():
-            store.update_settings(
-                conn,
-                runtime.schema,
-                entity,
-                interval_seconds=interval,
-                enabled=enable,
-                page_size=page_size,
-                history=history_flag,
-            )
-            entity = store.get_entity(conn, runtime.schema, ref)
-            if effective_settings(runtime, entity)["history"] and entity.syncable:
-                history.ensure(conn, entity)  # created and seeded now, in this transaction
-        data = _entity_json(runtime, entity)
-    note(
-        f"{escape(ref)}: interval {data['interval_seconds']}s, enabled {str(data['enabled']).lower()}, "
-        f"page size {data['page_size']}, history {'on' if data['history'] else 'off'}"
+    settings = _state(ctx).open().set_entity(
+        ref,
+        interval_seconds=interval,
+        enabled=True if enable_on else False if enable_off else None,
+        page_size=page_size,
+        history_on=True if history_on else False if history_off else None,
     )
-    requested = {"interval_seconds": interval, "enabled": enable, "page_size": page_size, "history": history_flag}
-    ignored = [
-        key
-        for key, value in requested.items()
-        if value is not None and key in data["overridden_by_file"] and data[key] != value
-    ]
-    for key in ignored:
+    note(
+        f"{escape(ref)}: interval {settings.interval_seconds}s, enabled {str(settings.enabled).lower()}, "
+        f"page size {settings.page_size}, history {'on' if settings.history else 'off'}"
+    )
+    connector, _, slug = settings.entity.partition(".")
+    for key, value in settings.ignored:
         err.print(
-            f"[bold red]error:[/] {escape(ref)}: {key} = {escape(json.dumps(data[key]))} in "
-            f"{escape(str(runtime.config.path))} \\[connectors.{escape(entity.connector)}.entities."
-            f"{escape(entity.slug)}] wins over the database, so the change had no effect; remove it from the "
+            f"[bold red]error:[/] {escape(ref)}: {key} = {escape(json.dumps(value))} in "
+            f"{escape(settings.config_path)} \\[connectors.{escape(connector)}.entities."
+            f"{escape(slug)}] wins over the database, so the change had no effect; remove it from the "
             "file to use the stored value"
         )
-    if ignored:
+    if settings.ignored:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -1141,10 +1045,11 @@ class _Display:
     one per running entity every ``progress_interval_seconds``, and the summary.
     """
 
-    def __init__(self, *, live: bool, interval: float, kind: str, quiet: bool) -> None:
+    def __init__(self, *, live: bool, kind: str, quiet: bool, interval: float = 30.0) -> None:
         self.kind = kind
         self.quiet = quiet
         self.interval = interval
+        self.started = False
         self.lock = threading.Lock()
         self.tracks: dict[str, _Track] = {}
         self.tasks: dict[str, TaskID] = {}
@@ -1163,18 +1068,25 @@ class _Display:
             )
 
     def __enter__(self) -> _Display:
+        return self
+
+    def _start(self) -> None:
+        """The live display (or the progress log) starts with the first entity, not before."""
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
         if self.bar is not None:
             self.bar.start()
         elif not self.quiet:
             self.ticker = threading.Thread(target=self._tick, name="progress-log", daemon=True)
             self.ticker.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         if self.ticker is not None:
             self.ticker.join(timeout=5)
-        if self.bar is not None:
+        if self.bar is not None and self.started:
             self.bar.stop()
         for outcome in self.pending:  # after the live display: each summary on its own line
             _report(outcome)
@@ -1189,8 +1101,15 @@ class _Display:
                 counts = {"rows": p.read_rows, "total": p.total, "pages": p.pages, "read": p.read} if p else None
                 log.info(t.describe(), extra={"event": "run_progress", "entity": t.ref, "counts": counts})
 
-    def for_entity(self, ref: str) -> Callable[[SyncProgress], None] | None:
+    def nothing_due(self) -> None:
+        log.info("nothing is due", extra={"event": "nothing_due"})
+
+    def after_sync(self, hook: HookOutcome) -> None:
+        _report_after_sync(hook)
+
+    def progress(self, ref: str) -> Callable[[SyncProgress], None] | None:
         """Called by the runner as the entity's run begins; returns its progress callback."""
+        self._start()
         track = _Track(ref, started=time.monotonic())
         with self.lock:
             self.tracks[ref] = track
@@ -1243,15 +1162,6 @@ class _Display:
         bar.stop_task(task)
 
 
-def _outcome_json(outcome: Outcome) -> dict[str, Any]:
-    """One element of ``sync --json``'s array: a run, an entity that could not start, or a skip."""
-    if outcome.result is not None:
-        return outcome.result.to_json()
-    if outcome.error is not None:
-        return {"entity": outcome.entity, "status": "error", "error": outcome.error}
-    return {"entity": outcome.entity, "status": "skipped", "reason": outcome.skipped}
-
-
 def _report(outcome: Outcome) -> None:
     if outcome.error is not None:
         log.error(outcome.error, extra={"event": "entity_error", "entity": outcome.entity})
@@ -1302,11 +1212,8 @@ def _report(outcome: Outcome) -> None:
         )
 
 
-def _report_after_sync(hook: HookOutcome, hooks: list[HookOutcome], report: _PingReport | None = None) -> None:
+def _report_after_sync(hook: HookOutcome) -> None:
     """A connector's after_sync_sql, once its entities are done (entities' own ones come with their runs)."""
-    hooks.append(hook)
-    if report is not None:
-        report.after_sync(hook)
     if hook.status == "failed":
         log.error(
             "%s failed: %s", hook.label, hook.error, extra={"event": "after_sync_failed", "connector": hook.target}
@@ -1315,317 +1222,28 @@ def _report_after_sync(hook: HookOutcome, hooks: list[HookOutcome], report: _Pin
         log.info("%s ran in %.1fs", hook.label, hook.seconds, extra={"event": "after_sync", "connector": hook.target})
 
 
-def _on_outcome(outcome: Outcome, display: _Display, report: _PingReport | None) -> None:
-    """An entity ended: into the ping's summary, and to the display (which reports it now or after)."""
-    if report is not None:
-        report.outcome(outcome)
-    display.finished(outcome)
-
-
-def _run_syncs(
-    ctx: typer.Context,
-    refs: list[str] | None,
-    *,
-    full_refresh: bool,
-    as_json: bool,
-    all_: bool = False,
-    force: bool = False,
-    connector: str | None = None,
-    workers: int | None = None,
-    wait: bool = False,
-    wait_timeout: float | None = None,
-    max_delete_fraction: float | None = None,
-    metrics_file: Path | None = None,
-    pushgateway: str | None = None,
-    backfill_from: str | None = None,
-    ping_url: str | None = None,
-) -> None:
-    report = _PingReport(ctx.info_name or "sync", ping_url)  # a bad --ping-url is a usage error, before anything
-    cancel = threading.Event()
-    received: list[int] = []
-    again = threading.Event()  # a second signal: stop waiting for the final ping too
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if received:
-            again.set()
-        received.append(signum)
-        cancel.set()
-        # The main thread may itself be blocked in PostgreSQL (a lock on SyncFlow's tables): cancel
-        # the statements in flight from another thread, never from inside the handler.
-        threading.Thread(target=inflight.interrupt, args=(cancel,), name="interrupt", daemon=True).start()
-
-    # Installed before the first query, so that a signal at any point ends in a recorded, bounded stop.
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        _sync_invocation(
-            ctx,
-            refs,
-            cancel=cancel,
-            received=received,
-            report=report,
-            full_refresh=full_refresh,
-            as_json=as_json,
-            all_=all_,
-            force=force,
-            connector=connector,
-            workers=workers,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            max_delete_fraction=max_delete_fraction,
-            metrics_file=metrics_file,
-            pushgateway=pushgateway,
-            backfill_from=backfill_from,
-        )
-        report.finish(0, cancel=cancel, again=again, signalled=bool(received))
-    except BaseException as exc:
-        status = exit_status(exc)
-        if status is not None:
-            report.finish(status[0], lines=status[1], cancel=cancel, again=again, signalled=bool(received))
-        raise
-    finally:
-        for sig, old in handlers.items():
-            signal.signal(sig, old)
-
-
-class _PingReport:
-    """The run pings of one sync invocation (see syncflow.ping): the URL, what to say, and when."""
-
-    def __init__(self, command: str, cli_url: str | None) -> None:
-        self.command = command
-        self.cli_url = cli_url
-        self.lines: list[str] = []
-        self.pinger: Pinger | None = None
-        self.secrets: list[str] = [os.environ.get("PGPASSWORD", "")]
-        if cli_url is not None:
-            try:
-                ping.check_url(cli_url)
-            except ValueError as exc:
-                raise UsageError(f"--ping-url: {exc}") from None
-        # Known before the configuration, so that a configuration error is reported too.
-        early = cli_url or os.environ.get(PING_URL_ENV)
-        if early:
-            with contextlib.suppress(ValueError):
-                self.pinger = Pinger(ping.check_url(early), secrets=self.secrets)
-
-    def configure(self, runtime: Runtime) -> None:
-        """The URL from the configuration (--ping-url wins) and the secrets to blank: the connectors' tokens."""
-        for cfg in runtime.config.settings.connectors.values():
-            if cfg.token_env:
-                self.secrets.append(os.environ.get(cfg.token_env, ""))
-        url = self.cli_url or runtime.config.settings.notify.ping_url
-        self.pinger = Pinger(url, secrets=self.secrets) if url else None
-
-    def start(self, cancel: threading.Event) -> None:
-        if self.pinger is not None:
-            self._warn(self.pinger.start(abort=cancel))
-
-    def finish(
-        self,
-        code: int,
-        *,
-        lines: list[str] | None = None,
-        cancel: threading.Event,
-        again: threading.Event,
-        signalled: bool,
-    ) -> None:
-        if self.pinger is None:
-            return
-        body = [f"syncflow {self.command}: exit {code}", *self.lines]
-        if lines:
-            body.append(f"error: {lines[0]}")
-        if signalled:
-            # Stopping: one short try, so that SIGTERM still ends the process at once; a second signal ends it.
-            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=again, timeout=2.0, attempts=1)
-        else:
-            problem = self.pinger.finish(code, "\n".join(body) + "\n", abort=cancel)
-        self._warn(problem)
-
-    @staticmethod
-    def _warn(problem: str | None) -> None:
-        if problem:
-            log.warning(problem, extra={"event": "ping_failed"})
-
-    def outcome(self, o: Outcome) -> None:
-        """One line per entity for the final ping's body."""
-        if o.error is not None:
-            self.lines.append(f"error {o.error}")
-        elif o.result is None:
-            self.lines.append(f"skipped {o.entity}: {o.skipped}")
-        else:
-            r, c = o.result, o.result.counts
-            line = (
-                f"{r.status} {r.entity}: {c.fetched} fetched, {c.inserted} inserted, {c.updated} updated, "
-                f"{c.unchanged} unchanged, {c.deleted} deleted, {c.rejected} rejected in {r.duration:.1f}s"
-            )
-            if r.error_message:
-                line += f"; {r.error_message.splitlines()[0]}"
-            self.lines.append(line)
-            hook = r.after_sync.get("entity")
-            if hook is not None and hook.get("status") == "failed":
-                self.lines.append(f"after_sync_sql of {r.entity} failed: {hook.get('error')}")
-
-    def after_sync(self, hook: HookOutcome) -> None:
-        if hook.status == "failed":
-            self.lines.append(f"{hook.label} failed: {hook.error}")
-
-
-def _sync_invocation(
-    ctx: typer.Context,
-    refs: list[str] | None,
-    *,
-    cancel: threading.Event,
-    received: list[int],
-    report: _PingReport,
-    full_refresh: bool,
-    as_json: bool,
-    all_: bool,
-    force: bool,
-    connector: str | None,
-    workers: int | None,
-    wait: bool,
-    wait_timeout: float | None,
-    max_delete_fraction: float | None,
-    metrics_file: Path | None,
-    pushgateway: str | None,
-    backfill_from: str | None,
-) -> None:
-    refs = list(refs or [])
-    if refs and all_:
-        raise UsageError("give entity references or --all, not both")
-    if not refs and not all_:
-        raise UsageError("name the entities to sync (CONNECTOR.SLUG ...) or give --all")
-    if (force or connector) and not all_:
-        raise UsageError("--force and --connector go with --all")
+def _run_syncs(ctx: typer.Context, request: SyncRequest, *, as_json: bool) -> None:
+    """``sync`` and ``full-refresh``: one core call (signals handled), its progress drawn, its result printed."""
     state = _state(ctx)
-    runtime = state.runtime()
-    report.configure(runtime)
-    report.start(cancel)
-    hooks: list[HookOutcome] = []
-    try:
-        outcomes = _sync_pass(
-            runtime,
-            state,
-            refs,
-            cancel,
-            full_refresh,
-            as_json,
-            all_,
-            force,
-            connector,
-            workers,
-            wait or wait_timeout is not None,
-            wait_timeout,
-            max_delete_fraction,
-            backfill_from,
-            report=report,
-            hooks=hooks,
-        )
-    except (psycopg.errors.QueryCanceled, SyncFlowError):
-        if not received:
-            raise
-        outcomes = None  # the signal cancelled a wait on SyncFlow's tables before any run began
-    if as_json:
-        # One document; [] when nothing was due. A connector's after_sync_sql is an element of its own.
-        emit_json(
-            [_outcome_json(o) for o in outcomes or []]
-            + [{"connector": h.target, "after_sync": h.to_json()} for h in hooks]
-        )
-    results = [o.result for o in (outcomes or []) if o.result is not None]
-    _publish_metrics(runtime, results, metrics_file, pushgateway)
-    if received:
-        raise typer.Exit(EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT)
-    if any(r.status != "success" or r.after_sync_failed for r in results) or any(
-        o.error and not o.busy for o in outcomes or []
-    ):
-        raise typer.Exit(EXIT_FAILED)
-    if any(o.busy for o in outcomes or []):
-        raise typer.Exit(EXIT_CLAIMED)  # a lock held on SyncFlow's tables: nothing failed, try again later
-    if not all_ and any(o.held_elsewhere for o in outcomes or []):
-        raise typer.Exit(EXIT_CLAIMED)
-
-
-def _sync_pass(
-    runtime: Runtime,
-    state: State,
-    refs: list[str],
-    cancel: threading.Event,
-    full_refresh: bool,
-    as_json: bool,
-    all_: bool,
-    force: bool,
-    connector: str | None,
-    workers: int | None,
-    wait: bool,
-    wait_timeout: float | None,
-    max_delete_fraction: float | None,
-    backfill_from: str | None = None,
-    *,
-    report: _PingReport | None = None,
-    hooks: list[HookOutcome] | None = None,
-) -> list[Outcome] | None:
-    """Select the entities and sync them; None when nothing is due or a signal came first."""
-    collected: list[HookOutcome] = [] if hooks is None else hooks
-    with runtime.metadata() as meta, inflight.watching(meta, cancel):
-        if all_:
-            if connector is not None:
-                runtime.config.connector(connector)
-            claims.sweep_abandoned(meta, runtime.schema)
-            entities = due_entities(runtime, meta, force=force, connector=connector)
-        else:
-            entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(refs)]
-            for entity in entities:
-                runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
-                if backfill_from is not None:
-                    check_backfill(entity)
-    # A connector's token or CA bundle is checked per entity by the runner: one broken connector
-    # fails its own entities (recorded as failed runs), the others still sync.
-    if cancel.is_set():
-        return None
-    if not entities:
-        log.info("nothing is due", extra={"event": "nothing_due"})
-        if report is not None:
-            report.lines.append("nothing was due")
-        return None
     display = _Display(
         live=err.is_terminal and state.log_format == "text",
-        interval=runtime.config.settings.sync.progress_interval_seconds,
-        kind="full-refresh" if full_refresh else "sync",
+        kind=request.command,
         quiet=state.quiet,
     )
+
+    def opener() -> SyncFlow:
+        sf = SyncFlow(state.runtime())
+        display.interval = sf.runtime.config.settings.sync.progress_interval_seconds
+        return sf
+
     with display:
-        return run_entities(
-            runtime,
-            entities,
-            full_refresh=full_refresh,
-            workers=workers or runtime.config.settings.sync.workers,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            explicit=not all_,
-            max_delete_fraction=max_delete_fraction,
-            backfill_from=backfill_from,
-            cancel=cancel,
-            progress=display.for_entity,
-            on_outcome=lambda o: _on_outcome(o, display, report),
-            on_after_sync=lambda h: _report_after_sync(h, collected, report),
-        )
-
-
-def _publish_metrics(runtime: Runtime, results: list[RunResult], textfile: Path | None, gateway: str | None) -> None:
-    """Write/push the pass's metrics; a failure is a warning and never changes the exit code."""
-    if textfile is None and not gateway:
-        return
-    problems: list[str] = []
-    entities: dict[str, store.Entity] = {}
-    try:
-        with runtime.metadata(read_only=True) as meta:
-            entities = {e.ref: e for e in store.list_entities(meta, runtime.schema)}
-    except (SyncFlowError, psycopg.Error) as exc:
-        problems.append(f"metrics: cannot read the entities' state: {exc}")
-    problems += metrics.publish(metrics.build_registry(results, entities), textfile=textfile, pushgateway=gateway)
-    for problem in problems:
+        report = run_sync(opener, request, observer=display, handle_signals=True)
+    if as_json:
+        emit_json(report.to_json())  # one document; [] when nothing was due
+    for problem in report.warnings:
         log.warning(problem, extra={"event": "metrics_failed"})
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 SYNC_EXIT_HELP = (
@@ -1740,21 +1358,9 @@ def sync(
 ) -> None:
     """Sync entities with their delta strategy (full, rowversion or hash)."""
     if where_key:
-        raise UsageError(
-            "--where-key: the APISmith protocol has no key filter (GET /api/v1/data/{slug} takes only page,"
-            " page_size and rowversion_gt), so single records cannot be fetched by key; use --from-rowversion"
-            " with a version at or below the record's, or full-refresh"
-        )
-    if from_rowversion is not None:
-        if all_:
-            raise UsageError("--from-rowversion backfills named entities; it cannot go with --all")
-        if not from_rowversion.strip():
-            raise UsageError("--from-rowversion needs a row version, e.g. --from-rowversion 20251208120000")
-    _run_syncs(
-        ctx,
-        refs,
-        full_refresh=False,
-        as_json=as_json,
+        raise UsageError(WHERE_KEY_UNSUPPORTED)
+    request = SyncRequest(
+        refs=tuple(refs or ()),
         all_=all_,
         force=force,
         connector=connector,
@@ -1762,11 +1368,12 @@ def sync(
         wait=wait,
         wait_timeout=wait_timeout,
         max_delete_fraction=max_delete_fraction,
+        from_rowversion=from_rowversion,
         metrics_file=metrics_file,
         pushgateway=pushgateway,
-        backfill_from=from_rowversion,
         ping_url=ping_url,
     )
+    _run_syncs(ctx, request, as_json=as_json)
 
 
 @app.command(
@@ -1787,11 +1394,9 @@ def full_refresh(
     ping_url: PingUrlOpt = None,
 ) -> None:
     """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
-    _run_syncs(
-        ctx,
-        refs,
+    request = SyncRequest(
+        refs=tuple(refs),
         full_refresh=True,
-        as_json=as_json,
         workers=workers,
         wait=wait,
         wait_timeout=wait_timeout,
@@ -1800,6 +1405,7 @@ def full_refresh(
         pushgateway=pushgateway,
         ping_url=ping_url,
     )
+    _run_syncs(ctx, request, as_json=as_json)
 
 
 @app.command("status", epilog="Example: syncflow status --json")
@@ -1820,14 +1426,8 @@ def status(
     lock on a SyncFlow table.
     """
     state = _state(ctx)
-    runtime = state.runtime()
-    if connector is not None:
-        runtime.config.connector(connector)  # a typo must not pass a health check
-    with runtime.metadata(read_only=True) as conn:
-        rows = entity_health(
-            runtime, conn, connector=connector, stale_factor=stale_factor or runtime.config.settings.sync.stale_factor
-        )
-    rows = [zoned(r, state.tz, "last_run_started_at", "last_success_at", "next_due_at") for r in rows]
+    health = state.open().status(connector=connector, stale_factor=stale_factor)
+    rows = [zoned(h.to_json(), state.tz, "last_run_started_at", "last_success_at", "next_due_at") for h in health]
     if as_json:
         emit_json(rows)
     else:
@@ -1887,12 +1487,8 @@ def runs_list(
 ) -> None:
     """List runs, newest first (what 'syncflow runs' does)."""
     state = _state(ctx)
-    runtime = state.runtime(require_file=False)
-    with runtime.metadata(read_only=True) as conn:
-        if ref:
-            store.get_entity(conn, runtime.schema, ref)
-        rows = runs_mod.list_runs(conn, runtime.schema, ref=ref, status=status.value if status else None, limit=limit)
-    rows = [zoned(r, state.tz, "started_at", "completed_at") for r in rows]
+    records = state.open(require_file=False).runs(entity=ref, status=status.value if status else None, limit=limit)
+    rows = [zoned(r.to_json(), state.tz, "started_at", "completed_at") for r in records]
     if as_json:
         emit_json(rows)
         return
@@ -1944,12 +1540,8 @@ def runs_show(
 ) -> None:
     """Show one run with its rejected rows."""
     state = _state(ctx)
-    runtime = state.runtime(require_file=False)
-    with runtime.metadata(read_only=True) as conn:
-        run = runs_mod.get_run(conn, runtime.schema, run_id)
-    if run is None:
-        raise UsageError(f"no run {run_id!r}")
-    _show_run(zoned(run, state.tz, "started_at", "completed_at"), as_json)
+    run = state.open(require_file=False).run_record(run_id)
+    _show_run(zoned(run.to_json(), state.tz, "started_at", "completed_at"), as_json)
 
 
 def plain(value: Any) -> str:
@@ -2019,24 +1611,19 @@ def history_command(
         if when.tzinfo is None:  # in the zone times are shown in (--tz, $SYNCFLOW_TZ; UTC by default)
             zone = _state(ctx).tz
             when = when.replace(tzinfo=zone) if zone is not None else when.astimezone()
-    runtime = _state(ctx).runtime(require_file=False)
-    with runtime.metadata(read_only=True) as conn:
-        entity = store.get_entity(conn, runtime.schema, ref)
-        given: dict[str, str] = {}
-        for item in keys:
-            column, eq, value = item.partition("=")
-            if not eq:
-                raise UsageError(f"--key {item!r}: use COLUMN=VALUE")
-            given[column] = value
-        if set(given) != set(entity.business_keys):
-            raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
-        found = history.versions(conn, entity, given, as_of=when)
-    found = [zoned(v, _state(ctx).tz, "valid_from", "valid_to") for v in found]
+    given: dict[str, str] = {}
+    for item in keys:
+        column, eq, value = item.partition("=")
+        if not eq:
+            raise UsageError(f"--key {item!r}: use COLUMN=VALUE")
+        given[column] = value
+    record = _state(ctx).open(require_file=False).history(ref, key=given, as_of=when)
+    found = [zoned(v.to_json(), _state(ctx).tz, "valid_from", "valid_to") for v in record.versions]
     if as_json:
         emit_json(found)
         return
     if not found:
-        if not effective_settings(runtime, entity)["history"]:
+        if not record.history_on:
             err.print(
                 f"[bold red]error:[/] {escape(ref)}: history is off, so no versions are recorded; turn it on with"
                 f" 'syncflow entity set {escape(ref)} --history' (or history = true in the file)"

@@ -31,7 +31,7 @@ from syncflow.sync import ProgressFn, SyncOptions, sync_entity
 log = logging.getLogger("syncflow.runner")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """One entity's result in this invocation: a run, or a reason it was skipped."""
 
@@ -42,6 +42,14 @@ class Outcome:
     # Could not even start a run (no run record); ``busy``: because of a lock held on SyncFlow's own tables.
     error: str | None = None
     busy: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """One element of ``sync --json``'s array: a run, an entity that could not start, or a skip."""
+        if self.result is not None:
+            return self.result.to_json()
+        if self.error is not None:
+            return {"entity": self.entity, "status": "error", "error": self.error}
+        return {"entity": self.entity, "status": "skipped", "reason": self.skipped}
 
 
 def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""What the Python API returns: frozen, typed results (no dicts indexed by string).
+
+Each has ``to_json()`` giving the document the CLI prints with ``--json``,
+so the API and the command line describe a result the same way. Times are
+timezone-aware ``datetime`` objects; ``to_json()`` writes them in ISO 8601.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from syncflow.aftersync import HookOutcome
+from syncflow.discovery import DiscoveryReport
+from syncflow.errors import EXIT_CLAIMED, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
+from syncflow.runner import Outcome
+from syncflow.runs import RunResult
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one ``sync`` / ``sync_all`` / ``full_refresh`` call did."""
+
+    outcomes: tuple[Outcome, ...] = ()
+    # Each connector's after_sync_sql, run once after its entities (entities' own ones are on their runs).
+    after_sync: tuple[HookOutcome, ...] = ()
+    # The signal (SIGTERM, SIGINT) that stopped the call, if one did.
+    signal: int | None = None
+    # Metrics that could not be written or pushed: warnings, never a failure.
+    warnings: tuple[str, ...] = ()
+    # Entities named one by one (not ``sync_all``): one held by another process is worth exit 75.
+    explicit: bool = False
+
+    @property
+    def runs(self) -> tuple[RunResult, ...]:
+        return tuple(o.result for o in self.outcomes if o.result is not None)
+
+    @property
+    def nothing_due(self) -> bool:
+        return not self.outcomes and self.signal is None
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit code for this result (README, "Exit codes")."""
+        if self.signal is not None:
+            return EXIT_SIGINT if self.signal == 2 else EXIT_SIGTERM
+        if (
+            any(r.status != "success" or r.after_sync_failed for r in self.runs)
+            or any(o.error and not o.busy for o in self.outcomes)
+            or any(h.status == "failed" for h in self.after_sync)
+        ):
+            return EXIT_FAILED
+        if any(o.busy for o in self.outcomes):
+            return EXIT_CLAIMED  # a lock held on SyncFlow's tables: nothing failed, try again later
+        if self.explicit and any(o.held_elsewhere for o in self.outcomes):
+            return EXIT_CLAIMED
+        return 0
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One element per entity (a run, an entity that could not start, a skip), then the connectors' hooks."""
+        return [o.to_json() for o in self.outcomes] + [
+            {"connector": h.target, "after_sync": h.to_json()} for h in self.after_sync
+        ]
+
+
+@dataclass(frozen=True)
+class ConnectorFailure:
+    """A connector discovery could not read (unreachable, wrong token, bad metadata)."""
+
+    connector: str
+    error: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class DiscoverResult:
+    """What one ``discover`` call found and did, per connector."""
+
+    reports: tuple[DiscoveryReport, ...]
+    failures: tuple[ConnectorFailure, ...] = ()
+    connectors: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        entity_failed = any(r.rejected or any(o.error for o in r.outcomes) for r in self.reports)
+        if self.failures and len(self.connectors) == 1 and not entity_failed:
+            return self.failures[0].exit_code
+        if self.failures or entity_failed:
+            return EXIT_FAILED
+        if any(r.refused for r in self.reports):
+            return EXIT_CLAIMED
+        return 0
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """One object per connector, in the order asked; a failed connector with its error."""
+        by_name: dict[str, dict[str, Any]] = {r.connector: {**r.to_json(), "error": None} for r in self.reports}
+        by_name.update({f.connector: {"connector": f.connector, "error": f.error} for f in self.failures})
+        return [by_name[c] for c in self.connectors if c in by_name]
+
+
+@dataclass(frozen=True)
+class EntitySettings:
+    """An entity's effective settings after ``set_entity``, and the requested changes the file overrode."""
+
+    entity: str
+    interval_seconds: int
+    enabled: bool
+    page_size: int
+    history: bool
+    overridden_by_file: tuple[str, ...]
+    # Requested changes with no effect because the file sets the key: (key, the file's value).
+    ignored: tuple[tuple[str, Any], ...] = ()
+    config_path: str = ""
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    business_key: Mapping[str, Any] | None
+    column: str | None
+    reason: str
+    value: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"business_key": self.business_key, "column": self.column, "reason": self.reason, "value": self.value}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the run history (``runs``), with its rejects for ``run()``."""
+
+    uid: str
+    entity: str
+    kind: str
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    records_fetched: int
+    records_inserted: int
+    records_updated: int
+    records_unchanged: int
+    records_deleted: int
+    records_rejected: int
+    rowversion_start: str | None
+    rowversion_end: str | None
+    pages: int
+    bytes: int
+    duration_seconds: float | None
+    error_message: str | None
+    error_details: Mapping[str, Any] | None
+    hostname: str | None
+    pid: int | None
+    http_requests: int | None = None
+    http_retries: int | None = None
+    http_seconds: float | None = None
+    rejects: tuple[RejectedRow, ...] | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in row.items() if k in known}
+        data["started_at"], data["completed_at"] = _when(row.get("started_at")), _when(row.get("completed_at"))
+        if row.get("rejects") is not None:
+            data["rejects"] = tuple(RejectedRow(**r) for r in row["rejects"])
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "rejects":
+                if value is not None:
+                    out["rejects"] = [r.to_json() for r in value]
+            elif isinstance(value, datetime):
+                out[f.name] = value.isoformat()
+            else:
+                out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class EntityHealth:
+    """One entity's line of ``status``."""
+
+    entity: str
+    strategy: str
+    enabled: bool
+    last_run_status: str | None
+    last_run_started_at: datetime | None
+    last_run_fetched: int | None
+    last_success_at: datetime | None
+    next_due_at: datetime | None
+    consecutive_failures: int
+    rows: int | None
+    stale: bool
+    delete_guard_held: int
+    healthy: bool
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EntityHealth:
+        data = dict(row)
+        for key in ("last_run_started_at", "last_success_at", "next_due_at"):
+            data[key] = _when(data.get(key))
+        data["problems"] = tuple(data.get("problems") or ())
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = (
+                value.isoformat() if isinstance(value, datetime) else list(value) if f.name == "problems" else value
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a record in its history table."""
+
+    operation: str
+    run_uid: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    row_version: str | None
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Version:
+        valid_from = _when(row["valid_from"])
+        assert valid_from is not None
+        return cls(
+            operation=row["operation"],
+            run_uid=row["run_uid"],
+            valid_from=valid_from,
+            valid_to=_when(row["valid_to"]),
+            row_version=row["row_version"],
+            data=row["data"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "run_uid": self.run_uid,
+            "valid_from": self.valid_from.isoformat(),
+            "valid_to": _iso(self.valid_to),
+            "row_version": self.row_version,
+            "data": dict(self.data),
+        }
+
+
+@dataclass(frozen=True)
+class History:
+    """``history()``: a record's versions, and whether the entity records any."""
+
+    entity: str
+    key: Mapping[str, str]
+    versions: tuple[Version, ...]
+    history_on: bool
+    as_of: datetime | None = None
