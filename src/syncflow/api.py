@@ -33,27 +33,33 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import psycopg
+from pydantic import ValidationError
 
-from syncflow import claims, db, history, inflight, metrics, ping, store
+from syncflow import claims, db, history, inflight, metrics, ping, store, tomledit
 from syncflow import runs as runs_mod
 from syncflow.aftersync import HookOutcome
-from syncflow.config import PING_URL_ENV
+from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
 from syncflow.health import entity_health
 from syncflow.results import (
+    ConnectorCheck,
     ConnectorFailure,
+    ConnectorInfo,
     DiscoverResult,
     EntityHealth,
+    EntityInfo,
     EntitySettings,
     History,
+    MigrationInfo,
+    MigrationStatus,
     RunRecord,
     SyncReport,
     Version,
 )
 from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
 from syncflow.runs import RunResult
-from syncflow.runtime import Runtime
+from syncflow.runtime import Runtime, check_connector
 from syncflow.store import Conn, Entity
 from syncflow.sync import Progress, ProgressFn, check_backfill
 
@@ -575,25 +581,101 @@ class SyncFlow:
             config_path=str(runtime.config.path),
         )
 
+    # -- connectors and the metadata schema -----------------------------------------------------
+
+    def connectors(self) -> list[ConnectorInfo]:
+        """The connectors in the configuration file, by name."""
+        return [self.connector(n) for n in sorted(self.runtime.config.settings.connectors)]
+
+    def connector(self, name: str) -> ConnectorInfo:
+        c = self.runtime.config.connector(name)
+        return ConnectorInfo(
+            name=name,
+            base_url=c.base_url,
+            token_env=c.token_env,
+            token_set=bool(c.token_env and os.environ.get(c.token_env)),
+            target_schema=c.target_schema or name,
+            verify_tls=c.verify_tls,
+            after_sync_sql=c.after_sync_sql,
+            after_sync_when=c.after_sync_when,
+            entities={slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
+        )
+
+    def test_connector(self, name: str) -> ConnectorCheck:
+        """One request to the connector's APISmith: reachability, TLS, the token, the number of APIs."""
+        return ConnectorCheck(**check_connector(self.runtime, name))
+
+    @_translated
+    def upgrade(self) -> list[str]:
+        """Apply pending metadata migrations; returns what was applied (``0004_backfill_runs``)."""
+        runtime = self.runtime
+        conn = runtime.connect(autocommit=True)
+        try:
+            with db.translate_locks(conn, runtime.schema):
+                return [f"{m.version:04d}_{m.name}" for m in db.upgrade(conn, runtime.schema)]
+        finally:
+            conn.close()
+
+    @_translated
+    def migrations(self) -> MigrationStatus:
+        """Which metadata migrations are applied (read-only)."""
+        runtime = self.runtime
+        conn = runtime.connect(autocommit=True, read_only=True)
+        try:
+            with db.translate_locks(conn, runtime.schema):
+                status = db.migration_status(conn, runtime.schema)
+        finally:
+            conn.close()
+        return MigrationStatus(
+            schema=runtime.schema,
+            database=db.describe_target(runtime.config.settings.database.url),
+            migrations=tuple(
+                MigrationInfo(m.version, m.name, datetime.fromisoformat(at) if isinstance(at, str) else at)
+                for m, at in status
+            ),
+        )
+
     # -- reading ---------------------------------------------------------------------------------
 
     @_translated
-    def entities(self, *, connector: str | None = None) -> list[Entity]:
-        """The discovered entities (read-only)."""
+    def entities(self, *, connector: str | None = None) -> list[EntityInfo]:
+        """The discovered entities with their effective settings (read-only)."""
         runtime = self.runtime
         if connector is not None:
             runtime.config.connector(connector)  # a typo must not look like "no entities"
         with runtime.metadata(read_only=True) as conn:
-            return store.list_entities(conn, runtime.schema, connector=connector)
+            found = store.list_entities(conn, runtime.schema, connector=connector)
+        return [self._info(e) for e in found]
 
     @_translated
-    def entity(self, ref: str) -> Entity:
+    def entity(self, ref: str) -> EntityInfo:
+        """One entity with its columns' mapping (read-only)."""
         with self.runtime.metadata(read_only=True) as conn:
-            return store.get_entity(conn, self.runtime.schema, ref)
+            return self._info(store.get_entity(conn, self.runtime.schema, ref), columns=True)
 
-    def settings(self, entity: Entity) -> dict[str, Any]:
-        """An entity's effective settings (interval, enabled, page size, history) and which the file sets."""
-        return effective_settings(self.runtime, entity)
+    def _info(self, e: Entity, *, columns: bool = False) -> EntityInfo:
+        eff = effective_settings(self.runtime, e)
+        return EntityInfo(
+            entity=e.ref,
+            name=e.api_name,
+            description=e.description,
+            table=f"{e.target_schema}.{e.target_table}",
+            delta_strategy=e.delta_strategy,
+            business_keys=tuple(e.business_keys),
+            interval_seconds=eff["interval_seconds"],
+            enabled=eff["enabled"],
+            page_size=eff["page_size"],
+            history=eff["history"],
+            overridden_by_file=tuple(eff["overridden_by_file"]),
+            syncable=e.syncable,
+            unsyncable_reason=e.unsyncable_reason,
+            needs_attention=e.needs_attention,
+            missing_at_source=e.missing_at_source,
+            last_sync_at=e.last_sync_at,
+            last_sync_status=e.last_sync_status,
+            last_rowversion=e.last_rowversion,
+            columns=tuple(c.to_json() for c in e.columns) if columns else None,
+        )
 
     @_translated
     def status(self, *, connector: str | None = None, stale_factor: float | None = None) -> list[EntityHealth]:
@@ -672,6 +754,55 @@ def run_sync(
     return report
 
 
+def add_connector(
+    config: Path | None,
+    name: str,
+    *,
+    url: str,
+    token_env: str | None = None,
+    target_schema: str | None = None,
+    ca_bundle: Path | None = None,
+    verify_tls: bool = True,
+) -> Path:
+    """Add a connector to the configuration file (comments kept); returns the file's path.
+
+    The new table is validated exactly as a later load would, before anything is written; an
+    invalid value is a UsageError naming the command-line option that set it.
+    """
+    if ca_bundle and not verify_tls:
+        raise UsageError("give either --ca-bundle or --no-verify-tls, not both")
+    table: dict[str, Any] = {"base_url": url}
+    if token_env:
+        table["token_env"] = token_env
+    if target_schema:
+        table["target_schema"] = target_schema
+    if ca_bundle:
+        table["verify_tls"] = str(ca_bundle)
+    elif not verify_tls:
+        table["verify_tls"] = False
+    try:
+        ConnectorConfig.model_validate(table)
+    except ValidationError as exc:
+        option = {"base_url": "url", "verify_tls": "ca-bundle"}  # the model's fields as the options that set them
+        raise UsageError(
+            "; ".join(
+                f"--{'-'.join(option.get(str(p), str(p)) for p in e['loc']).replace('_', '-')}:"
+                f" {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        ) from None
+    path = config_path(config)
+    tomledit.add_connector(path, name, table)
+    return path
+
+
+def remove_connector(config: Path | None, name: str) -> Path:
+    """Remove a connector from the configuration file; its tables and history stay in PostgreSQL."""
+    path = config_path(config)
+    tomledit.remove_connector(path, name)
+    return path
+
+
 def _slug_at(ref: str, name: str) -> str:
     return ref.split(".", 1)[1] if ref.startswith(f"{name}.") else ref
 
@@ -708,4 +839,14 @@ def open(
     )
 
 
-__all__ = ["Progress", "SyncFlow", "SyncObserver", "SyncRequest", "exit_status", "open", "run_sync"]
+__all__ = [
+    "Progress",
+    "SyncFlow",
+    "SyncObserver",
+    "SyncRequest",
+    "add_connector",
+    "exit_status",
+    "open",
+    "remove_connector",
+    "run_sync",
+]

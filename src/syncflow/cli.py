@@ -10,7 +10,6 @@ runs, history, connector list/show, db status) open a read-only connection.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import logging
 import os
@@ -21,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
+import click
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -34,22 +32,26 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from syncflow import __version__, db, logs, store, tomledit
+from syncflow import __version__, logs
 from syncflow.aftersync import HookOutcome
-from syncflow.api import WHERE_KEY_UNSUPPORTED, SyncFlow, SyncRequest, exit_status, run_sync
-from syncflow.config import ConnectorConfig, EnvFile, config_path, load_env_file
+from syncflow.api import (
+    WHERE_KEY_UNSUPPORTED,
+    SyncFlow,
+    SyncRequest,
+    add_connector,
+    exit_status,
+    remove_connector,
+    run_sync,
+)
+from syncflow.config import EnvFile, load_env_file
 from syncflow.discovery import DiscoveryReport
 from syncflow.errors import (
     EXIT_FAILED,
-    SyncFlowError,
     UsageError,
 )
-from syncflow.runner import Outcome, effective_settings
-from syncflow.runtime import Runtime, check_connector
+from syncflow.runner import Outcome
+from syncflow.runtime import Runtime
 from syncflow.sync import Progress as SyncProgress
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 # Piped output (cron logs, CI) gets wide tables instead of rich's 80-column default.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
@@ -151,6 +153,24 @@ class _Group(TyperGroup):
         if ctx.parent is None:
             args = hoist_global_options(args)
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        """The one error boundary (on the root group, around every command): SyncFlow's errors become
+        messages on stderr and exit codes; anything else is a bug and keeps its traceback."""
+        if ctx.parent is not None:
+            return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BaseException as exc:
+            status = exit_status(exc)
+            if status is None:
+                raise
+            event = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            for line in status[1]:
+                log.error(line, extra={"event": event, "error": type(exc).__name__})
+            raise typer.Exit(status[0]) from None
 
 
 class _RunsGroup(_Group):
@@ -262,24 +282,6 @@ def show_time(value: datetime | str | None, zone: tzinfo | None, *, precise: boo
 def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, Any]:
     """``data`` with the times under ``keys`` in the chosen zone, at full precision (for --json)."""
     return {**data, **{k: show_time(data.get(k), zone, precise=True) for k in keys if k in data}}
-
-
-def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """The one place where SyncFlow errors become messages and exit codes."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (SyncFlowError, psycopg.Error, KeyboardInterrupt) as exc:
-            status = exit_status(exc)
-            assert status is not None
-            event = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            for line in status[1]:
-                log.error(line, extra={"event": event, "error": type(exc).__name__})
-            raise typer.Exit(status[0]) from None
-
-    return wrapper
 
 
 def note(*objects: Any) -> None:
@@ -427,7 +429,7 @@ def main_callback(
         if no_color or os.environ.get("NO_COLOR"):
             console.no_color = True
             console._color_system = None  # no styles either
-    loaded = guarded(load_env_file)(env_file, os.environ)
+    loaded = load_env_file(env_file, os.environ)
     ctx.obj = State(
         config_path=config,
         database_url=database_url,
@@ -449,7 +451,6 @@ def _local_zone() -> tzinfo:
     "add",
     epilog="Example: syncflow connector add erp --url https://apismith.example:8007 --token-env ERP_APISMITH_TOKEN",
 )
-@guarded
 def connector_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connector name: lower-case letters, digits, '_'.")],
@@ -472,81 +473,43 @@ def connector_add(
     ] = False,
 ) -> None:
     """Add a connector to the configuration file, keeping its comments."""
-    state = _state(ctx)
-    path = config_path(state.config_path)
-    table: dict[str, Any] = {"base_url": url}
-    if token_env:
-        table["token_env"] = token_env
-    if target_schema:
-        table["target_schema"] = target_schema
-    if ca_bundle and no_verify_tls:
-        raise UsageError("give either --ca-bundle or --no-verify-tls, not both")
-    if ca_bundle:
-        table["verify_tls"] = str(ca_bundle)
-    elif no_verify_tls:
-        table["verify_tls"] = False
-    # Validate the new connector exactly as a later load would, before writing.
-    try:
-        ConnectorConfig.model_validate(table)
-    except ValidationError as exc:
-        # The model's field names, as the options that set them (base_url is --url).
-        option = {"base_url": "url", "verify_tls": "ca-bundle"}
-        raise UsageError(
-            "; ".join(
-                f"--{'-'.join(option.get(str(p), str(p)) for p in e['loc']).replace('_', '-')}:"
-                f" {e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-        ) from None
-    tomledit.add_connector(path, name, table)
+    path = add_connector(
+        _state(ctx).config_path,
+        name,
+        url=url,
+        token_env=token_env,
+        target_schema=target_schema,
+        ca_bundle=ca_bundle,
+        verify_tls=not no_verify_tls,
+    )
     note(f"added connector [bold]{escape(name)}[/] to {escape(str(path))}")
     if no_verify_tls:
         err.print("[yellow]warning:[/] TLS verification is off for this connector")
 
 
 @connector_app.command("remove", epilog="Example: syncflow connector remove erp")
-@guarded
 def connector_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Connector to remove.")]) -> None:
     """Remove a connector from the file; its tables and history stay in PostgreSQL."""
-    path = config_path(_state(ctx).config_path)
-    tomledit.remove_connector(path, name)
+    path = remove_connector(_state(ctx).config_path, name)
     note(
         f"removed connector [bold]{escape(name)}[/] from {escape(str(path))}; it becomes inactive "
         "in the database on the next run, and its tables and history are kept"
     )
 
 
-def _connector_json(name: str, runtime: Runtime) -> dict[str, Any]:
-    import os
-
-    c = runtime.config.connector(name)
-    return {
-        "name": name,
-        "base_url": c.base_url,
-        "token_env": c.token_env,
-        "token_set": bool(c.token_env and os.environ.get(c.token_env)),
-        "target_schema": c.target_schema or name,
-        "verify_tls": c.verify_tls,
-        "after_sync_sql": c.after_sync_sql,
-        "after_sync_when": c.after_sync_when,
-        "entities": {slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
-    }
-
-
 @connector_app.command("list", epilog="Example: syncflow connector list --json")
-@guarded
 def connector_list(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the connectors in the configuration file."""
-    runtime = _state(ctx).runtime()
-    rows = [_connector_json(n, runtime) for n in sorted(runtime.config.settings.connectors)]
+    sf = _state(ctx).open()
+    rows = [c.to_json() for c in sf.connectors()]
     if as_json:
         emit_json(rows)
         return
     if not rows:
-        note(f"no connectors in {escape(str(runtime.config.path))}; add one with 'syncflow connector add'")
+        note(f"no connectors in {escape(str(sf.config_path))}; add one with 'syncflow connector add'")
         return
     cols = [Col("name"), Col("base URL", wrap=True), Col("token", 2, wrap=True), Col("target schema", 3), Col("TLS", 1)]
     cells = []
@@ -563,15 +526,13 @@ def connector_list(
 
 
 @connector_app.command("show", epilog="Example: syncflow connector show erp")
-@guarded
 def connector_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connector name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one connector's settings and per-entity overrides."""
-    runtime = _state(ctx).runtime()
-    data = _connector_json(name, runtime)
+    data = _state(ctx).open().connector(name).to_json()
     if as_json:
         emit_json(data)
         return
@@ -584,14 +545,13 @@ def connector_show(
 
 
 @connector_app.command("test", epilog="Example: syncflow connector test erp")
-@guarded
 def connector_test(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connector name.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check reachability, TLS, the token and the API count. Exit 1 when it fails."""
-    result = check_connector(_state(ctx).runtime(), name)
+    result = _state(ctx).open().test_connector(name).to_json()
     if as_json:
         emit_json(result)
     elif result["ok"]:
@@ -611,48 +571,29 @@ def connector_test(
 
 
 @db_app.command("upgrade", epilog="Example: syncflow db upgrade")
-@guarded
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply pending metadata migrations (sync, discover and entity set also do this themselves)."""
-    runtime = _state(ctx).runtime(require_file=False)
-    conn = runtime.connect(autocommit=True)
-    try:
-        with db.translate_locks(conn, runtime.schema):
-            applied = db.upgrade(conn, runtime.schema)
-    finally:
-        conn.close()
-    if applied:
-        for mig in applied:
-            note(f"applied {mig.version:04d}_{mig.name}")
-    else:
-        note(f"schema {runtime.schema!r} is up to date")
+    sf = _state(ctx).open(require_file=False)
+    applied = sf.upgrade()
+    for name in applied:
+        note(f"applied {name}")
+    if not applied:
+        note(f"schema {sf.runtime.schema!r} is up to date")
 
 
 @db_app.command("status", epilog="Example: syncflow db status --json")
-@guarded
 def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
     state = _state(ctx)
-    runtime = state.runtime(require_file=False)
-    conn = runtime.connect(autocommit=True, read_only=True)
-    try:
-        with db.translate_locks(conn, runtime.schema):
-            status = db.migration_status(conn, runtime.schema)
-    finally:
-        conn.close()
+    status = state.open(require_file=False).migrations()
     rows: list[dict[str, Any]] = [
-        {"version": m.version, "name": m.name, "applied_at": show_time(at, state.tz, precise=True)} for m, at in status
+        {"version": m.version, "name": m.name, "applied_at": show_time(m.applied_at, state.tz, precise=True)}
+        for m in status.migrations
     ]
     if as_json:
-        emit_json(
-            {
-                "schema": runtime.schema,
-                "database": db.describe_target(runtime.config.settings.database.url),
-                "migrations": rows,
-            }
-        )
+        emit_json({"schema": status.schema, "database": status.database, "migrations": rows})
         return
-    table = Table(title=f"Migrations in schema {escape(runtime.schema)}")
+    table = Table(title=f"Migrations in schema {escape(status.schema)}")
     table.add_column("version")
     table.add_column("name")
     table.add_column("applied at")
@@ -732,7 +673,6 @@ def _render_report(report: DiscoveryReport) -> None:
 
 
 @app.command("discover", epilog="Example: syncflow discover erp --dry-run")
-@guarded
 def discover(
     ctx: typer.Context,
     connectors: Annotated[
@@ -803,32 +743,7 @@ def discover(
 # -- entities -------------------------------------------------------------------------------
 
 
-def _entity_json(
-    runtime: Runtime, e: store.Entity, *, columns: bool = False, zone: tzinfo | None = UTC
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "entity": e.ref,
-        "name": e.api_name,
-        "description": e.description,
-        "table": f"{e.target_schema}.{e.target_table}",
-        "delta_strategy": e.delta_strategy,
-        "business_keys": e.business_keys,
-        **effective_settings(runtime, e),
-        "syncable": e.syncable,
-        "unsyncable_reason": e.unsyncable_reason,
-        "needs_attention": e.needs_attention,
-        "missing_at_source": e.missing_at_source,
-        "last_sync_at": show_time(e.last_sync_at, zone, precise=True),
-        "last_sync_status": e.last_sync_status,
-        "last_rowversion": e.last_rowversion,
-    }
-    if columns:
-        data["columns"] = [c.to_json() for c in e.columns]
-    return data
-
-
 @app.command("entities", epilog="Example: syncflow entities --connector erp")
-@guarded
 def entities(
     ctx: typer.Context,
     connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
@@ -836,14 +751,7 @@ def entities(
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
     state = _state(ctx)
-    runtime = state.runtime()
-    if connector is not None:
-        runtime.config.connector(connector)  # a typo must not look like "no entities"
-    with runtime.metadata(read_only=True) as conn:
-        rows = [
-            _entity_json(runtime, e, zone=state.tz)
-            for e in store.list_entities(conn, runtime.schema, connector=connector)
-        ]
+    rows = [zoned(e.to_json(), state.tz, "last_sync_at") for e in state.open().entities(connector=connector)]
     if as_json:
         emit_json(rows)
         return
@@ -884,7 +792,6 @@ def entities(
 
 
 @entity_app.command("show", epilog="Example: syncflow entity show erp.items")
-@guarded
 def entity_show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
@@ -892,9 +799,7 @@ def entity_show(
 ) -> None:
     """Show an entity's columns: source type, PostgreSQL type and name mapping."""
     state = _state(ctx)
-    runtime = state.runtime()
-    with runtime.metadata(read_only=True) as conn:
-        data = _entity_json(runtime, store.get_entity(conn, runtime.schema, ref), columns=True, zone=state.tz)
+    data = zoned(state.open().entity(ref).to_json(), state.tz, "last_sync_at")
     if as_json:
         emit_json(data)
         return
@@ -939,7 +844,6 @@ def entity_show(
 
 
 @entity_app.command("set", epilog="Example: syncflow entity set erp.items --interval 60 --history")
-@guarded
 def entity_set(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
@@ -966,12 +870,16 @@ def entity_set(
     ):
         if on and off:
             raise UsageError(f"conflicting options: {names}; give one of them")
-    settings = _state(ctx).open().set_entity(
-        ref,
-        interval_seconds=interval,
-        enabled=True if enable_on else False if enable_off else None,
-        page_size=page_size,
-        history_on=True if history_on else False if history_off else None,
+    settings = (
+        _state(ctx)
+        .open()
+        .set_entity(
+            ref,
+            interval_seconds=interval,
+            enabled=True if enable_on else False if enable_off else None,
+            page_size=page_size,
+            history_on=True if history_on else False if history_off else None,
+        )
     )
     note(
         f"{escape(ref)}: interval {settings.interval_seconds}s, enabled {str(settings.enabled).lower()}, "
@@ -1320,7 +1228,6 @@ DeleteFractionOpt = Annotated[
     epilog="Examples: syncflow sync erp.items · syncflow sync --all --connector erp · "
     "syncflow sync --all --json --metrics-file /var/lib/node_exporter/syncflow.prom\n\n" + SYNC_EXIT_HELP,
 )
-@guarded
 def sync(
     ctx: typer.Context,
     refs: Annotated[list[str] | None, typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)] = None,
@@ -1380,7 +1287,6 @@ def sync(
     "full-refresh",
     epilog="Example: syncflow full-refresh erp.items erp.orders\n\n" + FULL_REFRESH_EXIT_HELP,
 )
-@guarded
 def full_refresh(
     ctx: typer.Context,
     refs: Annotated[list[str], typer.Argument(help="Entities as CONNECTOR.SLUG.", show_default=False)],
@@ -1409,7 +1315,6 @@ def full_refresh(
 
 
 @app.command("status", epilog="Example: syncflow status --json")
-@guarded
 def status(
     ctx: typer.Context,
     connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
@@ -1475,7 +1380,6 @@ class RunStatus(enum.StrEnum):
     "list",
     epilog="Examples: syncflow runs --limit 5 · syncflow runs erp.items --status failed · syncflow runs list --json",
 )
-@guarded
 def runs_list(
     ctx: typer.Context,
     ref: Annotated[
@@ -1532,7 +1436,6 @@ def runs_list(
 
 
 @runs_app.command("show", epilog="Example: syncflow runs show 3f2a9c1e  (a prefix of the id will do)")
-@guarded
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The run's id, or a prefix of it.")],
@@ -1584,7 +1487,6 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
 @app.command(
     "history", epilog="Example: syncflow history erp.items --key item_number=ABC123 --as-of 2026-11-01T00:00:00Z"
 )
-@guarded
 def history_command(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from syncflow import doctor
-from syncflow.cli import _state, app, emit_json, guarded, out
+from syncflow.cli import _state, app, emit_json, out
 from syncflow.errors import EXIT_FAILED
 
 _COLOUR = {doctor.OK: "green", doctor.WARN: "yellow", doctor.FAIL: "bold red", "info": "dim"}
@@ -20,7 +20,6 @@ def _line(status: str, text: str) -> None:
 
 
 @app.command("doctor", epilog="Example: syncflow doctor --json")
-@guarded
 def doctor_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,

@@ -270,3 +270,103 @@ class History:
     versions: tuple[Version, ...]
     history_on: bool
     as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ConnectorInfo:
+    """A connector as the configuration file defines it (the token only as its variable's name)."""
+
+    name: str
+    base_url: str
+    token_env: str | None
+    token_set: bool
+    target_schema: str
+    verify_tls: bool | str
+    after_sync_sql: str | None
+    after_sync_when: str
+    entities: Mapping[str, Mapping[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["entities"] = {k: dict(v) for k, v in self.entities.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class ConnectorCheck:
+    """``connector test``: one request to the APISmith instance."""
+
+    connector: str
+    base_url: str
+    ok: bool
+    latency_ms: float
+    apis: int | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    warning: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"connector": self.connector, "base_url": self.base_url, "ok": self.ok}
+        for name in ("apis", "error", "error_kind", "warning"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out["latency_ms"] = self.latency_ms
+        return out
+
+
+@dataclass(frozen=True)
+class MigrationInfo:
+    version: int
+    name: str
+    applied_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """``db status``: the metadata schema's migrations, applied or pending."""
+
+    schema: str
+    database: str
+    migrations: tuple[MigrationInfo, ...]
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    """A discovered entity with its effective settings (``entities``, ``entity show``)."""
+
+    entity: str
+    name: str
+    description: str
+    table: str
+    delta_strategy: str
+    business_keys: tuple[str, ...]
+    interval_seconds: int
+    enabled: bool
+    page_size: int
+    history: bool
+    overridden_by_file: tuple[str, ...]
+    syncable: bool
+    unsyncable_reason: str | None
+    needs_attention: str | None
+    missing_at_source: bool
+    last_sync_at: datetime | None
+    last_sync_status: str | None
+    last_rowversion: str | None
+    # Only from ``entity()``: each column's mapping (api name, source name and type, PostgreSQL name and type).
+    columns: tuple[Mapping[str, Any], ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "columns":
+                if value is not None:
+                    out["columns"] = [dict(c) for c in value]
+            elif isinstance(value, datetime):
+                out[f.name] = value.isoformat()
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
