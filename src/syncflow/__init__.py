@@ -1,10 +1,110 @@
-"""SyncFlow: keep PostgreSQL in sync with APISmith REST APIs, one cron pass at a time."""
+"""SyncFlow: keep PostgreSQL in sync with APISmith REST APIs, one cron pass at a time.
 
+The library face of the same core the ``syncflow`` command runs::
+
+    import syncflow
+
+    sf = syncflow.open("syncflow.toml")
+    report = sf.sync("erp.items")
+    for run in report.runs:
+        print(run.entity, run.status, run.counts.fetched)
+
+Names are imported on first use, so ``import syncflow`` (and ``syncflow --version``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("syncflow")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+local"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from syncflow.api import SyncFlow, SyncObserver, SyncRequest, add_connector, open, remove_connector
+    from syncflow.errors import (
+        Cancelled,
+        ConfigError,
+        DatabaseError,
+        SourceError,
+        SyncFlowError,
+        UsageError,
+    )
+    from syncflow.results import (
+        ConnectorCheck,
+        ConnectorInfo,
+        DiscoverResult,
+        EntityHealth,
+        EntityInfo,
+        EntitySettings,
+        History,
+        MigrationStatus,
+        RunRecord,
+        SyncReport,
+        Version,
+    )
+    from syncflow.runner import Outcome
+    from syncflow.runs import RunResult
+
+_HOMES = {
+    "api": ("SyncFlow", "SyncObserver", "SyncRequest", "add_connector", "open", "remove_connector"),
+    "errors": ("Cancelled", "ConfigError", "DatabaseError", "SourceError", "SyncFlowError", "UsageError"),
+    "results": (
+        "ConnectorCheck",
+        "ConnectorInfo",
+        "DiscoverResult",
+        "EntityHealth",
+        "EntityInfo",
+        "EntitySettings",
+        "History",
+        "MigrationStatus",
+        "RunRecord",
+        "SyncReport",
+        "Version",
+    ),
+    "runner": ("Outcome",),
+    "runs": ("RunResult",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'syncflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"syncflow.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "Cancelled",
+    "ConfigError",
+    "ConnectorCheck",
+    "ConnectorInfo",
+    "DatabaseError",
+    "DiscoverResult",
+    "EntityHealth",
+    "EntityInfo",
+    "EntitySettings",
+    "History",
+    "MigrationStatus",
+    "Outcome",
+    "RunRecord",
+    "RunResult",
+    "SourceError",
+    "SyncFlow",
+    "SyncFlowError",
+    "SyncObserver",
+    "SyncReport",
+    "SyncRequest",
+    "UsageError",
+    "Version",
+    "__version__",
+    "add_connector",
+    "open",
+    "remove_connector",
+]

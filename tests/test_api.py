@@ -1,0 +1,149 @@
+"""The Python API: the README's example runs as written, and the API behaves like the CLI it serves."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import syncflow
+from demo_apismith import DemoServer
+from syncflow.api import SyncRequest
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Python API") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's Python API section has no python example"
+    return match.group(1)
+
+
+@pytest.fixture
+def in_project(demo_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo connector's syncflow.toml in the current directory, the database and token in the environment."""
+    monkeypatch.chdir(demo_cli.config.parent)
+    for key, value in demo_cli.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SYNCFLOW_CONFIG", raising=False)
+    return demo_cli.config
+
+
+def test_the_readme_example_runs(in_project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(readme_example(), "README.md", "exec"), {})  # noqa: S102 - the documented example, verbatim
+    printed = capsys.readouterr().out
+    assert "erp.items create" in printed
+    assert re.search(r"^erp\.items success 120 120$", printed, re.M), printed
+    assert "'erp.items': True" in printed
+
+
+def test_results_are_frozen_and_match_the_cli_json(in_project: Path, demo_cli: Cli) -> None:
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    report = sf.sync("erp.items")
+    assert isinstance(report, syncflow.SyncReport)
+    with pytest.raises(AttributeError):
+        report.signal = 15  # type: ignore[misc]
+    run = report.runs[0]
+    assert (run.entity, run.status, run.counts.fetched) == ("erp.items", "success", 120)
+    records = sf.runs(entity="erp.items")
+    assert [r.uid for r in records] == [run.uid]
+    assert records[0].records_inserted == 120
+    assert sf.run_record(run.uid[:8]).uid == run.uid
+    import json
+
+    cli_runs = json.loads(demo_cli("runs", "--json").stdout)
+    assert cli_runs[0]["uid"] == records[0].to_json()["uid"]
+    assert set(cli_runs[0]) == set(records[0].to_json())
+
+
+def test_errors_are_the_syncflow_error_tree(in_project: Path, tmp_path: Path) -> None:
+    with pytest.raises(syncflow.ConfigError) as info:
+        syncflow.open(tmp_path / "missing.toml")
+    assert info.value.exit_code == 2
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    with pytest.raises(syncflow.UsageError, match=re.escape("no entity 'erp.nope': run 'syncflow discover erp'")):
+        sf.sync("erp.nope")
+    with pytest.raises(syncflow.UsageError, match="--all"):
+        sf.run(SyncRequest(refs=("erp.items",), all_=True))
+
+
+def test_an_unreachable_database_is_a_syncflow_error(in_project: Path) -> None:
+    sf = syncflow.open("syncflow.toml", database_url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(syncflow.DatabaseError) as info:
+        sf.status()
+    assert info.value.exit_code == 2
+
+
+class Recorder:
+    """An observer (syncflow.SyncObserver) that records what the core reports."""
+
+    def __init__(self) -> None:
+        self.pages: list[tuple[str, int]] = []
+        self.ended: list[str] = []
+        self.nothing = 0
+
+    def progress(self, entity: str) -> Any:
+        return lambda p: self.pages.append((entity, p.rows))
+
+    def finished(self, outcome: syncflow.Outcome) -> None:
+        self.ended.append(outcome.entity)
+
+    def after_sync(self, hook: Any) -> None:
+        pass
+
+    def nothing_due(self) -> None:
+        self.nothing += 1
+
+
+def test_progress_goes_to_the_observer_and_nothing_is_printed(
+    in_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    capsys.readouterr()
+    seen = Recorder()
+    report = sf.sync_all(force=True, observer=seen)
+    entities = {"erp.items", "erp.customers", "erp.orders"}
+    assert {o.entity for o in report.outcomes} == entities
+    assert sorted(seen.ended) == sorted(entities)
+    assert {e for e, _ in seen.pages} == entities
+    assert max(rows for e, rows in seen.pages if e == "erp.items") == 120
+    later = sf.sync_all(observer=seen)  # nothing is due right after
+    assert later.nothing_due and later.exit_code == 0 and seen.nothing == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_a_cancel_event_stops_the_call(in_project: Path, demo: DemoServer) -> None:
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    cancel = threading.Event()
+
+    def stop_soon(slug: str, page: int, params: dict[str, str]) -> None:
+        cancel.set()
+
+    demo.state.before_page = stop_soon
+    report = sf.sync("erp.items", cancel=cancel)
+    demo.state.before_page = None
+    assert [r.status for r in report.runs] == ["cancelled"]
+    assert report.exit_code != 0
+
+
+def test_keyword_overrides_win_over_the_environment_which_wins_over_the_file(in_project: Path) -> None:
+    in_project.write_text(in_project.read_text() + '\n[database]\nurl = "postgresql://file@127.0.0.1/f"\n')
+    env = {"SYNCFLOW_DATABASE_URL": "postgresql://env@127.0.0.1/e", TOKEN_ENV: DEMO_TOKEN}
+    assert syncflow.open("syncflow.toml", env={TOKEN_ENV: DEMO_TOKEN}).runtime.config.settings.database.url == (
+        "postgresql://file@127.0.0.1/f"
+    )
+    assert syncflow.open("syncflow.toml", env=env).runtime.config.settings.database.url == (
+        "postgresql://env@127.0.0.1/e"
+    )
+    sf = syncflow.open("syncflow.toml", env=env, database_url="postgresql://kw@127.0.0.1/k")
+    assert sf.runtime.config.settings.database.url == "postgresql://kw@127.0.0.1/k"
