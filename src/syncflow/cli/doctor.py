@@ -1,4 +1,4 @@
-"""``syncflow doctor``: render :mod:`syncflow.doctor`'s report (registered on the app by ``syncflow.cli``)."""
+"""``syncflow doctor``: render :mod:`syncflow.doctor`'s report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 
 from syncflow import doctor
-from syncflow.cli import _state, app, emit_json, out
+from syncflow.cli.app import app, current_state
+from syncflow.cli.render import emit_json, out
 from syncflow.errors import EXIT_FAILED
 
 _COLOUR = {doctor.OK: "green", doctor.WARN: "yellow", doctor.FAIL: "bold red", "info": "dim"}
@@ -33,7 +34,7 @@ def doctor_command(
 
     Exit 0 when every check passes (warnings included), 1 when any fails.
     """
-    state = _state(ctx)
+    state = current_state(ctx)
     report = doctor.run(config_path=state.config_path, database_url=state.database_url, env_file=state.env_file)
     if as_json:
         emit_json(report.to_json())
