@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from syncflow import ddl
-from syncflow.store import StoredColumn
+from syncflow.models import StoredColumn
 
 
 def col(name: str, pg_type: str = "text") -> StoredColumn:

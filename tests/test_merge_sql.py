@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from syncflow import ddl, history, merge
-from syncflow.store import StoredColumn
+from syncflow.models import StoredColumn
 
 Conn = psycopg.Connection[Any]
 

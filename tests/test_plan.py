@@ -15,16 +15,14 @@ from typing import Any
 import pytest
 
 from syncflow.metadata import ApiSpec, parse_api
+from syncflow.models import Entity, LiveColumn, LiveTable, StoredColumn
 from syncflow.plan import (
     EntityPlan,
-    LiveColumn,
-    LiveTable,
     _rounded_before,
     choose_history_table,
     choose_table,
     plan_entity,
 )
-from syncflow.store import Entity, StoredColumn
 
 # The API as APISmith describes it (protocol section 1) ...
 BASE_API_COLUMNS: list[dict[str, Any]] = [

@@ -20,10 +20,10 @@ import pytest
 from psycopg import sql
 
 from syncflow import ddl, merge, stage
+from syncflow.models import StoredColumn
 from syncflow.pages import RawRow
 from syncflow.runs import Reject
 from syncflow.stage import SchemaChanged, Stage
-from syncflow.store import StoredColumn
 
 Conn = psycopg.Connection[Any]
 

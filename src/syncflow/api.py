@@ -42,6 +42,7 @@ from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
 from syncflow.health import entity_health
+from syncflow.models import Entity
 from syncflow.results import (
     ConnectorCheck,
     ConnectorFailure,
@@ -60,7 +61,7 @@ from syncflow.results import (
 from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
-from syncflow.store import Conn, Entity
+from syncflow.store import Conn
 from syncflow.sync import Progress, ProgressFn, check_backfill
 
 log = logging.getLogger("syncflow")

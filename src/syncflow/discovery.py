@@ -24,13 +24,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import claims, ddl, history, store
+from syncflow import catalog, claims, ddl, history, store
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
 from syncflow.errors import UsageError
 from syncflow.metadata import ApiSpec, parse_apis
-from syncflow.plan import EntityPlan, LiveTable, choose_history_table, choose_table, plan_entity
-from syncflow.store import Conn, Entity
+from syncflow.models import Entity, LiveTable
+from syncflow.plan import EntityPlan, choose_history_table, choose_table, plan_entity
+from syncflow.store import Conn
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _plan(
     table = choose_table(spec.slug, old, target_schema, taken)
     history_table = choose_history_table(table, old, target_schema, taken | {table})
     reserved.update((table, history_table))
-    live = ddl.read_live_table(conn, target_schema, table)
+    live = catalog.read_live_table(conn, target_schema, table)
     plan = plan_entity(connector=connector, target_schema=target_schema, spec=spec, stored=old, live=live, table=table)
     plan.history_table = history_table
     return plan, live
@@ -268,7 +269,7 @@ def _apply(
     if (
         plan.action not in ("unsyncable", "create")
         and not backup
-        and ddl.read_live_table(conn, plan.target_schema, history.table_name(entity)) is not None
+        and catalog.read_live_table(conn, plan.target_schema, history.table_name(entity)) is not None
     ):
         history.ensure(conn, entity)
     return backup

@@ -23,10 +23,11 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from syncflow import ddl
+from syncflow import catalog, ddl
 from syncflow.errors import SyncFlowError
+from syncflow.models import Entity, StoredColumn
 from syncflow.naming import HISTORY_SUFFIX, history_table_name
-from syncflow.store import Conn, Entity, StoredColumn
+from syncflow.store import Conn
 from syncflow.typemap import is_widening, normalize
 
 SUFFIX = HISTORY_SUFFIX
@@ -70,7 +71,7 @@ def ensure(conn: Conn, entity: Entity) -> str:
     """
     name = table_name(entity)
     schema = entity.target_schema
-    live = ddl.read_live_table(conn, schema, name)
+    live = catalog.read_live_table(conn, schema, name)
     columns = entity.columns
     if live is not None and "_bridge_history_id" not in live.columns:
         raise SyncFlowError(
@@ -100,7 +101,7 @@ def ensure(conn: Conn, entity: Entity) -> str:
 def versions(conn: Conn, entity: Entity, key: dict[str, str], *, as_of: datetime | None = None) -> list[dict[str, Any]]:
     """A record's versions, oldest first; with ``as_of`` the one valid then."""
     name = table_name(entity)
-    if ddl.read_live_table(conn, entity.target_schema, name) is None:
+    if catalog.read_live_table(conn, entity.target_schema, name) is None:
         return []
     by_name = {c.pg_name: c for c in entity.columns}
     where: list[sql.Composable] = []

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from psycopg import sql
 
 from syncflow.ddl import pg_type_sql
-from syncflow.store import StoredColumn
+from syncflow.models import StoredColumn
 
 STAGE = "_sf_stage"
 SEEN = "_sf_seen"

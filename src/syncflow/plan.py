@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncflow.metadata import ApiSpec
+from syncflow.models import Entity, LiveTable, StoredColumn
 from syncflow.naming import assign_names, history_table_name, is_reserved_table_name
-from syncflow.store import Entity, StoredColumn
 from syncflow.typemap import is_widening, normalize
 
 AUDIT_COLUMNS = (
@@ -27,23 +27,6 @@ AUDIT_COLUMNS = (
     "_bridge_deleted",
     "_bridge_rowversion",
 )
-
-
-@dataclass(frozen=True)
-class LiveColumn:
-    name: str
-    pg_type: str
-    not_null: bool
-
-
-@dataclass(frozen=True)
-class LiveTable:
-    """A target table as the catalog shows it."""
-
-    columns: dict[str, LiveColumn]
-    unique_keys: list[tuple[str, ...]]
-    rowversion_index: bool
-    has_rows: bool = True
 
 
 @dataclass

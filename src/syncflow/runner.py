@@ -23,9 +23,10 @@ import psycopg
 from syncflow import aftersync, claims, db, inflight, runs, store
 from syncflow.aftersync import HookOutcome
 from syncflow.errors import SyncFlowError
+from syncflow.models import Entity
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime
-from syncflow.store import Conn, Entity
+from syncflow.store import Conn
 from syncflow.sync import ProgressFn, SyncOptions, sync_entity
 
 log = logging.getLogger("syncflow.runner")

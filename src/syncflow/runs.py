@@ -12,7 +12,8 @@ from psycopg.types.json import Jsonb
 
 from syncflow.claims import LOCK_NAMESPACE
 from syncflow.errors import UsageError
-from syncflow.store import Conn, Entity, hostname
+from syncflow.models import Entity
+from syncflow.store import Conn, hostname
 
 STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
 

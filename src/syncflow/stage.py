@@ -23,9 +23,10 @@ from psycopg import sql
 
 from syncflow import merge
 from syncflow.errors import SourceProtocolError
+from syncflow.models import StoredColumn
 from syncflow.pages import RawRow
 from syncflow.runs import Reject
-from syncflow.store import Conn, StoredColumn
+from syncflow.store import Conn
 
 
 class SchemaChanged(SourceProtocolError):

@@ -23,10 +23,11 @@ from psycopg import sql
 from syncflow import guard, history, merge, runs
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
+from syncflow.models import Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
-from syncflow.store import Conn, Entity
+from syncflow.store import Conn
 
 BATCH_ROWS = 25_000
 
