@@ -147,3 +147,18 @@ def test_keyword_overrides_win_over_the_environment_which_wins_over_the_file(in_
     )
     sf = syncflow.open("syncflow.toml", env=env, database_url="postgresql://kw@127.0.0.1/k")
     assert sf.runtime.config.settings.database.url == "postgresql://kw@127.0.0.1/k"
+
+
+def test_the_run_record_keeps_what_the_run_asked_of_the_source(in_project: Path, demo_cli: Cli) -> None:
+    """HTTP requests, retries and time reached only --json before; now they are in sync_runs too."""
+    import json
+
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    run = sf.sync("erp.items").runs[0]
+    assert run.http_requests >= 1
+    stored = sf.run_record(run.uid)
+    assert (stored.http_requests, stored.http_retries) == (run.http_requests, run.http_retries)
+    assert stored.http_seconds is not None and stored.http_seconds >= 0
+    shown = json.loads(demo_cli("runs", "show", run.uid, "--json").stdout)
+    assert shown["http_requests"] == run.http_requests

@@ -335,9 +335,6 @@ def _run_claimed(
             cancel=cancel,
             reconnect=runtime.connect,
         )
-        result.http_retries = client.stats.retries
-        result.http_requests = client.stats.requests
-        result.http_seconds = client.stats.seconds
     statement, when = after_sync_settings(runtime, fresh)
     if statement is not None and result.status == "success" and not cancel.is_set():
         # Still holding the entity's claim: no other sync of it runs until the statement ends.

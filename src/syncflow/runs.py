@@ -173,7 +173,8 @@ def finish(
     conn.execute(
         sql.SQL(
             "UPDATE {} SET status = %s, completed_at = clock_timestamp(), rowversion_end = %s, duration_seconds = %s,"
-            " error_message = %s, error_details = %s WHERE uid = %s"
+            " error_message = %s, error_details = %s, http_requests = %s, http_retries = %s, http_seconds = %s"
+            " WHERE uid = %s"
         ).format(_t(schema, "sync_runs")),
         [
             result.status,
@@ -181,6 +182,9 @@ def finish(
             result.duration,
             result.error_message,
             Jsonb(result.error_details) if result.error_details else None,
+            result.http_requests,
+            result.http_retries,
+            result.http_seconds,
             result.uid,
         ],
     )
@@ -216,7 +220,8 @@ def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sq
         " ELSE r.status END AS status, r.started_at,"
         " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
         " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
-        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid"
+        " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid, r.http_requests, r.http_retries,"
+        " r.http_seconds"
         " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
         " {where} {tail}"
     ).format(

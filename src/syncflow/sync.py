@@ -104,6 +104,7 @@ def sync_entity(
         _run(conn, schema, entity, client, options, result, start_rv, on_progress, cancel, started)
     except Exception as exc:
         result.duration = time.monotonic() - started
+        note_http(result, client)
         _record_failure(conn, schema, entity, result, exc, reconnect)
     return result
 
@@ -115,6 +116,13 @@ def check_backfill(entity: Entity) -> None:
             f"{entity.ref}: --from-rowversion needs a rowversion entity; its delta strategy is"
             f" {entity.delta_strategy} (use 'syncflow full-refresh {entity.ref}' to read it all again)"
         )
+
+
+def note_http(result: RunResult, client: APISmithClient) -> None:
+    """What the run asked of the source, into its record (written by ``runs.finish``)."""
+    result.http_requests = client.stats.requests
+    result.http_retries = client.stats.retries
+    result.http_seconds = round(client.stats.seconds, 3)
 
 
 def _refuse_unsyncable(entity: Entity) -> None:
@@ -347,6 +355,7 @@ def _run(
     result.duration = time.monotonic() - started
     if result.warnings:
         result.error_details["warnings"] = result.warnings
+    note_http(result, client)
     runs.finish(conn, schema, entity, result, checkpoint=checkpoint, set_checkpoint=set_checkpoint)
     conn.commit()
     stage.close()
