@@ -110,14 +110,25 @@ def run_entities(
     ``backfill_from``: re-read each (rowversion) entity's rows above this row
     version, recorded as a ``backfill`` run (see :func:`syncflow.sync.check_backfill`).
     """
-    started = runtime.started_at or datetime.now(UTC)
+    cancel = cancel or threading.Event()
+    job = _Job(
+        runtime=runtime,
+        started=runtime.started_at or datetime.now(UTC),
+        full_refresh=full_refresh,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        explicit=explicit,
+        max_delete_fraction=max_delete_fraction,
+        backfill_from=backfill_from,
+        cancel=cancel,
+        progress=progress,
+    )
     todo: queue.Queue[Entity] = queue.Queue()
     for e in entities:
         todo.put(e)
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
-    cancel = cancel or threading.Event()
     # A whole SyncFlow table locked by another session: every entity would wait lock_timeout_seconds in turn.
     halt = threading.Event()
 
@@ -140,20 +151,7 @@ def run_entities(
                         conn.close()
                     conn = runtime.connect()
                 try:
-                    outcome = _one(
-                        runtime,
-                        conn,
-                        entity,
-                        started,
-                        full_refresh,
-                        wait,
-                        wait_timeout,
-                        explicit,
-                        max_delete_fraction,
-                        cancel,
-                        progress,
-                        backfill_from=backfill_from,
-                    )
+                    outcome = _one(job, conn, entity)
                 except db.DatabaseBusy as exc:
                     outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
                     if not exc.row_lock:
@@ -196,86 +194,48 @@ def run_entities(
     return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
 
 
-def _one(
-    runtime: Runtime,
-    conn: Conn,
-    entity: Entity,
-    started: datetime,
-    full_refresh: bool,
-    wait: bool,
-    wait_timeout: float | None,
-    explicit: bool,
-    max_delete_fraction: float | None,
-    cancel: threading.Event,
-    progress: Callable[[str], ProgressFn | None] | None,
-    *,
-    backfill_from: str | None = None,
-) -> Outcome:
-    schema = runtime.schema
+@dataclass(frozen=True)
+class _Job:
+    """What every entity of one invocation is synced with."""
+
+    runtime: Runtime
+    started: datetime  # the database clock when the invocation began: "synced meanwhile" is after it
+    full_refresh: bool
+    wait: bool
+    wait_timeout: float | None
+    explicit: bool  # named one by one (not --all): synced even if another process just did
+    max_delete_fraction: float | None
+    backfill_from: str | None
+    cancel: threading.Event
+    progress: Callable[[str], ProgressFn | None] | None
+
+
+def _one(job: _Job, conn: Conn, entity: Entity) -> Outcome:
     try:
-        return _claimed(
-            runtime,
-            conn,
-            entity,
-            started,
-            full_refresh,
-            wait,
-            wait_timeout,
-            explicit,
-            max_delete_fraction,
-            cancel,
-            progress,
-            backfill_from=backfill_from,
-        )
+        return _claimed(job, conn, entity)
     except psycopg.Error as exc:
         # Outside a run's own failure handling: taking the claim, marking dead runs, starting the run.
         # A signal's cancel comes first: it shows up as the same QueryCanceled as a statement timeout.
-        if cancel.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
+        if job.cancel.is_set() and isinstance(exc, psycopg.errors.QueryCanceled):
             return Outcome(entity.ref, skipped="cancelled before it started")
         if db.is_timeout(exc):
-            raise db.lock_conflict(conn, exc, schema) from None
+            raise db.lock_conflict(conn, exc, job.runtime.schema) from None
         raise
 
 
-def _claimed(
-    runtime: Runtime,
-    conn: Conn,
-    entity: Entity,
-    started: datetime,
-    full_refresh: bool,
-    wait: bool,
-    wait_timeout: float | None,
-    explicit: bool,
-    max_delete_fraction: float | None,
-    cancel: threading.Event,
-    progress: Callable[[str], ProgressFn | None] | None,
-    *,
-    backfill_from: str | None = None,
-) -> Outcome:
-    schema = runtime.schema
-    with inflight.watching(conn, cancel):  # a signal ends a --wait for the claim too
-        if wait:
-            got = claims.wait_claim(conn, entity.uid, timeout_seconds=wait_timeout)
+def _claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
+    with inflight.watching(conn, job.cancel):  # a signal ends a --wait for the claim too
+        if job.wait:
+            got = claims.wait_claim(conn, entity.uid, timeout_seconds=job.wait_timeout)
         else:
             got = claims.try_claim(conn, entity.uid)
     if not got:
         # Reported once, by whoever renders outcomes.
-        waited = f" (waited {wait_timeout:g}s)" if wait and wait_timeout is not None else ""
+        waited = f" (waited {job.wait_timeout:g}s)" if job.wait and job.wait_timeout is not None else ""
         return Outcome(entity.ref, skipped=f"another process is syncing it{waited}", held_elsewhere=True)
     try:
-        with db.translate_locks(conn, schema):
-            return _run_claimed(
-                runtime,
-                conn,
-                entity,
-                started,
-                full_refresh,
-                explicit,
-                max_delete_fraction,
-                cancel,
-                progress,
-                backfill_from=backfill_from,
-            )
+        with db.translate_locks(conn, job.runtime.schema):
+            return _run_claimed(job, conn, entity)
     finally:
         try:
             claims.release(conn, entity.uid)
@@ -283,19 +243,8 @@ def _claimed(
             conn.close()
 
 
-def _run_claimed(
-    runtime: Runtime,
-    conn: Conn,
-    entity: Entity,
-    started: datetime,
-    full_refresh: bool,
-    explicit: bool,
-    max_delete_fraction: float | None,
-    cancel: threading.Event,
-    progress: Callable[[str], ProgressFn | None] | None,
-    *,
-    backfill_from: str | None = None,
-) -> Outcome:
+def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
+    runtime, cancel = job.runtime, job.cancel
     schema = runtime.schema
     with inflight.watching(conn, cancel):  # these wait on SyncFlow's own tables: a signal ends the wait
         dead = claims.abandon_dead_runs(conn, schema, entity.uid)
@@ -308,16 +257,16 @@ def _run_claimed(
             dead,
             extra={"event": "abandoned", "entity": entity.ref},
         )
-    if not explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= started:
+    if not job.explicit and fresh.last_sync_at is not None and fresh.last_sync_at >= job.started:
         return Outcome(entity.ref, skipped="another process synced it meanwhile")
     eff = effective_settings(runtime, fresh)
     sync = runtime.config.settings.sync
     options = SyncOptions(
         page_size=eff["page_size"],
         history=eff["history"],
-        full_refresh=full_refresh,
-        max_delete_fraction=sync.max_delete_fraction if max_delete_fraction is None else max_delete_fraction,
-        backfill_from=backfill_from,
+        full_refresh=job.full_refresh,
+        max_delete_fraction=sync.max_delete_fraction if job.max_delete_fraction is None else job.max_delete_fraction,
+        backfill_from=job.backfill_from,
     )
     try:
         client = runtime.client(fresh.connector, cancel=cancel)
@@ -331,7 +280,7 @@ def _run_claimed(
             fresh,
             client,
             options=options,
-            on_progress=progress(fresh.ref) if progress else None,
+            on_progress=job.progress(fresh.ref) if job.progress else None,
             cancel=cancel,
             reconnect=runtime.connect,
         )

@@ -122,6 +122,7 @@ class Stage:
     ) -> None:
         self.conn = conn
         self.track_seen = track_seen
+        self.schema, self.table = schema, table
         self.columns = list(columns)
         self.keys = list(keys)
         self.names = [c.pg_name for c in self.columns]
@@ -158,6 +159,33 @@ class Stage:
         conn.execute(merge.stage_ddl(self.columns, self.keys))
         if track_seen:
             conn.execute(merge.seen_ddl(schema, table, self.keys))
+
+    # -- the keys seen in this run: for deletes and duplicate counts --------------------------
+
+    def record_seen(self) -> None:
+        """Add the staged batch's keys to the run's seen keys."""
+        if self.track_seen:
+            self.conn.execute(merge.seen_insert(self.keys))
+
+    def forget_seen(self) -> None:
+        """Start the seen keys afresh (a verification read replaces the read before it)."""
+        if self.track_seen:
+            self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.SEEN)))
+
+    def seen_counts(self, *, analyze: bool = False) -> tuple[int, int]:
+        """(keys staged, distinct keys) over the seen keys; ``analyze`` first refreshes their statistics,
+        so that the delete step's anti-join is planned as a hash join."""
+        if analyze:
+            self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
+        row = self.conn.execute(merge.seen_stats(self.keys)).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def unseen_counts(self) -> tuple[int, int]:
+        """(live rows in the target, live rows whose key was not seen): what a full read would delete."""
+        row = self.conn.execute(merge.delete_counts(self.schema, self.table, self.keys)).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     def close(self) -> None:
         for name in (merge.STAGE, merge.SEEN):

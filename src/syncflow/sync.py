@@ -101,7 +101,18 @@ def sync_entity(
         if options.backfill_from is not None:
             check_backfill(entity)
             result.error_details["backfill"] = {"from_rowversion": options.backfill_from}
-        _run(conn, schema, entity, client, options, result, start_rv, on_progress, cancel, started)
+        _Run(
+            conn=conn,
+            schema=schema,
+            entity=entity,
+            client=client,
+            options=options,
+            result=result,
+            start_rv=start_rv,
+            on_progress=on_progress,
+            cancel=cancel,
+            started=started,
+        ).execute()
     except Exception as exc:
         result.duration = time.monotonic() - started
         note_http(result, client)
@@ -176,7 +187,6 @@ class _Loader:
         # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
         self.merge_fresh = build(dedup=False, prefilter=False, plain_insert=True)
         self.fresh = not track_seen
-        self.seen_sql = merge.seen_insert(keys)
         self.rejects: list[Reject] = []
         self.rows_seen = 0
         self.pages = 0
@@ -204,8 +214,7 @@ class _Loader:
         stage, counts = self.stage, self.result.counts
         stage.send(self.rejects)
         if stage.staged:
-            if self.track_seen:
-                self.conn.execute(self.seen_sql)
+            stage.record_seen()
             row = self._merge()
             assert row is not None
             distinct, tombs, inserted, updated, tomb_deleted = (int(v) for v in row)
@@ -261,105 +270,165 @@ class _Loader:
         counts.pages, counts.bytes = self.pages, self.bytes
 
 
-def _run(
-    conn: Conn,
-    schema: str,
-    entity: Entity,
-    client: APISmithClient,
-    options: SyncOptions,
-    result: RunResult,
-    start_rv: str | None,
-    on_progress: ProgressFn | None,
-    cancel: threading.Event | None,
-    started: float,
-) -> None:
-    rowversion = entity.delta_strategy == "rowversion"
-    # A rowversion entity read from the start (first run, or a checkpoint reset by discover) is a
-    # complete read like a full one: rows gone at the source without a tombstone are found then.
-    # A backfill reads only the rows above its row version: it never knows what is gone.
-    backfill = options.backfill_from is not None
-    reconcile = not backfill and (options.full_refresh or not rowversion or start_rv is None)
-    target = sql.Identifier(entity.target_schema, entity.target_table)
-    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
-    # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
-    track_seen = bool(row and row[0])
-    history_table = history.ensure(conn, entity) if options.history else None
-    loader = _Loader(conn, schema, entity, result, options, track_seen=track_seen, history_table=history_table)
-    # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
-    # carries it too. The rows read again unchanged are not written (the merge compares hashes).
-    request_rv = start_rv
-    if rowversion and start_rv is not None and not backfill:
-        request_rv = rowversion_before(start_rv) or start_rv
-    conn.commit()
-    counts = result.counts
+@dataclass
+class _Run:
+    """One run's read, delete step and record, after :func:`sync_entity` has opened it."""
 
-    def new_stream() -> PageStream:
+    conn: Conn
+    schema: str
+    entity: Entity
+    client: APISmithClient
+    options: SyncOptions
+    result: RunResult
+    start_rv: str | None
+    on_progress: ProgressFn | None
+    cancel: threading.Event | None
+    started: float
+
+    @property
+    def rowversion(self) -> bool:
+        return self.entity.delta_strategy == "rowversion"
+
+    def execute(self) -> None:
+        entity, options, counts = self.entity, self.options, self.result.counts
+        # A rowversion entity read from the start (first run, or a checkpoint reset by discover) is a
+        # complete read like a full one: rows gone at the source without a tombstone are found then.
+        # A backfill reads only the rows above its row version: it never knows what is gone.
+        backfill = options.backfill_from is not None
+        reconcile = not backfill and (options.full_refresh or not self.rowversion or self.start_rv is None)
+        target = sql.Identifier(entity.target_schema, entity.target_table)
+        row = self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
+        # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
+        track_seen = bool(row and row[0])
+        history_table = history.ensure(self.conn, entity) if options.history else None
+        loader = _Loader(
+            self.conn,
+            self.schema,
+            entity,
+            self.result,
+            options,
+            track_seen=track_seen,
+            history_table=history_table,
+        )
+        self.conn.commit()
+        stream = self._stream(loader)
+        loader.load(stream, cancel=self.cancel, on_progress=self.on_progress)
+        st = stream.state
+        hold: list[str] = []
+        stable, total = not st.unstable, st.first_total
+        if not self.rowversion:
+            stable, hold, total = _confirm(
+                loader, stream, lambda: self._stream(loader), cancel=self.cancel, on_progress=self.on_progress
+            )
+        if track_seen:
+            staged, distinct = loader.stage.seen_counts(analyze=True)
+            counts.duplicates += staged - distinct  # keys that came in more than one batch (or pass): once
+            counts.fetched = distinct + counts.rejected
+        self._note_warnings(st.warnings, loader.stage.drift)
+        if reconcile and track_seen:
+            if not stable:
+                hold.append(
+                    "the source kept changing while it was read, so rows missing from the fetch may still exist"
+                )
+            self._reconcile_deletes(loader.stage, total, hold, history_table)
+        self._record(st.checkpoint(None if options.full_refresh else entity.last_rowversion), stable)
+        loader.stage.close()
+        self.conn.commit()
+
+    def _stream(self, loader: _Loader) -> PageStream:
+        """A read of the entity: by keyset from the checkpoint (rowversion) or every page by number."""
+        request_rv = self.start_rv
+        if self.rowversion and self.start_rv is not None and self.options.backfill_from is None:
+            # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
+            # carries it too. The rows read again unchanged are not written (the merge compares hashes).
+            request_rv = rowversion_before(self.start_rv) or self.start_rv
         return PageStream(
-            client,
-            entity.slug,
-            page_size=options.page_size,
+            self.client,
+            self.entity.slug,
+            page_size=self.options.page_size,
             key_fn=loader.stage.raw_key,
-            rowversion_gt=request_rv if rowversion else None,
-            keyset=rowversion,
+            rowversion_gt=request_rv if self.rowversion else None,
+            keyset=self.rowversion,
         )
 
-    stream = new_stream()
-    loader.load(stream, cancel=cancel, on_progress=on_progress)
-    st = stream.state
-    stable = not st.unstable
-    hold: list[str] = []
-    total = st.first_total
-    if not rowversion:
-        stable, hold, total = _confirm(loader, stream, new_stream, cancel=cancel, on_progress=on_progress)
-    stage = loader.stage
-    if track_seen:
-        # Fresh statistics, so that the anti-join of the delete step is planned as a hash join.
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
-        row = conn.execute(merge.seen_stats(entity.business_keys)).fetchone()
-        assert row is not None
-        total_keys, distinct_keys = int(row[0]), int(row[1])
-        # Keys that came in more than one batch (or pass): counted once.
-        counts.duplicates += total_keys - distinct_keys
-        counts.fetched = distinct_keys + counts.rejected
-    result.warnings += st.warnings
-    if stage.drift:
-        result.warnings.append(
-            "the source sends columns not in the metadata (ignored this run; run 'syncflow discover'): "
-            + ", ".join(sorted(stage.drift))
+    def _note_warnings(self, stream_warnings: list[str], drift: set[str]) -> None:
+        result = self.result
+        result.warnings += stream_warnings
+        if drift:
+            result.warnings.append(
+                "the source sends columns not in the metadata (ignored this run; run 'syncflow discover'): "
+                + ", ".join(sorted(drift))
+            )
+            result.error_details["schema_drift"] = sorted(drift)
+
+    def _reconcile_deletes(self, stage: Stage, total: int | None, hold: list[str], history_table: str | None) -> None:
+        """Soft-delete rows not seen in this complete read, unless the delete guard holds them back."""
+        entity, result = self.entity, self.result
+        counts = result.counts
+        live, unseen = stage.unseen_counts()
+        if unseen == 0:
+            return
+        reasons = guard.delete_hold_reasons(
+            hold=hold,
+            rejected=counts.rejected,
+            fetched=counts.fetched,
+            first_total=total,
+            live=live,
+            unseen=unseen,
+            max_delete_fraction=self.options.max_delete_fraction,
         )
-        result.error_details["schema_drift"] = sorted(stage.drift)
-    if reconcile and track_seen:
-        if not stable:
-            hold.append("the source kept changing while it was read, so rows missing from the fetch may still exist")
-        _reconcile_deletes(conn, entity, options, result, total, hold, history_table)
-    previous = None if options.full_refresh else entity.last_rowversion
-    verdict = guard.outcome(
-        rowversion=rowversion,
-        full_refresh=options.full_refresh,
-        rejected=counts.rejected,
-        stable=stable,
-        stored=entity.last_rowversion,
-        earned=st.checkpoint(previous),
-        backfill_from=options.backfill_from,
-    )
-    result.status = verdict.status
-    if counts.rejected:
-        result.error_message = f"{counts.rejected} row(s) rejected; see 'syncflow runs show {result.uid}'"
-    elif not stable:
-        result.error_message = (
-            f"{entity.ref}: the source kept changing while it was read (rows shifted between pages in"
-            f" {MAX_PASSES} reads); rows may be missing, so the checkpoint stays and the next run reads them again"
+        if reasons:
+            result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
+            result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
+            return
+        row = self.conn.execute(
+            merge.soft_delete_unseen(
+                entity.target_schema,
+                entity.target_table,
+                entity.business_keys,
+                columns=entity.active_columns,
+                history=history_table,
+                run_uid=result.uid,
+            )
+        ).fetchone()
+        counts.deleted += int(row[0]) if row else 0
+
+    def _record(self, earned: str | None, stable: bool) -> None:
+        """The run's status and checkpoint (guard.outcome), recorded in the last batch's transaction."""
+        entity, result, options = self.entity, self.result, self.options
+        counts = result.counts
+        verdict = guard.outcome(
+            rowversion=self.rowversion,
+            full_refresh=options.full_refresh,
+            rejected=counts.rejected,
+            stable=stable,
+            stored=entity.last_rowversion,
+            earned=earned,
+            backfill_from=options.backfill_from,
         )
-    checkpoint, set_checkpoint = verdict.checkpoint, verdict.set_checkpoint
-    result.rowversion_end = checkpoint if set_checkpoint else entity.last_rowversion
-    result.duration = time.monotonic() - started
-    if result.warnings:
-        result.error_details["warnings"] = result.warnings
-    note_http(result, client)
-    runs.finish(conn, schema, entity, result, checkpoint=checkpoint, set_checkpoint=set_checkpoint)
-    conn.commit()
-    stage.close()
-    conn.commit()
+        result.status = verdict.status
+        if counts.rejected:
+            result.error_message = f"{counts.rejected} row(s) rejected; see 'syncflow runs show {result.uid}'"
+        elif not stable:
+            result.error_message = (
+                f"{entity.ref}: the source kept changing while it was read (rows shifted between pages in"
+                f" {MAX_PASSES} reads); rows may be missing, so the checkpoint stays and the next run reads them"
+                " again"
+            )
+        result.rowversion_end = verdict.checkpoint if verdict.set_checkpoint else entity.last_rowversion
+        result.duration = time.monotonic() - self.started
+        if result.warnings:
+            result.error_details["warnings"] = result.warnings
+        note_http(result, self.client)
+        runs.finish(
+            self.conn,
+            self.schema,
+            entity,
+            result,
+            checkpoint=verdict.checkpoint,
+            set_checkpoint=verdict.set_checkpoint,
+        )
+        self.conn.commit()
 
 
 def _confirm(
@@ -385,12 +454,10 @@ def _confirm(
     st = stream.state
     repeats = loader.result.counts.duplicates  # within batches
     unseen = 0
-    e = loader.entity
     if loader.track_seen:
-        row = loader.conn.execute(merge.seen_stats(e.business_keys)).fetchone()
-        repeats = int(row[0]) - int(row[1]) if row else 0  # across the whole read
-        row = loader.conn.execute(merge.delete_counts(e.target_schema, e.target_table, e.business_keys)).fetchone()
-        unseen = int(row[1]) if row else 0
+        staged, distinct = loader.stage.seen_counts()
+        repeats = staged - distinct  # across the whole read
+        unseen = loader.stage.unseen_counts()[1]
     elif not loader.fresh:
         repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
     signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats)
@@ -402,10 +469,9 @@ def _confirm(
     stable = False
     for _ in range(MAX_PASSES - 1):
         again = new_stream()
-        if loader.track_seen:
-            # The delete step compares the table with the pass that proves stable, not with every
-            # pass pooled: a row seen by an earlier pass and gone since is gone from the source.
-            loader.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.SEEN)))
+        # The delete step compares the table with the pass that proves stable, not with every
+        # pass pooled: a row seen by an earlier pass and gone since is gone from the source.
+        loader.stage.forget_seen()
         loader.load(again, cancel=cancel, on_progress=on_progress)
         total = again.state.first_total
         # Agreeing keys are not enough when a total moved within a read: a row can leave and come
@@ -418,48 +484,6 @@ def _confirm(
         # A first load: every distinct row is an insert; the second read's rows are not rows again.
         counts.fetched = counts.inserted + counts.rejected + counts.tombstones
     return stable, [] if stable else signs, total
-
-
-def _reconcile_deletes(
-    conn: Conn,
-    entity: Entity,
-    options: SyncOptions,
-    result: RunResult,
-    first_total: int | None,
-    hold: list[str],
-    history_table: str | None,
-) -> None:
-    """Soft-delete rows not seen in this complete fetch, unless it looks unsafe."""
-    counts = result.counts
-    row = conn.execute(merge.delete_counts(entity.target_schema, entity.target_table, entity.business_keys)).fetchone()
-    assert row is not None
-    live, unseen = int(row[0]), int(row[1])
-    if unseen == 0:
-        return
-    reasons = guard.delete_hold_reasons(
-        hold=hold,
-        rejected=counts.rejected,
-        fetched=counts.fetched,
-        first_total=first_total,
-        live=live,
-        unseen=unseen,
-        max_delete_fraction=options.max_delete_fraction,
-    )
-    if reasons:
-        result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
-        result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
-        return
-    row = conn.execute(
-        merge.soft_delete_unseen(
-            entity.target_schema,
-            entity.target_table,
-            entity.business_keys,
-            columns=entity.active_columns,
-            history=history_table,
-            run_uid=result.uid,
-        )
-    ).fetchone()
-    counts.deleted += int(row[0]) if row else 0
 
 
 def _record_failure(
