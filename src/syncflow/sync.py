@@ -11,8 +11,10 @@ where it was.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,9 @@ from syncflow.stage import Row, Stage
 from syncflow.store import Conn
 
 BATCH_ROWS = 25_000
+MAX_TRACEBACK = 8000  # characters of an unexpected error's traceback kept in the run record
+
+log = logging.getLogger("syncflow.sync")
 
 
 @dataclass(frozen=True)
@@ -524,7 +529,11 @@ def _record_failure(
         if exc.sqlstate:
             details["sqlstate"] = exc.sqlstate
     else:
+        # A bug, not a condition SyncFlow knows: keep where it happened, in the log (debug) and the run record.
         message = f"{entity.ref}: unexpected error: {type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        details["traceback"] = trace[-MAX_TRACEBACK:]
+        log.debug("%s", message, exc_info=exc, extra={"event": "run_bug", "entity": entity.ref})
     if isinstance(exc, SourceError) and not message.startswith(entity.ref):
         message = f"{entity.ref}: {message}"
     result.error_message = message
