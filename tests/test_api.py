@@ -117,7 +117,9 @@ def test_progress_goes_to_the_observer_and_nothing_is_printed(
     assert {e for e, _ in seen.pages} == entities
     assert max(rows for e, rows in seen.pages if e == "erp.items") == 120
     later = sf.sync_all(observer=seen)  # nothing is due right after
-    assert later.nothing_due and later.exit_code == 0 and seen.nothing == 1
+    assert later.nothing_due
+    assert later.exit_code == 0
+    assert seen.nothing == 1
     assert capsys.readouterr().out == ""
 
 
@@ -159,6 +161,7 @@ def test_the_run_record_keeps_what_the_run_asked_of_the_source(in_project: Path,
     assert run.http_requests >= 1
     stored = sf.run_record(run.uid)
     assert (stored.http_requests, stored.http_retries) == (run.http_requests, run.http_retries)
-    assert stored.http_seconds is not None and stored.http_seconds >= 0
+    assert stored.http_seconds is not None
+    assert stored.http_seconds >= 0
     shown = json.loads(demo_cli("runs", "show", run.uid, "--json").stdout)
     assert shown["http_requests"] == run.http_requests

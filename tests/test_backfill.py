@@ -82,7 +82,8 @@ def test_backfill_above_the_checkpoint_does_not_skip_the_rows_between(synced: Cl
     # The 3 rows between the checkpoint and V were not read: the checkpoint may not pass them.
     assert entity_state(db_url, "items")["last_rowversion"] == checkpoint
     code, result, _ = sync_json(synced, "erp.items")
-    assert code == 0 and result[0]["records_inserted"] == 3
+    assert code == 0
+    assert result[0]["records_inserted"] == 3
     assert {k[0] for k in between} <= live_keys(db_url, "erp.items", "item_number")
     assert entity_state(db_url, "items")["last_rowversion"] == max_rv(demo, "items")
 
@@ -90,10 +91,12 @@ def test_backfill_above_the_checkpoint_does_not_skip_the_rows_between(synced: Cl
 def test_backfill_of_a_never_synced_entity_sets_no_checkpoint(synced: Cli, demo: Any, db_url: str) -> None:
     v = str(versions(demo)[100])
     code, result, _ = sync_json(synced, "erp.items", "--from-rowversion", v)
-    assert code == 0 and result[0]["records_inserted"] == 19
+    assert code == 0
+    assert result[0]["records_inserted"] == 19
     assert entity_state(db_url, "items")["last_rowversion"] is None  # rows at or below V were never read
     code, result, _ = sync_json(synced, "erp.items")
-    assert code == 0 and result[0]["records_inserted"] == 101
+    assert code == 0
+    assert result[0]["records_inserted"] == 101
 
 
 def test_backfill_never_reconciles_deletes(synced: Cli, demo: Any, db_url: str) -> None:
@@ -120,7 +123,8 @@ def test_backfill_touches_no_other_entity(synced: Cli, demo: Any, db_url: str) -
     demo.state.insert("items_2", 2)
     demo.state.insert("items", 2)
     code, result, _ = sync_json(synced, "erp.items", "--from-rowversion", str(versions(demo)[0]))
-    assert code == 0 and [r["entity"] for r in result] == ["erp.items"]
+    assert code == 0
+    assert [r["entity"] for r in result] == ["erp.items"]
     assert entity_state(db_url, "items_2")["last_rowversion"] == other
     assert runs_of(db_url, "items_2") == other_runs
     assert entity_state(db_url, "items")["last_rowversion"] == max_rv(demo, "items")

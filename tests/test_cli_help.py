@@ -27,7 +27,8 @@ def _commands() -> list[list[str]]:
 def test_every_command_has_help() -> None:
     runner = CliRunner()
     commands = _commands()
-    assert ["connector", "add"] in commands and ["discover"] in commands
+    assert ["connector", "add"] in commands
+    assert ["discover"] in commands
     for path in commands:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, path
@@ -50,8 +51,11 @@ def test_root_help_lists_exit_codes() -> None:
 
 def test_help_documents_exit_codes_of_locks_and_read_only_commands() -> None:
     root = " ".join(CliRunner().invoke(app, ["--help"]).stdout.split())
-    assert "another session holds a lock" in root and "no configuration file" in root
+    assert "another session holds a lock" in root
+    assert "no configuration file" in root
     sync_help = " ".join(CliRunner().invoke(app, ["sync", "--help"]).stdout.split())
-    assert "never a failure" in sync_help and "recorded as cancelled" in sync_help
+    assert "never a failure" in sync_help
+    assert "recorded as cancelled" in sync_help
     status_help = " ".join(CliRunner().invoke(app, ["status", "--help"]).stdout.split())
-    assert "read-only" in status_help and "delete guard" in status_help
+    assert "read-only" in status_help
+    assert "delete guard" in status_help

@@ -52,7 +52,9 @@ def test_transient_errors_are_retried_then_succeed(
     httpx_mock.add_response(url=url, json=[])
     assert client.list_apis()[0] == []
     assert client.stats.retries == 2
-    assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 1.5
+    assert len(sleeps) == 2
+    assert 0.5 <= sleeps[0] <= 1.0
+    assert 1.0 <= sleeps[1] <= 1.5
 
 
 def test_transient_errors_give_up_after_attempts(client: APISmithClient, httpx_mock: HTTPXMock) -> None:
@@ -149,7 +151,9 @@ def test_decode_json_numbers_and_strings_are_exact(text: bytes, expected: object
 def test_decode_json_negative_zero_and_nesting() -> None:
     doc = decode_json(b'{"a": [-0.0, {"b": [1, 2.50, null, true]}], "k": 12345678901234567890123456789012}')
     zero = doc["a"][0]
-    assert isinstance(zero, Decimal) and zero.is_signed() and str(zero) == "-0.0"
+    assert isinstance(zero, Decimal)
+    assert zero.is_signed()
+    assert str(zero) == "-0.0"
     assert doc["a"][1] == {"b": [1, Decimal("2.50"), None, True]}
     assert str(doc["a"][1]["b"][1]) == "2.50"
     assert doc["k"] == 12345678901234567890123456789012
@@ -204,7 +208,8 @@ def test_auth_error_names_the_configured_variable(httpx_mock: HTTPXMock, status:
     with pytest.raises(SourceAuthError) as info:
         client.list_apis()
     assert "environment variable ERP_APISMITH_TOKEN" in str(info.value)
-    assert TOKEN not in str(info.value) and TOKEN not in repr(info.value.details)
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in repr(info.value.details)
 
 
 def test_auth_error_without_token_says_none_is_configured(httpx_mock: HTTPXMock) -> None:

@@ -51,10 +51,13 @@ def test_add_and_remove_in_a_read_only_directory_are_a_clear_error(cli: Cli, rea
     config = read_only_dir / "syncflow.toml"
     code, stderr = _run(cli, config, *ADD)
     assert code == 2, stderr
-    assert f"cannot write {config}" in stderr and "nothing was changed" in stderr
-    assert "Traceback" not in stderr and "PermissionError" not in stderr
+    assert f"cannot write {config}" in stderr
+    assert "nothing was changed" in stderr
+    assert "Traceback" not in stderr
+    assert "PermissionError" not in stderr
     code, stderr = _run(cli, config, "connector", "remove", "erp")
-    assert code == 2 and f"cannot write {config}" in stderr
+    assert code == 2
+    assert f"cannot write {config}" in stderr
     assert config.read_text(encoding="utf-8") == START
     assert sorted(p.name for p in read_only_dir.iterdir()) == ["syncflow.toml"]
 
@@ -64,9 +67,13 @@ def test_add_under_a_path_that_is_a_file_is_a_clear_error(cli: Cli, tmp_path: Pa
     config = tmp_path / "plain" / "syncflow.toml"
     code, stderr = _run(cli, config, *ADD)
     assert code == 2, stderr
-    assert str(config) in stderr and "Not a directory" in stderr and "Traceback" not in stderr
+    assert str(config) in stderr
+    assert "Not a directory" in stderr
+    assert "Traceback" not in stderr
     code, stderr = _run(cli, config, "connector", "remove", "erp")
-    assert code == 2 and str(config) in stderr and "Traceback" not in stderr
+    assert code == 2
+    assert str(config) in stderr
+    assert "Traceback" not in stderr
 
 
 def test_a_symlinked_config_is_edited_through_the_link(cli: Cli, tmp_path: Path) -> None:
@@ -79,11 +86,13 @@ def test_a_symlinked_config_is_edited_through_the_link(cli: Cli, tmp_path: Path)
     link.symlink_to(real)
     code, stderr = _run(cli, link, *ADD)
     assert code == 0, stderr
-    assert link.is_symlink() and link.resolve() == real
+    assert link.is_symlink()
+    assert link.resolve() == real
     assert "[connectors.crm]" in real.read_text(encoding="utf-8")
     code, stderr = _run(cli, link, "connector", "remove", "crm")
     assert code == 0, stderr
-    assert link.is_symlink() and real.read_text(encoding="utf-8") == START
+    assert link.is_symlink()
+    assert real.read_text(encoding="utf-8") == START
     assert sorted(p.name for p in real_dir.iterdir()) == ["syncflow.toml"]
 
 

@@ -84,7 +84,8 @@ def test_connector_test_reports_success_and_each_failure(demo_cli: Cli, tmp_path
     r = demo_cli("connector", "test", "erp", "--json")
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["ok"] is True and data["apis"] == 3
+    assert data["ok"] is True
+    assert data["apis"] == 3
     assert DEMO_TOKEN not in r.stdout
 
     r = demo_cli("connector", "test", "erp", env={TOKEN_ENV: "wrong-token"})

@@ -30,5 +30,6 @@ def test_unsafe_type_is_refused() -> None:
 def test_derived_names_fit_63_bytes() -> None:
     long = "t" * 63
     name = ddl.derived_name(long, "rowversion_idx")
-    assert len(name) <= 63 and name.endswith("_rowversion_idx")
+    assert len(name) <= 63
+    assert name.endswith("_rowversion_idx")
     assert ddl.derived_name("items", "bk") == "items_bk"

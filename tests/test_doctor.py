@@ -118,7 +118,8 @@ def test_secrets_are_redacted(cli: Cli, jwt_server: tuple[DemoServer, str]) -> N
         for piece in token.split("."):
             assert piece not in shown
         assert "Secret Name Inside" not in shown
-        assert "database.url" in shown and "****" in shown
+        assert "database.url" in shown
+        assert "****" in shown
 
 
 def test_token_expiry_warns_within_7_days_and_fails_when_expired(cli: Cli) -> None:
@@ -129,7 +130,8 @@ def test_token_expiry_warns_within_7_days_and_fails_when_expired(cli: Cli) -> No
         code, report, _ = doctor_json(cli, env={TOKEN_ENV: soon})
         assert code == 0
         check = by_name(report)["token erp"]
-        assert check["status"] == "warn" and "expires" in check["message"]
+        assert check["status"] == "warn"
+        assert "expires" in check["message"]
         assert check["expires_at"].startswith((datetime.now(UTC) + timedelta(days=3)).date().isoformat()[:7])
     old = jwt(datetime.now(UTC) - timedelta(hours=1))
     with DemoServer(DemoState({"items": 5}, token=old)) as server:
@@ -137,7 +139,8 @@ def test_token_expiry_warns_within_7_days_and_fails_when_expired(cli: Cli) -> No
         code, report, _ = doctor_json(cli, env={TOKEN_ENV: old})
         assert code == 1
         check = by_name(report)["token erp"]
-        assert check["status"] == "fail" and "expired" in check["message"]
+        assert check["status"] == "fail"
+        assert "expired" in check["message"]
         assert by_name(report)["connector erp"]["status"] == "ok"  # the demo still takes it: only the expiry fails
 
 
@@ -146,11 +149,15 @@ def test_a_refused_token_unset_variable_and_unreachable_database_fail(cli: Cli, 
     code, report, _ = doctor_json(
         cli, env={TOKEN_ENV: "not-the-token", "SYNCFLOW_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}
     )
-    assert code == 1 and report["ok"] is False
+    assert code == 1
+    assert report["ok"] is False
     checks = by_name(report)
-    assert checks["database"]["status"] == "fail" and "port 1" in checks["database"]["message"]
-    assert checks["connector erp"]["status"] == "fail" and "401" in checks["connector erp"]["message"]
-    assert checks["token erp"]["status"] == "ok" and "not a JWT" in checks["token erp"]["message"]
+    assert checks["database"]["status"] == "fail"
+    assert "port 1" in checks["database"]["message"]
+    assert checks["connector erp"]["status"] == "fail"
+    assert "401" in checks["connector erp"]["message"]
+    assert checks["token erp"]["status"] == "ok"
+    assert "not a JWT" in checks["token erp"]["message"]
     assert checks["connector other"]["status"] == "fail"
     assert "SYNCFLOW_TEST_UNSET is not set" in checks["connector other"]["message"]
     assert "not-the-token" not in json.dumps(report)
@@ -168,7 +175,8 @@ def test_config_file_rules(cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyP
     (tmp_path / "syncflow.toml").unlink()
     r = runner.invoke(app, ["doctor", "--json"], env={**cli.env, "SYNCFLOW_CONFIG": None})
     report = json.loads(r.stdout)
-    assert r.exit_code == 1 and by_name(report)["config"]["status"] == "fail"
+    assert r.exit_code == 1
+    assert by_name(report)["config"]["status"] == "fail"
     assert "no configuration file" in by_name(report)["config"]["message"]
 
 
@@ -176,7 +184,8 @@ def test_an_invalid_file_fails_the_config_check(cli: Cli) -> None:
     cli.config.write_text("[sync]\nworkers = 0\n", encoding="utf-8")
     code, report, _ = doctor_json(cli)
     assert code == 1
-    assert by_name(report)["config"]["status"] == "fail" and "sync.workers" in by_name(report)["config"]["message"]
+    assert by_name(report)["config"]["status"] == "fail"
+    assert "sync.workers" in by_name(report)["config"]["message"]
 
 
 def test_clock_skew_against_the_database(db_url: str, tmp_path: Path) -> None:
@@ -187,5 +196,7 @@ def test_clock_skew_against_the_database(db_url: str, tmp_path: Path) -> None:
         slightly = doctor.clock_check(conn, clock=lambda: datetime.now(UTC) - timedelta(seconds=10))
     assert runtime.schema == "bridge"
     assert ok.status == "ok"
-    assert ahead.status == "fail" and ahead.details["skew_seconds"] < -100
-    assert slightly.status == "warn" and slightly.details["skew_seconds"] > 5
+    assert ahead.status == "fail"
+    assert ahead.details["skew_seconds"] < -100
+    assert slightly.status == "warn"
+    assert slightly.details["skew_seconds"] > 5

@@ -29,7 +29,8 @@ def test_conflicting_flags_are_a_usage_error(found: Cli, flags: list[str], names
     before = json.loads(found("entity", "show", "erp.items", "--json").stdout)
     r = found("entity", "set", "erp.items", *flags)
     assert r.exit_code == 2
-    assert "conflicting options" in r.stderr and names in r.stderr
+    assert "conflicting options" in r.stderr
+    assert names in r.stderr
     after = json.loads(found("entity", "show", "erp.items", "--json").stdout)
     assert (after["enabled"], after["history"]) == (before["enabled"], before["history"])
 
@@ -39,9 +40,12 @@ def test_a_change_the_file_overrides_fails_and_says_so(found: Cli) -> None:
         fh.write("\n[connectors.erp.entities.items]\ninterval_seconds = 60\nenabled = true\npage_size = 1000\n")
     r = found("entity", "set", "erp.items", "--interval", "90")
     assert r.exit_code == 1, r.stderr
-    assert "interval_seconds" in r.stderr and str(found.config) in r.stderr and "no effect" in r.stderr
+    assert "interval_seconds" in r.stderr
+    assert str(found.config) in r.stderr
+    assert "no effect" in r.stderr
     # Only the requested setting is mentioned, not every key the file sets.
-    assert "enabled" not in r.stderr.split("\n", 1)[1] and "page_size" not in r.stderr.split("\n", 1)[1]
+    assert "enabled" not in r.stderr.split("\n", 1)[1]
+    assert "page_size" not in r.stderr.split("\n", 1)[1]
     data = json.loads(found("entity", "show", "erp.items", "--json").stdout)
     assert data["interval_seconds"] == 60
 
@@ -51,7 +55,8 @@ def test_a_change_the_file_does_not_override_succeeds_quietly(found: Cli) -> Non
         fh.write("\n[connectors.erp.entities.items]\ninterval_seconds = 60\nenabled = true\n")
     r = found("entity", "set", "erp.items", "--page-size", "500")
     assert r.exit_code == 0, r.stderr
-    assert "wins" not in r.stderr and "no effect" not in r.stderr
+    assert "wins" not in r.stderr
+    assert "no effect" not in r.stderr
     assert json.loads(found("entity", "show", "erp.items", "--json").stdout)["page_size"] == 500
 
 
@@ -71,4 +76,5 @@ def test_history_of_an_entity_with_history_off_fails_and_says_how(found: Cli) ->
     assert found("sync", "erp.customers").exit_code == 0
     r = found("history", "erp.customers", "--key", "customer_id=1")
     assert r.exit_code == 1
-    assert "history is off" in r.stderr and "syncflow entity set erp.customers --history" in r.stderr
+    assert "history is off" in r.stderr
+    assert "syncflow entity set erp.customers --history" in r.stderr

@@ -40,7 +40,8 @@ def test_env_file_gives_the_token_without_export_with_quotes_and_comments(demo_c
     assert r.exit_code == 0, r.stderr
     # Without the file the token is missing: the file is what made it work.
     r = run(["--config", str(demo_cli.config), "connector", "test", "erp"], {})
-    assert r.exit_code == 2 and f"environment variable {TOKEN_ENV} is not set" in r.stderr
+    assert r.exit_code == 2
+    assert f"environment variable {TOKEN_ENV} is not set" in r.stderr
 
 
 def test_variables_already_in_the_environment_win(demo_cli: Cli, tmp_path: Path) -> None:
@@ -49,8 +50,10 @@ def test_variables_already_in_the_environment_win(demo_cli: Cli, tmp_path: Path)
         ["--config", str(demo_cli.config), "--env-file", str(path), "connector", "test", "erp"],
         {TOKEN_ENV: "wrong-token-from-the-environment"},
     )
-    assert r.exit_code == 1 and "401" in r.stderr, r.stderr
-    assert "wrong-token" not in r.stderr and DEMO_TOKEN not in r.stderr
+    assert r.exit_code == 1, r.stderr
+    assert "401" in r.stderr, r.stderr
+    assert "wrong-token" not in r.stderr
+    assert DEMO_TOKEN not in r.stderr
 
 
 def test_syncflow_env_file_variable_and_the_option_beats_it(demo_cli: Cli, tmp_path: Path) -> None:
@@ -65,14 +68,17 @@ def test_a_missing_env_file_is_a_config_error_naming_it(demo_cli: Cli, tmp_path:
     absent = tmp_path / "nope.env"
     r = run(["--config", str(demo_cli.config), "--env-file", str(absent), "connector", "list"], {})
     assert r.exit_code == 2
-    assert str(absent) in r.stderr and "not found" in r.stderr
+    assert str(absent) in r.stderr
+    assert "not found" in r.stderr
     r = run(["--config", str(demo_cli.config), "connector", "list"], {"SYNCFLOW_ENV_FILE": str(absent)})
     assert r.exit_code == 2
-    assert str(absent) in r.stderr and "SYNCFLOW_ENV_FILE" in r.stderr
+    assert str(absent) in r.stderr
+    assert "SYNCFLOW_ENV_FILE" in r.stderr
 
 
 def test_crontab_example_uses_env_file_and_no_sourcing() -> None:
     text = (Path(__file__).resolve().parents[1] / "examples" / "crontab").read_text(encoding="utf-8")
     jobs = [line for line in text.splitlines() if line.strip() and not line.startswith("#") and "syncflow " in line]
-    assert jobs and all("--env-file /etc/syncflow/env" in line for line in jobs)
+    assert jobs
+    assert all("--env-file /etc/syncflow/env" in line for line in jobs)
     assert all(" . /etc/syncflow/env" not in line for line in jobs)

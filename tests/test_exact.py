@@ -166,7 +166,8 @@ def test_tie_group_changed_mid_paging_loses_no_row(cli: Cli, server: DemoServer,
         _assert_items_equal_source(db_url, st)
     # Whatever the first run decided, the next one converges and nothing is skipped for good.
     code, runs = _sync(cli, "sync", "erp.items")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     _assert_items_equal_source(db_url, st)
 
 
@@ -184,7 +185,8 @@ def test_rows_tied_with_the_checkpoint_are_fetched(cli: Cli, server: DemoServer,
     late = {**st.entities["items"].rows[next(iter(st.entities["items"].rows))], "item_number": "LATE-1"}
     st.put_rows("items", [late], version=int(checkpoint["last_rowversion"]))  # same second as the checkpoint
     code, runs = _sync(cli, "sync", "erp.items")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     assert runs[0]["records_inserted"] == 1, runs
     assert runs[0]["records_updated"] == 0, runs  # the re-read tie group writes nothing
     _assert_items_equal_source(db_url, st)
@@ -229,7 +231,8 @@ def test_full_sync_never_soft_deletes_a_live_row_that_shifted(
     if runs[0]["status"] == "success":
         assert source <= live
     code, runs = _sync(cli, "sync", "erp.orders")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
     assert live == source
 
@@ -262,14 +265,16 @@ def test_rows_keyed_by_source_name_map_by_source_name(cli: Cli, server: DemoServ
     _configure(cli, server)
     assert cli("discover").exit_code == 0
     code, runs = _sync(cli, "sync", "erp.firms")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     assert _rows(db_url, "SELECT id, legal_name, name FROM erp.firms") == [
         {"id": 1, "legal_name": "Acme Corporation", "name": "Acme"}
     ]
     st.data_keys = "alias"
     st.put_rows("firms", [{"id": 2, "legal_name": "Globex Limited", "NAME": "Globex"}])
     code, runs = _sync(cli, "sync", "erp.firms")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     assert _rows(db_url, "SELECT id, legal_name, name FROM erp.firms ORDER BY id") == [
         {"id": 1, "legal_name": "Acme Corporation", "name": "Acme"},
         {"id": 2, "legal_name": "Globex Limited", "name": "Globex"},
@@ -342,7 +347,8 @@ def test_hostile_column_names_sync(cli: Cli, server: DemoServer, db_url: str) ->
     assert cli("discover").exit_code == 0
     for _ in range(2):
         code, runs = _sync(cli, "full-refresh", "erp.weird")
-        assert code == 0 and runs[0]["status"] == "success", runs
+        assert code == 0, runs
+        assert runs[0]["status"] == "success", runs
     stored = _rows(db_url, "SELECT * FROM erp.weird ORDER BY id")
     assert len(stored) == 5
     values = {v for r in stored for k, v in r.items() if isinstance(v, str) and not k.startswith("_bridge")}
@@ -365,7 +371,8 @@ def test_rowversion_read_from_the_start_soft_deletes_rows_gone_without_tombstone
     with psycopg.connect(db_url, autocommit=True) as conn:  # what discover does when it resets the checkpoint
         conn.execute("UPDATE bridge.entities SET last_rowversion = NULL WHERE slug = 'items'")
     code, runs = _sync(cli, "sync", "erp.items")
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     assert runs[0]["records_deleted"] == 3, runs
     deleted = {r["item_number"] for r in _rows(db_url, "SELECT item_number FROM erp.items WHERE _bridge_deleted")}
     assert deleted == {k[0] for k in gone}
@@ -385,12 +392,14 @@ def test_tombstones_of_rows_already_deleted_are_not_counted_again(cli: Cli, serv
     before = _rows(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0]["last_rowversion"]
     st.delete("items", 5)  # tombstones
     code, runs = _sync(cli, "sync", "erp.items")
-    assert code == 0 and runs[0]["records_deleted"] == 5, runs
+    assert code == 0, runs
+    assert runs[0]["records_deleted"] == 5, runs
     for _ in range(2):  # the tombstones come again (the checkpoint put back before them)
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("UPDATE bridge.entities SET last_rowversion = %s WHERE slug = 'items'", [before])
         code, runs = _sync(cli, "sync", "erp.items")
-        assert code == 0 and runs[0]["status"] == "success", runs
+        assert code == 0, runs
+        assert runs[0]["status"] == "success", runs
         assert runs[0]["records_deleted"] == 0, runs  # the 5 were soft-deleted already
         fetched = runs[0]["records_fetched"]
         parts = ("records_inserted", "records_updated", "records_unchanged", "records_rejected")
@@ -408,7 +417,8 @@ def test_a_rejected_value_prints_only_the_summary(cli: Cli, server: DemoServer, 
     r = cli("sync", "erp.items")
     assert r.exit_code == 1
     assert "1 rejected" in r.stderr
-    assert "error ignored" not in r.stderr and "psycopg.Copy" not in r.stderr, r.stderr
+    assert "error ignored" not in r.stderr, r.stderr
+    assert "psycopg.Copy" not in r.stderr, r.stderr
 
 
 def test_a_cancelled_run_counts_the_batches_it_committed(
@@ -483,7 +493,8 @@ def test_a_row_deleted_during_a_full_read_is_soft_deleted_by_that_run(
     st.before_page = delete_victim
     code, runs = _sync(cli, command, "erp.orders")
     st.before_page = None
-    assert code == 0 and runs[0]["status"] == "success", runs
+    assert code == 0, runs
+    assert runs[0]["status"] == "success", runs
     live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
     assert victim not in live, runs[0]["warnings"]
     assert live == set(st.snapshot("orders"))

@@ -156,7 +156,8 @@ def test_json_values_that_hash_alike_are_still_updated(
     assert _sync(cli, "sync", "erp.docs")[1]["status"] == "success"
     st.put_rows("docs", [{"id": i, "doc": d} for i, d in enumerate(after)], version=7)  # same row version
     _code, run = _sync(cli, "sync", "erp.docs")
-    assert run["status"] == "success" and run["records_updated"] == 4, run
+    assert run["status"] == "success", run
+    assert run["records_updated"] == 4, run
     got = {r["id"]: r["doc"] for r in _rows(db_url, "SELECT id, doc FROM erp.docs ORDER BY id")}
     assert got == dict(enumerate(after))
 
@@ -174,7 +175,8 @@ def test_a_renamed_alias_never_blanks_the_stored_column(cli: Cli, server: DemoSe
     st.entities["r"].rows = {k: {"id": v["id"], "quantity": v["qty"] + 1} for k, v in st.entities["r"].rows.items()}
     st.put_rows("r", list(st.entities["r"].rows.values()))
     code, run = _sync(cli, "sync", "erp.r")
-    assert code != 0 and run["status"] != "success", run
+    assert code != 0, run
+    assert run["status"] != "success", run
     assert "discover" in (run["error_message"] or ""), run
     assert [r["qty"] for r in _rows(db_url, "SELECT qty FROM erp.r ORDER BY id")] == [10, 11, 12, 13, 14]
 

@@ -46,14 +46,18 @@ def test_kubernetes_cronjobs_are_bounded_and_pinned() -> None:
         (container,) = pod["containers"]
         image = container["image"]
         repo, _, tag = image.rpartition(":")
-        assert repo and "/" not in tag and tag != "latest" and re.fullmatch(r"\d+\.\d+\.\d+", tag), image
+        assert repo, image
+        assert "/" not in tag, image
+        assert tag != "latest", image
+        assert re.fullmatch(r"\d+\.\d+\.\d+", tag), image
         commands[name] = container["args"]
     assert sum("sync" in args for args in commands.values()) == 1
     discover = [name for name, args in commands.items() if "discover" in args]
     assert len(discover) == 1
     # Discovery runs on its own, slower schedule and never beside itself.
     d = jobs[discover[0]]["spec"]
-    assert d["concurrencyPolicy"] == "Forbid" and _period_seconds(d["schedule"]) > 60
+    assert d["concurrencyPolicy"] == "Forbid"
+    assert _period_seconds(d["schedule"]) > 60
 
 
 def _normalize(name: str) -> str:
@@ -87,10 +91,12 @@ def test_the_lock_files_pin_every_dependency_with_hashes() -> None:
 def test_the_dockerfile_installs_from_the_locks_on_a_pinned_base() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
-    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
+    assert base
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
     assert text.count("FROM ${PYTHON_IMAGE}") == 2
     assert "--require-hashes -r requirements-build.lock" in text
-    assert "--require-hashes -r requirements.lock" in text and "--require-hashes -r /tmp/requirements.lock" in text
+    assert "--require-hashes -r requirements.lock" in text
+    assert "--require-hashes -r /tmp/requirements.lock" in text
     assert "--no-isolation" in text  # the wheel is built with the pinned setuptools
 
 
@@ -98,7 +104,8 @@ def test_license_and_project_metadata() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License\n")
     assert {"Homepage", "Issues", "Changelog"} <= set(project["urls"])
     assert "Programming Language :: Python :: 3.11" in project["classifiers"]

@@ -30,7 +30,8 @@ def versions(cli: Cli, *extra: str) -> list[dict[str, Any]]:
 
 def test_insert_two_updates_delete_and_undelete(synced: Cli, demo: Any, db_url: str) -> None:
     r = synced("entity", "set", "erp.orders", "--history")
-    assert r.exit_code == 0 and "history on" in r.stderr
+    assert r.exit_code == 0
+    assert "history on" in r.stderr
     key = ("SO0000000", 1)
     assert synced("sync", "erp.orders").exit_code == 0
     for qty in (7, 8):
@@ -57,7 +58,8 @@ def test_insert_two_updates_delete_and_undelete(synced: Cli, demo: Any, db_url: 
     # --as-of returns the one version valid then, at each boundary.
     for v in found:
         at = versions(synced, "--as-of", v["valid_from"])
-        assert [x["operation"] for x in at] == [v["operation"]] and at[0]["valid_from"] == v["valid_from"]
+        assert [x["operation"] for x in at] == [v["operation"]]
+        assert at[0]["valid_from"] == v["valid_from"]
     before = datetime.fromisoformat(found[0]["valid_from"]) - timedelta(seconds=1)
     assert versions(synced, "--as-of", before.isoformat()) == []
     text = synced("history", "erp.orders", *KEY).stdout
@@ -131,7 +133,8 @@ def test_history_usage_errors(synced: Cli) -> None:
     assert r.exit_code == 2
     assert r.messages == "error: erp.orders: give --key for exactly the business key: order_no, line_no\n"
     r = synced("history", "erp.orders", *KEY, "--as-of", "yesterday")
-    assert r.exit_code == 2 and "not an ISO 8601 time" in r.stderr
+    assert r.exit_code == 2
+    assert "not an ISO 8601 time" in r.stderr
 
 
 def test_history_of_an_entity_with_history_off_says_so(demo_cli: Cli) -> None:
@@ -139,7 +142,8 @@ def test_history_of_an_entity_with_history_off_says_so(demo_cli: Cli) -> None:
     assert demo_cli("sync", "erp.customers").exit_code == 0
     r = demo_cli("history", "erp.customers", "--key", "customer_id=1")
     assert r.exit_code == 1, r.stderr
-    assert "history is off" in r.stderr and "entity set erp.customers --history" in r.stderr
+    assert "history is off" in r.stderr
+    assert "entity set erp.customers --history" in r.stderr
 
 
 # An API whose slug is another entity's history table name (issue: name collision).
@@ -171,7 +175,8 @@ def _tables_stay_apart(cli: Cli, demo: Any, db_url: str) -> None:
     assert not shadow_table.endswith("__history")
     assert {r["id"] for r in rows(db_url, shadow_table, "id")} == {k[0] for k in demo.state.snapshot("orders__history")}
     history = rows(db_url, "erp.orders__history", "order_no, _bridge_operation")
-    assert len(history) == 40 and {h["_bridge_operation"] for h in history} == {"insert"}
+    assert len(history) == 40
+    assert {h["_bridge_operation"] for h in history} == {"insert"}
     assert len(versions(cli)) == 1
 
 
@@ -219,7 +224,8 @@ def test_table_built_again_keeps_one_current_version_per_record(synced: Cli, dem
     current = rows(
         db_url, "erp.orders__history", "order_no, line_no, count(*) AS n", "_bridge_valid_to IS NULL GROUP BY 1, 2"
     )
-    assert len(current) == 40 and {c["n"] for c in current} == {1}
+    assert len(current) == 40
+    assert {c["n"] for c in current} == {1}
     found = versions(synced)
     assert [v["operation"] for v in found] == ["insert", "insert"]
     assert found[0]["valid_to"] == found[1]["valid_from"]

@@ -17,10 +17,12 @@ def test_defaults_and_unknown_fields() -> None:
     )
     api = result.apis[0]
     assert api.delta_strategy == "full"
-    assert api.name == "" and api.description == ""
+    assert api.name == ""
+    assert api.description == ""
     assert api.business_keys == ("ID",)
     assert [c.pg_type for c in api.columns] == ["text", "text"]
-    assert api.columns[0].is_nullable is False and api.columns[1].is_nullable is True
+    assert api.columns[0].is_nullable is False
+    assert api.columns[1].is_nullable is True
     assert api.unsyncable_reason is None
 
 

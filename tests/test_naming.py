@@ -39,7 +39,8 @@ def test_hostile_names_are_all_distinct_and_valid() -> None:
         assert not name.startswith("_bridge_")
     assert names["Mixed Case"] == "mixed_case"
     assert names["mixed_case"] == "mixed_case_2"
-    assert names["a b"] == "a_b" and names["a-b"] == "a_b_2"
+    assert names["a b"] == "a_b"
+    assert names["a-b"] == "a_b_2"
 
 
 def test_long_names_differing_at_the_end() -> None:
@@ -70,7 +71,8 @@ def test_history_table_names_end_in_the_reserved_suffix() -> None:
     assert history_table_name("items") == "items__history"
     long = "x" * 60
     name = history_table_name(long)
-    assert name.endswith(HISTORY_SUFFIX) and len(name.encode()) <= MAX_IDENTIFIER_BYTES
+    assert name.endswith(HISTORY_SUFFIX)
+    assert len(name.encode()) <= MAX_IDENTIFIER_BYTES
     assert history_table_name("x" * 59 + "a") != history_table_name("x" * 59 + "b")
 
 

@@ -76,7 +76,8 @@ def test_two_concurrent_sync_all_processes_sync_each_entity_once(demo_cli: Cli, 
         "SELECT e.slug, count(*) FROM bridge.sync_runs r JOIN bridge.entities e"
         " ON e.uid = r.entity_uid GROUP BY e.slug",
     )
-    assert all(n == 1 for _, n in counts) and len(counts) == 13
+    assert all(n == 1 for _, n in counts)
+    assert len(counts) == 13
     for i in range(10):
         assert query(db_url, f"SELECT count(*), count(DISTINCT id) FROM erp.e{i}") == [(60, 60)]
 
@@ -171,7 +172,8 @@ def test_status_fails_after_three_failures_in_a_row(demo_cli: Cli, demo: Any) ->
         r = demo_cli("status", "--json")
         assert r.exit_code == (1 if attempt == 2 else 0)
     items = next(x for x in json.loads(r.stdout) if x["entity"] == "erp.items")
-    assert items["consecutive_failures"] == 3 and items["problems"] == ["3 failures in a row"]
+    assert items["consecutive_failures"] == 3
+    assert items["problems"] == ["3 failures in a row"]
     assert "3 failures in a row" in demo_cli("status").stdout
     assert demo_cli("sync", "erp.items").exit_code == 0
     assert demo_cli("status").exit_code == 0
@@ -220,7 +222,8 @@ def test_json_logs_one_object_per_line_without_token(demo_cli: Cli, demo: Any) -
     finished = [x for x in records if x["event"] == "run_finished"]
     assert {x["entity"] for x in finished} == {"erp.items", "erp.orders"}
     assert all({"time", "level", "run_id", "counts", "connector"} <= set(x) for x in finished)
-    assert DEMO_TOKEN not in r.stderr and DEMO_TOKEN not in r.stdout
+    assert DEMO_TOKEN not in r.stderr
+    assert DEMO_TOKEN not in r.stdout
     r = demo_cli("--log-format", "json", "sync", "erp.items", env={TOKEN_ENV: "bad-token"})
     assert r.exit_code == 1
     assert all(json.loads(line) for line in r.stderr.splitlines())
@@ -256,7 +259,8 @@ def test_metrics_pushed_to_a_pushgateway(demo_cli: Cli) -> None:
     assert r.exit_code == 0, r.stderr
     assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/syncflow")]
     families = {f.name for f in text_string_to_metric_families(received[0][2].decode())}
-    assert "syncflow_rows" in families and "syncflow_last_success_timestamp_seconds" in families
+    assert "syncflow_rows" in families
+    assert "syncflow_last_success_timestamp_seconds" in families
 
 
 def test_wait_outlasts_the_lock_timeout(demo_cli: Cli, db_url: str) -> None:

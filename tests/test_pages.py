@@ -82,7 +82,8 @@ def test_keyset_rereads_the_boundary_version(httpx_mock: HTTPXMock) -> None:
     assert all(q["page"] == "1" for q in requests)
     # The first page ends inside the group "102" (k06); the next cursor re-reads that group.
     assert requests[1]["rowversion_gt"] == "101"
-    assert s.state.complete and s.state.checkpoint(None) == "106"
+    assert s.state.complete
+    assert s.state.checkpoint(None) == "106"
 
 
 def test_a_tie_larger_than_a_page_is_paged_by_number(httpx_mock: HTTPXMock) -> None:
@@ -136,7 +137,8 @@ def test_a_tie_group_resumes_keyset_after_it(httpx_mock: HTTPXMock) -> None:
     # Pages 1-3 by number (page 3 reaches past the tie), the same again, then keyset above "502".
     assert [q["page"] for q in requests[:6]] == ["1", "2", "3"] * 2
     assert requests[6] == {"page": "1", "page_size": "5", "rowversion_gt": "502"}
-    assert s.state.checkpoint("499") == "510" and not s.state.unstable
+    assert s.state.checkpoint("499") == "510"
+    assert not s.state.unstable
 
 
 def test_a_source_that_ignores_page_fails_clearly(httpx_mock: HTTPXMock) -> None:
@@ -162,7 +164,7 @@ def test_rowversion_before_keeps_the_width() -> None:
 
 
 def parse(body: Any) -> tuple[list[Any], int | None, bool | None, int | None]:
-    return parse_page(body, connector="erp", slug="items", url="http://x/api/v1/data/items", preview="BODY")
+    return parse_page(body, connector="erp", url="http://x/api/v1/data/items", preview="BODY")
 
 
 def test_compare_rowversions_is_a_three_way_comparison() -> None:
@@ -247,7 +249,7 @@ def test_parse_page_names_what_is_wrong(body: Any, why: str) -> None:
 
 def test_parse_page_preview_defaults_to_empty() -> None:
     with pytest.raises(SourceProtocolError) as info:
-        parse_page(3, connector="c", slug="s", url="u")
+        parse_page(3, connector="c", url="u")
     assert str(info.value).endswith(": ''")
 
 
@@ -355,9 +357,11 @@ def test_stream_counts_pages_bytes_and_keeps_the_first_total(httpx_mock: HTTPXMo
     assert [len(p.rows) for p in pages] == [2, 2, 1]
     sizes = [len(httpx.Response(200, json=bodies[str(n)]).content) for n in (1, 2, 3)]
     assert [p.nbytes for p in pages] == sizes
-    assert s.state.pages == 3 and s.state.bytes == sum(sizes)
+    assert s.state.pages == 3
+    assert s.state.bytes == sum(sizes)
     assert s.state.first_total == 5
-    assert s.state.total_changed and s.state.complete
+    assert s.state.total_changed
+    assert s.state.complete
     assert seen == [{"page": str(n), "page_size": "2"} for n in (1, 2, 3)]
 
 
@@ -371,7 +375,9 @@ def test_the_digest_follows_key_order_and_a_keyset_stream_has_none(httpx_mock: H
     list(s2)
     s3 = stream(page_size=5)
     list(s3)
-    assert s1.state.digest != 0 and s1.state.digest != s2.state.digest and s2.state.digest == s3.state.digest
+    assert s1.state.digest != 0
+    assert s1.state.digest != s2.state.digest
+    assert s2.state.digest == s3.state.digest
     k = stream(page_size=5, keyset=True)
     list(k)
     assert k.state.digest == 0
@@ -402,7 +408,8 @@ def test_end_of_data(httpx_mock: HTTPXMock, pages: list[dict[str, Any]], request
     seen = scripted(httpx_mock, lambda q: pages[int(q["page"]) - 1])
     s = stream(page_size=1)
     list(s)
-    assert len(seen) == requests and s.state.complete
+    assert len(seen) == requests
+    assert s.state.complete
 
 
 def test_a_stopped_stream_is_not_complete(httpx_mock: HTTPXMock) -> None:
@@ -444,8 +451,10 @@ def test_empty_pages_repeating_are_just_the_end(httpx_mock: HTTPXMock) -> None:
     seen = scripted(httpx_mock, lambda q: page_of([], total=0, has_more=True))
     s = stream(page_size=3)
     pages = list(s)
-    assert len(pages) == 1 and pages[0].rows == []
-    assert len(seen) == 1 and s.state.complete
+    assert len(pages) == 1
+    assert pages[0].rows == []
+    assert len(seen) == 1
+    assert s.state.complete
 
 
 def test_rows_without_versions_warn_once_and_keep_the_checkpoint(httpx_mock: HTTPXMock) -> None:
@@ -453,7 +462,8 @@ def test_rows_without_versions_warn_once_and_keep_the_checkpoint(httpx_mock: HTT
     scripted(httpx_mock, lambda q: bodies[q["page"]])
     s = stream(page_size=2, keyset=True)
     list(s)
-    assert s.state.missing_rowversions and s.state.complete
+    assert s.state.missing_rowversions
+    assert s.state.complete
     assert s.state.warnings == [
         "rows carry no row_version; paging by page number, reading twice, keeping the checkpoint"
     ]
@@ -502,7 +512,8 @@ def test_a_segment_that_never_settles_makes_the_stream_unstable(httpx_mock: HTTP
     got = keys(s)
     assert sorted(got) == ["a", "b", "x1", "x2", "x3"]  # every row once, however often read
     assert len(seen) == 2 * 3  # MAX_PASSES reads of two pages
-    assert s.state.unstable and s.state.complete
+    assert s.state.unstable
+    assert s.state.complete
     assert s.state.rereads == 4
     assert s.state.warnings == [
         "rows kept moving while a group of 'items' rows was paged by number (rowversion_gt=6); they are read again by"

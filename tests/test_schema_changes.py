@@ -93,7 +93,8 @@ def test_dropped_table_is_reloaded_whole(synced: Cli, demo: Any, db_url: str, sl
     assert plan["action"] == "create"
     assert entity_row(db_url, slug)["last_rowversion"] is None
     (run,) = sync_runs(synced, f"erp.{slug}")
-    assert run["status"] == "success" and run["records_inserted"] == len(demo.state.snapshot(slug))
+    assert run["status"] == "success"
+    assert run["records_inserted"] == len(demo.state.snapshot(slug))
     assert_complete(db_url, demo, slug)
 
 
@@ -123,7 +124,9 @@ def test_target_switched_back_to_an_old_table_catches_up(synced: Cli, demo: Any,
     assert_complete(db_url, demo, "items")
 
 
-@pytest.mark.parametrize("slug,column", [("items", "item_description"), ("customers", "name"), ("orders", "status")])
+@pytest.mark.parametrize(
+    ("slug", "column"), [("items", "item_description"), ("customers", "name"), ("orders", "status")]
+)
 def test_column_dropped_by_a_human_is_refilled(synced: Cli, demo: Any, db_url: str, slug: str, column: str) -> None:
     execute(db_url, f"ALTER TABLE erp.{slug} DROP COLUMN {column}")
     plan = plan_of(discover(synced), f"erp.{slug}")
@@ -137,7 +140,8 @@ def test_column_dropped_by_a_human_is_refilled(synced: Cli, demo: Any, db_url: s
 def test_table_emptied_by_a_human_is_reloaded(synced: Cli, demo: Any, db_url: str) -> None:
     execute(db_url, "TRUNCATE erp.items")
     plan = plan_of(discover(synced), "erp.items")
-    assert plan["action"] == "alter" and plan["checkpoint_reset"], plan
+    assert plan["action"] == "alter", plan
+    assert plan["checkpoint_reset"], plan
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
 
@@ -159,7 +163,8 @@ def test_new_source_column_is_backfilled_after_discover(synced: Cli, demo: Any, 
     _add_color(demo)
     demo.state.update("items", 4)  # rows that arrive during the drift run carry the new column too
     r = synced("sync", "erp.items")
-    assert r.exit_code == 0 and "not in the metadata" in r.stderr + r.stdout
+    assert r.exit_code == 0
+    assert "not in the metadata" in r.stderr + r.stdout
     plan = plan_of(discover(synced), "erp.items")
     assert [c["name"] for c in plan["add_columns"]] == ["color"]
     assert plan["checkpoint_reset"]
@@ -209,11 +214,13 @@ def test_discover_refuses_an_entity_being_synced(synced: Cli, demo: Any, db_url:
         r = synced("discover", "--wait", "--wait-timeout", "0.3", "--json")
         assert r.exit_code == 75
         refused = plan_of(json.loads(r.stdout)[0]["entities"], "erp.items")["refused"]
-        assert "give a longer --wait-timeout" in refused and "add --wait" not in refused
+        assert "give a longer --wait-timeout" in refused
+        assert "add --wait" not in refused
     finally:
         holder.close()
     plan = plan_of(discover(synced), "erp.items")
-    assert plan["refused"] is None and [c["name"] for c in plan["add_columns"]] == ["color"]
+    assert plan["refused"] is None
+    assert [c["name"] for c in plan["add_columns"]] == ["color"]
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
 
@@ -295,7 +302,8 @@ def test_restored_column_is_refreshed(synced: Cli, demo: Any, db_url: str) -> No
             row["category"] = "RECLASSIFIED"
     demo.state.set_api("items", full)
     plan = plan_of(discover(synced), "erp.items")
-    assert plan["restore"] == ["category"] and plan["checkpoint_reset"], plan
+    assert plan["restore"] == ["category"], plan
+    assert plan["checkpoint_reset"], plan
     sync_runs(synced, "erp.items")
     assert_complete(db_url, demo, "items")
 
@@ -372,7 +380,8 @@ def test_widened_scale_brings_the_digits_that_were_rounded(synced: Cli, demo: An
             c["data_type"] = "NUMBER(12,5)"
     demo.state.set_api("items", api)
     plan = plan_of(discover(synced), "erp.items")
-    assert plan["widen"] and plan["checkpoint_reset"], plan
+    assert plan["widen"], plan
+    assert plan["checkpoint_reset"], plan
     (run,) = sync_runs(synced, "erp.items")
     assert run["records_updated"] == 1  # only the row whose value differs is rewritten
     assert rows(db_url, "SELECT weight_per_unit::text AS w FROM erp.items WHERE item_number = 'P00000001'") == [

@@ -77,14 +77,16 @@ def test_full_sync_soft_deletes_and_undeletes(synced: Cli, demo: Any, db_url: st
     gone = demo.state.delete("orders", 3)
     code, runs, _ = sync_json(synced, "erp.orders")
     assert code == 0
-    assert runs[0]["records_deleted"] == 3 and runs[0]["records_fetched"] == 37
+    assert runs[0]["records_deleted"] == 3
+    assert runs[0]["records_fetched"] == 37
     deleted = rows(db_url, "erp.orders", "order_no, line_no", "_bridge_deleted")
     assert {(r["order_no"], r["line_no"]) for r in deleted} == set(gone)
     # One comes back: undeleted, counted as updated.
     order_no, line_no = gone[0]
     demo.state.put_rows("orders", [{"order_no": order_no, "line_no": line_no, "quantity": 1}])
     code, runs, _ = sync_json(synced, "erp.orders")
-    assert runs[0]["records_updated"] == 1 and runs[0]["records_deleted"] == 0
+    assert runs[0]["records_updated"] == 1
+    assert runs[0]["records_deleted"] == 0
     back = rows(db_url, "erp.orders", "_bridge_deleted, quantity", f"order_no = '{order_no}' AND line_no = {line_no}")
     assert back == [{"_bridge_deleted": False, "quantity": 1}]
 
@@ -117,7 +119,8 @@ def test_delete_guard_when_paging_is_unreliable(synced: Cli, demo: Any, db_url: 
     # Rows moved during every read (the first and both confirming ones): nothing can be trusted.
     assert (code, runs[0]["status"]) == (1, "partial")
     assert runs[0]["records_deleted"] == 0
-    assert "deleted nothing:" in stderr and "came more than once" in stderr
+    assert "deleted nothing:" in stderr
+    assert "came more than once" in stderr
     assert "kept changing" in runs[0]["error_message"]
     # The next, undisturbed run reconciles exactly.
     code, runs, _ = sync_json(synced, "erp.orders")
@@ -207,15 +210,19 @@ def test_transient_errors_retried_auth_not(synced: Cli, demo: Any, db_url: str) 
     demo.state.fail_next(503)
     demo.state.fail_next(429, headers={"Retry-After": "0"})
     code, runs, _ = sync_json(synced, "erp.customers")
-    assert code == 0 and runs[0]["status"] == "success"
+    assert code == 0
+    assert runs[0]["status"] == "success"
     demo.state.fail_next(503, count=3)
     code, runs, _ = sync_json(synced, "erp.orders")
-    assert code == 1 and runs[0]["status"] == "failed"
+    assert code == 1
+    assert runs[0]["status"] == "failed"
     assert "HTTP 503" in runs[0]["error_message"]
     r = synced("sync", "erp.items", "--json", env={TOKEN_ENV: "wrong"})
     assert r.exit_code == 1
     (run,) = json.loads(r.stdout)
-    assert run["status"] == "failed" and "HTTP 401" in run["error_message"] and "wrong" not in r.stdout
+    assert run["status"] == "failed"
+    assert "HTTP 401" in run["error_message"]
+    assert "wrong" not in r.stdout
     assert entity_state(db_url, "items")["consecutive_failures"] == 1
 
 
@@ -228,7 +235,8 @@ def test_broken_source_fails_with_body_preview_and_no_checkpoint(synced: Cli, de
     assert r.exit_code == 1
     (run,) = json.loads(r.stdout)
     assert run["status"] == "failed"
-    assert "not JSON" in run["error_message"] and "<html><body>Maintenance" in run["error_message"]
+    assert "not JSON" in run["error_message"]
+    assert "<html><body>Maintenance" in run["error_message"]
     assert "Traceback" not in r.stderr
     assert entity_state(db_url, "items") == {
         "last_rowversion": checkpoint,
@@ -254,7 +262,8 @@ def test_full_refresh_resets_checkpoint_and_reconciles(synced: Cli, demo: Any, d
     r = synced("full-refresh", "erp.items", "--json")
     assert r.exit_code == 0, r.stderr
     (run,) = json.loads(r.stdout)
-    assert run["kind"] == "full_refresh" and run["records_deleted"] == 2
+    assert run["kind"] == "full_refresh"
+    assert run["records_deleted"] == 2
     assert run["rowversion_end"] == max_rv(demo, "items")
     assert_items_match_source(db_url, demo)
 
@@ -285,7 +294,8 @@ def test_runs_history_json(synced: Cli, demo: Any) -> None:
     r = synced("runs", "--status", "weird")
     assert r.exit_code == 2
     r = synced("runs", "show", "00000000")
-    assert r.exit_code == 2 and r.messages == "error: no run '00000000'\n"
+    assert r.exit_code == 2
+    assert r.messages == "error: no run '00000000'\n"
 
 
 def test_usage_errors(synced: Cli) -> None:
@@ -299,9 +309,11 @@ def test_usage_errors(synced: Cli) -> None:
 
 def test_sync_all_takes_due_entities(synced: Cli) -> None:
     code, runs, _ = sync_json(synced, "--all")
-    assert code == 0 and sorted(r["entity"] for r in runs) == ["erp.customers", "erp.items", "erp.orders"]
+    assert code == 0
+    assert sorted(r["entity"] for r in runs) == ["erp.customers", "erp.items", "erp.orders"]
     r = synced("sync", "--all")
-    assert r.exit_code == 0 and r.messages == "nothing is due\n"
+    assert r.exit_code == 0
+    assert r.messages == "nothing is due\n"
     code, runs, _ = sync_json(synced, "--all", "--force")
     assert len(runs) == 3
 

@@ -27,7 +27,8 @@ def test_row_varchar_n(source: str, expected: str) -> None:
 
 @pytest.mark.parametrize("source", ["VARCHAR2", "VARCHAR", "string", "text", "CLOB", "NCLOB", "LONG"])
 def test_row_text(source: str) -> None:
-    assert map_type(source).pg_type == "text" and map_type(source).known
+    assert map_type(source).pg_type == "text"
+    assert map_type(source).known
 
 
 @pytest.mark.parametrize("source", ["NUMBER(1)", "NUMBER(9)", "NUMBER(9,0)", "number(5)"])

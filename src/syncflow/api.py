@@ -124,7 +124,7 @@ class SyncObserver(Protocol):
 class _Quiet:
     """The observer of a caller that watches nothing."""
 
-    def progress(self, entity: str) -> ProgressFn | None:
+    def progress(self, entity: str) -> ProgressFn | None:  # noqa: ARG002 - SyncObserver's signature
         return None
 
     def finished(self, outcome: Outcome) -> None:

@@ -447,7 +447,7 @@ class APISmithClient:
             base = self.backoff * (2 ** (state.attempt_number - 1))
             return min(float(base + random.uniform(0, self.backoff)), MAX_RETRY_WAIT)  # noqa: S311 - jitter
 
-        def before_sleep(state: RetryCallState) -> None:
+        def before_sleep(state: RetryCallState) -> None:  # noqa: ARG001 - tenacity's callback signature
             self.stats.retries += 1
 
         retrying = Retrying(
@@ -462,7 +462,8 @@ class APISmithClient:
         return result
 
     def _get_once(self, path: str, params: Mapping[str, str | int] | None) -> Response:
-        assert self.http is not None
+        if self.http is None:
+            raise RuntimeError("the APISmith client was used after it was closed")
         self._check_cancel()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.http.build_request("GET", path, params=params).url

@@ -205,7 +205,7 @@ def refusal_message(plan: EntityPlan, wait_seconds: float | None) -> str:
     )
 
 
-def _apply(
+def _apply(  # noqa: PLR0913 - one entity's change: its plan and what the caller already holds
     conn: Conn,
     schema: str,
     cuid: str,

@@ -93,7 +93,7 @@ def seen_insert(keys: Sequence[str]) -> sql.Composed:
     )
 
 
-def merge(
+def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     schema: str,
     table: str,
     columns: Sequence[StoredColumn],

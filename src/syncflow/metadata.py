@@ -81,36 +81,9 @@ def _bool(value: Any, default: bool) -> bool:
     return default
 
 
-def parse_api(raw: Any, index: int) -> ApiSpec | str:
-    """One API, or a warning string when it has no usable slug (a :class:`Rejected` one when unstorable)."""
-    if not isinstance(raw, dict):
-        return f"API #{index + 1} is not a JSON object; skipped"
-    slug = raw.get("slug")
-    if not isinstance(slug, str) or not slug.strip():
-        label = raw.get("name") if isinstance(raw.get("name"), str) else f"#{index + 1}"
-        return f"API {label} has no slug; skipped"
-    slug = slug.strip()
-    if "\x00" in slug:
-        return Rejected(f"API {slug!r} has a NUL character in its slug, which PostgreSQL cannot store; skipped")
-    if len(slug) > MAX_SLUG:
-        return Rejected(f"API {slug[:40]!r}... has a slug of {len(slug)} characters (at most {MAX_SLUG}); skipped")
-    warnings: list[str] = []
-    name = _text(raw.get("name"))
-    if len(name) > MAX_NAME:
-        warnings.append(f"{slug}: the API name has {len(name)} characters; the first {MAX_NAME} are kept")
-        name = name[:MAX_NAME]
-    strategy_raw = raw.get("delta_strategy")
-    strategy = _text(strategy_raw).strip().lower() or "full"
-    if strategy not in STRATEGIES:
-        warnings.append(f"{slug}: unknown delta_strategy {strategy_raw!r}; using 'full'")
-        strategy = "full"
-
+def _parse_columns(slug: str, raw_cols: list[Any], warnings: list[str]) -> list[ColumnSpec]:
+    """The usable columns; what is skipped (no name, a NUL, listed twice) goes to ``warnings``."""
     columns: list[ColumnSpec] = []
-    reason: str | None = None
-    raw_cols = raw.get("columns")
-    if not isinstance(raw_cols, list):
-        reason = "the column list is missing or not a list"
-        raw_cols = []
     seen: set[str] = set()
     for i, col in enumerate(raw_cols):
         if not isinstance(col, dict) or not isinstance(col.get("name"), str) or not col["name"]:
@@ -142,27 +115,64 @@ def parse_api(raw: Any, index: int) -> ApiSpec | str:
                 known_type=mapped.known,
             )
         )
-    if reason is None and not columns:
-        reason = "no usable columns"
+    return columns
 
+
+def _business_keys(listed: Any, columns: list[ColumnSpec]) -> tuple[list[str], str | None]:
+    """The business key's columns (``business_key_columns``, else the flagged ones), or why there is none."""
     keys: list[str] = []
-    if reason is None:
+    if isinstance(listed, list) and listed:
         by_name = {c.api_name: c for c in columns}
         by_source = {c.source_name: c for c in columns}
-        listed = raw.get("business_key_columns")
-        if isinstance(listed, list) and listed:
-            for key in listed:
-                col_spec = by_name.get(key) if isinstance(key, str) else None
-                col_spec = col_spec or (by_source.get(key) if isinstance(key, str) else None)
-                if col_spec is None:
-                    reason = f"business key {key!r} is not among the columns"
-                    break
-                if col_spec.api_name not in keys:
-                    keys.append(col_spec.api_name)
-        else:
-            keys = [c.api_name for c in columns if c.is_business_key]
-        if reason is None and not keys:
-            reason = "no business key: neither business_key_columns nor is_business_key is given"
+        for key in listed:
+            col_spec = by_name.get(key) if isinstance(key, str) else None
+            col_spec = col_spec or (by_source.get(key) if isinstance(key, str) else None)
+            if col_spec is None:
+                return keys, f"business key {key!r} is not among the columns"
+            if col_spec.api_name not in keys:
+                keys.append(col_spec.api_name)
+    else:
+        keys = [c.api_name for c in columns if c.is_business_key]
+    if not keys:
+        return keys, "no business key: neither business_key_columns nor is_business_key is given"
+    return keys, None
+
+
+def parse_api(raw: Any, index: int) -> ApiSpec | str:
+    """One API, or a warning string when it has no usable slug (a :class:`Rejected` one when unstorable)."""
+    if not isinstance(raw, dict):
+        return f"API #{index + 1} is not a JSON object; skipped"
+    slug = raw.get("slug")
+    if not isinstance(slug, str) or not slug.strip():
+        label = raw.get("name") if isinstance(raw.get("name"), str) else f"#{index + 1}"
+        return f"API {label} has no slug; skipped"
+    slug = slug.strip()
+    if "\x00" in slug:
+        return Rejected(f"API {slug!r} has a NUL character in its slug, which PostgreSQL cannot store; skipped")
+    if len(slug) > MAX_SLUG:
+        return Rejected(f"API {slug[:40]!r}... has a slug of {len(slug)} characters (at most {MAX_SLUG}); skipped")
+    warnings: list[str] = []
+    name = _text(raw.get("name"))
+    if len(name) > MAX_NAME:
+        warnings.append(f"{slug}: the API name has {len(name)} characters; the first {MAX_NAME} are kept")
+        name = name[:MAX_NAME]
+    strategy_raw = raw.get("delta_strategy")
+    strategy = _text(strategy_raw).strip().lower() or "full"
+    if strategy not in STRATEGIES:
+        warnings.append(f"{slug}: unknown delta_strategy {strategy_raw!r}; using 'full'")
+        strategy = "full"
+
+    raw_cols = raw.get("columns")
+    reason: str | None = None
+    if not isinstance(raw_cols, list):
+        reason = "the column list is missing or not a list"
+        raw_cols = []
+    columns = _parse_columns(slug, raw_cols, warnings)
+    if reason is None and not columns:
+        reason = "no usable columns"
+    keys: list[str] = []
+    if reason is None:
+        keys, reason = _business_keys(raw.get("business_key_columns"), columns)
     key_set = set(keys)
     columns = [
         ColumnSpec(

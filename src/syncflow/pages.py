@@ -102,7 +102,7 @@ def _as_rowversion(value: Any) -> tuple[str | None, str | None]:
 
 
 def parse_page(
-    body: Any, *, connector: str, slug: str, url: str, preview: str = ""
+    body: Any, *, connector: str, url: str, preview: str = ""
 ) -> tuple[list[RawRow], int | None, bool | None, int | None]:
     """Rows, total, has_more and total_pages of one page; tolerant of the bare-array form."""
 
@@ -237,9 +237,7 @@ class PageStream:
 
     def _fetch(self, page: int, cursor: str | None) -> tuple[list[RawRow], int | None, bool | None, int | None]:
         resp = self.client.get_page(self.slug, page=page, page_size=self.page_size, rowversion_gt=cursor)
-        parsed = parse_page(
-            resp.data, connector=self.client.connector, slug=self.slug, url=resp.url, preview=resp.preview
-        )
+        parsed = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)
         st = self.state
         st.pages += 1
         st.bytes += resp.nbytes
@@ -454,10 +452,9 @@ class PageStream:
         if not ordered or self._unordered:
             self._warn("the server does not order rows by row version; paging by page number and reading twice")
             return None
-        last = rvs[-1]
-        assert last is not None
-        for v in reversed(rvs):
-            assert v is not None
+        versions = [v for v in rvs if v is not None]  # all of them: a missing one returned above
+        last = versions[-1]
+        for v in reversed(versions):
             if compare_rowversions(v, last) < 0:
                 if cursor is None or compare_rowversions(v, cursor) > 0:
                     return v
@@ -489,44 +486,23 @@ def prefetch(
     ``cancel`` (set by a signal handler), so a stop request is honoured even
     while a page is downloading.
     """
-    cond = threading.Condition()
-    items: deque[tuple[Any, int]] = deque()
-    queued = [0]  # bytes of JSON behind the queued items
-    stopping = threading.Event()
-
-    def put(item: Any, nbytes: int) -> bool:
-        with cond:
-            while items and (len(items) >= max_pages or queued[0] >= max_bytes) and not stopping.is_set():
-                cond.wait(0.2)
-            if stopping.is_set():
-                return False
-            items.append((item, nbytes))
-            queued[0] += nbytes
-            cond.notify_all()
-            return True
+    lead = _Lead(max_pages, max_bytes)
 
     def produce() -> None:
         try:
             for page in stream:
-                if not put(prepare(page), page.nbytes):
+                if not lead.put(prepare(page), page.nbytes):
                     return
         except BaseException as exc:
-            put(exc, 0)
+            lead.put(exc, 0)
             return
-        put(_END, 0)
+        lead.put(_END, 0)
 
     thread = threading.Thread(target=produce, name=f"fetch-{stream.slug}", daemon=True)
     thread.start()
     try:
         while True:
-            with cond:
-                while not items:
-                    cond.wait(0.2)
-                    if not items and cancel is not None and cancel.is_set():
-                        raise Cancelled(f"{stream.client.connector}.{stream.slug}: cancelled by a signal")
-                item, nbytes = items.popleft()
-                queued[0] -= nbytes
-                cond.notify_all()
+            item = lead.take(cancel, f"{stream.client.connector}.{stream.slug}")
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -534,10 +510,51 @@ def prefetch(
             yield item
     finally:
         stream.stop()
-        stopping.set()
-        with cond:
-            items.clear()
-            cond.notify_all()
+        lead.stop()
         # A fetch blocked on a slow source must not hold up a stop: the thread is a daemon, and its
         # request ends by its own deadline; the caller closes the client.
         thread.join(JOIN_SECONDS)
+
+
+class _Lead:
+    """The pages fetched ahead of the loader: bounded in count and in bytes of JSON."""
+
+    def __init__(self, max_pages: int, max_bytes: int) -> None:
+        self.max_pages, self.max_bytes = max_pages, max_bytes
+        self.cond = threading.Condition()
+        self.items: deque[tuple[Any, int]] = deque()
+        self.queued = 0  # bytes of JSON behind the queued items
+        self.stopping = threading.Event()
+
+    def put(self, item: Any, nbytes: int) -> bool:
+        """Queue an item once there is room; False when the consumer has stopped."""
+        with self.cond:
+            while self.items and self._full() and not self.stopping.is_set():
+                self.cond.wait(0.2)
+            if self.stopping.is_set():
+                return False
+            self.items.append((item, nbytes))
+            self.queued += nbytes
+            self.cond.notify_all()
+            return True
+
+    def _full(self) -> bool:
+        return len(self.items) >= self.max_pages or self.queued >= self.max_bytes
+
+    def take(self, cancel: threading.Event | None, label: str) -> Any:
+        """The next item; wakes up regularly so that a signal (``cancel``) is seen while a page downloads."""
+        with self.cond:
+            while not self.items:
+                self.cond.wait(0.2)
+                if not self.items and cancel is not None and cancel.is_set():
+                    raise Cancelled(f"{label}: cancelled by a signal")
+            item, nbytes = self.items.popleft()
+            self.queued -= nbytes
+            self.cond.notify_all()
+            return item
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.cond:
+            self.items.clear()
+            self.cond.notify_all()

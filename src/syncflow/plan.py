@@ -101,6 +101,55 @@ def plan_entity(
     existing = {c.api_name: c.pg_name for c in stored.columns} if stored else {}
     names = assign_names([c.api_name for c in spec.columns], existing, taken=AUDIT_COLUMNS)
 
+    columns, retire, restore = _desired_columns(spec, stored, names)
+    keys = [names[k] for k in spec.business_keys]
+    plan = EntityPlan(
+        connector=connector,
+        slug=spec.slug,
+        target_schema=target_schema,
+        target_table=table,
+        delta_strategy=spec.delta_strategy,
+        business_keys=keys,
+        columns=columns,
+        desired_columns=list(columns),
+        action="unchanged",
+        retire=retire,
+        restore=restore,
+        warnings=list(spec.warnings),
+        unsyncable_reason=spec.unsyncable_reason,
+    )
+    if stored and stored.delta_strategy != spec.delta_strategy:
+        plan.strategy_change = (stored.delta_strategy, spec.delta_strategy)
+    if spec.unsyncable_reason:
+        plan.action = "unsyncable"
+        return plan
+    if live is None:
+        plan.action = "create"
+        plan.create_rowversion_index = spec.delta_strategy == "rowversion"
+        if stored is not None and stored.last_rowversion is not None:
+            plan.checkpoint_reset.append(f"the table {target_schema}.{table} is created empty")
+        return plan
+
+    plan.columns = _against_live(plan, columns, live)
+    live_keys = live.unique_keys[0] if live.unique_keys else ()
+    if tuple(keys) != tuple(live_keys) and set(keys) != set(live_keys):
+        plan.breaking.append(f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})")
+    if spec.delta_strategy == "rowversion" and not live.rowversion_index:
+        plan.create_rowversion_index = True
+    if stored is not None:
+        _checkpoint_resets(plan, stored, live)
+    if plan.breaking:
+        plan.action = "breaking"
+    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change or plan.checkpoint_reset:
+        plan.action = "alter"
+    return plan
+
+
+def _desired_columns(
+    spec: ApiSpec, stored: Entity | None, names: dict[str, str]
+) -> tuple[list[StoredColumn], list[str], list[str]]:
+    """The API's columns under their PostgreSQL names, then the stored ones gone from it (retired, kept);
+    with the names retired now and the ones coming back."""
     columns: list[StoredColumn] = []
     for c in spec.columns:
         columns.append(
@@ -136,34 +185,11 @@ def plan_entity(
                     retire.append(old.pg_name)
             elif old.retired:
                 restore.append(old.pg_name)
-    keys = [names[k] for k in spec.business_keys]
-    plan = EntityPlan(
-        connector=connector,
-        slug=spec.slug,
-        target_schema=target_schema,
-        target_table=table,
-        delta_strategy=spec.delta_strategy,
-        business_keys=keys,
-        columns=columns,
-        desired_columns=list(columns),
-        action="unchanged",
-        retire=retire,
-        restore=restore,
-        warnings=list(spec.warnings),
-        unsyncable_reason=spec.unsyncable_reason,
-    )
-    if stored and stored.delta_strategy != spec.delta_strategy:
-        plan.strategy_change = (stored.delta_strategy, spec.delta_strategy)
-    if spec.unsyncable_reason:
-        plan.action = "unsyncable"
-        return plan
-    if live is None:
-        plan.action = "create"
-        plan.create_rowversion_index = spec.delta_strategy == "rowversion"
-        if stored is not None and stored.last_rowversion is not None:
-            plan.checkpoint_reset.append(f"the table {target_schema}.{table} is created empty")
-        return plan
+    return columns, retire, restore
 
+
+def _against_live(plan: EntityPlan, columns: list[StoredColumn], live: LiveTable) -> list[StoredColumn]:
+    """Compare each column with the live table: add, widen, or report a breaking change (keeping the live type)."""
     final: list[StoredColumn] = []
     for col in columns:
         have = live.columns.get(col.pg_name)
@@ -185,19 +211,7 @@ def plan_entity(
                 " (narrowing or incompatible)"
             )
             final.append(_with_type(col, live_type))
-    plan.columns = final
-    live_keys = live.unique_keys[0] if live.unique_keys else ()
-    if tuple(keys) != tuple(live_keys) and set(keys) != set(live_keys):
-        plan.breaking.append(f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})")
-    if spec.delta_strategy == "rowversion" and not live.rowversion_index:
-        plan.create_rowversion_index = True
-    if stored is not None:
-        _checkpoint_resets(plan, stored, live)
-    if plan.breaking:
-        plan.action = "breaking"
-    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change or plan.checkpoint_reset:
-        plan.action = "alter"
-    return plan
+    return final
 
 
 def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable) -> None:

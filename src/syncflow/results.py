@@ -240,7 +240,8 @@ class Version:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Version:
         valid_from = _when(row["valid_from"])
-        assert valid_from is not None
+        if valid_from is None:
+            raise ValueError("a history version without valid_from")
         return cls(
             operation=row["operation"],
             run_uid=row["run_uid"],

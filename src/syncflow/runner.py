@@ -89,7 +89,7 @@ def due_entities(runtime: Runtime, conn: Conn, *, force: bool = False, connector
     return [d[3] for d in due]
 
 
-def run_entities(
+def run_entities(  # noqa: PLR0913 - keyword-only options of one call, passed on as one _Job
     runtime: Runtime,
     entities: list[Entity],
     *,
@@ -105,12 +105,11 @@ def run_entities(
     on_outcome: Callable[[Outcome], None] | None = None,
     on_after_sync: Callable[[HookOutcome], None] | None = None,
 ) -> list[Outcome]:
-    """Sync the entities on up to ``workers`` threads; returns one outcome per entity.
+    """Sync the entities on up to ``workers`` threads; returns one outcome per entity, in their order.
 
     ``backfill_from``: re-read each (rowversion) entity's rows above this row
     version, recorded as a ``backfill`` run (see :func:`syncflow.sync.check_backfill`).
     """
-    cancel = cancel or threading.Event()
     job = _Job(
         runtime=runtime,
         started=runtime.started_at or datetime.now(UTC),
@@ -120,78 +119,97 @@ def run_entities(
         explicit=explicit,
         max_delete_fraction=max_delete_fraction,
         backfill_from=backfill_from,
-        cancel=cancel,
+        cancel=cancel or threading.Event(),
         progress=progress,
     )
-    todo: queue.Queue[Entity] = queue.Queue()
-    for e in entities:
-        todo.put(e)
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    # A whole SyncFlow table locked by another session: every entity would wait lock_timeout_seconds in turn.
-    halt = threading.Event()
+    pool = _Pool(job, entities, on_outcome)
+    pool.run(workers)
+    if not job.cancel.is_set():
+        _after_sync_connectors(runtime, pool.outcomes, job.cancel, on_after_sync)
+    pool.skip_the_rest()
+    order = {e.ref: i for i, e in enumerate(entities)}
+    return sorted(pool.outcomes, key=lambda o: order.get(o.entity, 0))
 
-    def record(outcome: Outcome) -> None:
-        with lock:
-            outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
 
-    def work() -> None:
+class _Pool:
+    """Worker threads taking entities from one queue, each on its own connection."""
+
+    def __init__(self, job: _Job, entities: list[Entity], on_outcome: Callable[[Outcome], None] | None) -> None:
+        self.job = job
+        self.todo: queue.Queue[Entity] = queue.Queue()
+        for e in entities:
+            self.todo.put(e)
+        self.size = len(entities)
+        self.outcomes: list[Outcome] = []
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.on_outcome = on_outcome
+        # A whole SyncFlow table locked by another session: every entity would wait lock_timeout_seconds in turn.
+        self.halt = threading.Event()
+
+    def record(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def run(self, workers: int) -> None:
+        threads = [
+            threading.Thread(target=self._work, name=f"sync-worker-{i}") for i in range(max(1, min(workers, self.size)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+                # A signal sets ``cancel``; workers blocked in PostgreSQL only notice when their statement ends.
+                inflight.interrupt(self.job.cancel)
+        if self.errors:
+            raise self.errors[0]
+
+    def _work(self) -> None:
         conn: Conn | None = None
         try:
-            while not cancel.is_set() and not halt.is_set():
+            while not self.job.cancel.is_set() and not self.halt.is_set():
                 try:
-                    entity = todo.get_nowait()
+                    entity = self.todo.get_nowait()
                 except queue.Empty:
                     return
                 if conn is None or conn.closed or conn.broken:
                     if conn is not None:
                         conn.close()
-                    conn = runtime.connect()
-                try:
-                    outcome = _one(job, conn, entity)
-                except db.DatabaseBusy as exc:
-                    outcome = Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
-                    if not exc.row_lock:
-                        halt.set()
-                except SyncFlowError as exc:
-                    # Before a run could start (the entity vanished, the connection dropped): this entity only.
-                    text = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
-                    outcome = Outcome(entity.ref, error=text)
-                record(outcome)
+                    conn = self.job.runtime.connect()
+                self.record(self._one_entity(conn, entity))
         except BaseException as exc:
-            errors.append(exc)
-            cancel.set()
+            self.errors.append(exc)
+            self.job.cancel.set()
         finally:
             if conn is not None and not conn.closed:
                 conn.close()
 
-    threads = [
-        threading.Thread(target=work, name=f"sync-worker-{i}") for i in range(max(1, min(workers, len(entities))))
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(timeout=0.2)
-            # A signal sets ``cancel``; workers blocked in PostgreSQL only notice when their statement ends.
-            inflight.interrupt(cancel)
-    if errors:
-        raise errors[0]
-    if not cancel.is_set():
-        _after_sync_connectors(runtime, outcomes, cancel, on_after_sync)
-    if halt.is_set():
-        reason = next((o.error for o in outcomes if o.error), "")
+    def _one_entity(self, conn: Conn, entity: Entity) -> Outcome:
+        try:
+            return _one(self.job, conn, entity)
+        except db.DatabaseBusy as exc:
+            if not exc.row_lock:
+                self.halt.set()
+            return Outcome(entity.ref, error=f"{entity.ref}: {exc.message}", busy=True)
+        except SyncFlowError as exc:
+            # Before a run could start (the entity vanished, the connection dropped): this entity only.
+            text = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
+            return Outcome(entity.ref, error=text)
+
+    def skip_the_rest(self) -> None:
+        """After a halt, the entities never tried are reported as such."""
+        if not self.halt.is_set():
+            return
+        reason = next((o.error for o in self.outcomes if o.error), "")
         while True:
             try:
-                left = todo.get_nowait()
+                left = self.todo.get_nowait()
             except queue.Empty:
-                break
-            record(Outcome(left.ref, skipped=f"not tried: {reason}"))
-    order = {e.ref: i for i, e in enumerate(entities)}
-    return sorted(outcomes, key=lambda o: order.get(o.entity, 0))
+                return
+            self.record(Outcome(left.ref, skipped=f"not tried: {reason}"))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 from syncflow.claims import LOCK_NAMESPACE
 from syncflow.errors import UsageError
 from syncflow.models import Entity
-from syncflow.store import Conn, hostname
+from syncflow.store import Conn, hostname, one
 
 STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
 
@@ -112,8 +112,7 @@ def start(conn: Conn, schema: str, entity: Entity, *, kind: str, rowversion_star
         [entity.uid, kind, rowversion_start, hostname(), os.getpid()],
     ).fetchone()
     conn.commit()
-    assert row is not None
-    return str(row[0])
+    return str(one(row, "starting the run")[0])
 
 
 def progress(conn: Conn, schema: str, run_uid: str, counts: Counts) -> None:

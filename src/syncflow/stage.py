@@ -26,7 +26,7 @@ from syncflow.errors import SourceProtocolError
 from syncflow.models import StoredColumn
 from syncflow.pages import RawRow
 from syncflow.runs import Reject
-from syncflow.store import Conn
+from syncflow.store import Conn, one
 
 
 class SchemaChanged(SourceProtocolError):
@@ -177,14 +177,14 @@ class Stage:
         so that the delete step's anti-join is planned as a hash join."""
         if analyze:
             self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
-        row = self.conn.execute(merge.seen_stats(self.keys)).fetchone()
-        assert row is not None
+        row = one(self.conn.execute(merge.seen_stats(self.keys)).fetchone(), "counting the seen keys")
         return int(row[0]), int(row[1])
 
     def unseen_counts(self) -> tuple[int, int]:
         """(live rows in the target, live rows whose key was not seen): what a full read would delete."""
-        row = self.conn.execute(merge.delete_counts(self.schema, self.table, self.keys)).fetchone()
-        assert row is not None
+        row = one(
+            self.conn.execute(merge.delete_counts(self.schema, self.table, self.keys)).fetchone(), "counting rows"
+        )
         return int(row[0]), int(row[1])
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ schema through ``sql.Identifier``; values are always parameters.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -15,10 +15,18 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from syncflow.config import LoadedConfig
-from syncflow.errors import UsageError
+from syncflow.errors import DatabaseError, UsageError
 from syncflow.models import Entity, StoredColumn
 
 Conn = psycopg.Connection[Any]
+T = TypeVar("T")
+
+
+def one(row: T | None, what: str) -> T:
+    """The row a statement that always returns one did return (asserts vanish under ``python -O``)."""
+    if row is None:
+        raise DatabaseError(f"{what} returned no row")
+    return row
 
 
 _ENTITY_SELECT = """
@@ -207,8 +215,7 @@ def save_entity(conn: Conn, schema: str, entity: Entity, *, reset_checkpoint: bo
             reset_checkpoint,
         ],
     ).fetchone()
-    assert row is not None
-    return str(row[0])
+    return str(one(row, "storing the entity")[0])
 
 
 def mark_missing(conn: Conn, schema: str, connector_uid_: str, present: list[str]) -> list[str]:

@@ -29,7 +29,7 @@ from syncflow.models import Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.runs import Reject, RunResult
 from syncflow.stage import Row, Stage
-from syncflow.store import Conn
+from syncflow.store import Conn, one
 
 BATCH_ROWS = 25_000
 MAX_TRACEBACK = 8000  # characters of an unexpected error's traceback kept in the run record
@@ -220,8 +220,7 @@ class _Loader:
         stage.send(self.rejects)
         if stage.staged:
             stage.record_seen()
-            row = self._merge()
-            assert row is not None
+            row = one(self._merge(), "the merge")
             distinct, tombs, inserted, updated, tomb_deleted = (int(v) for v in row)
             counts.duplicates += stage.staged - distinct
             counts.fetched += distinct
@@ -491,6 +490,37 @@ def _confirm(
     return stable, [] if stable else signs, total
 
 
+def _failure(entity: Entity, exc: Exception, *, cancelled: bool) -> tuple[str, dict[str, Any]]:
+    """What a failed run says (its message) and keeps (its details) about ``exc``."""
+    details: dict[str, Any] = {"error": type(exc).__name__}
+    if isinstance(exc, SyncFlowError):
+        message = exc.message
+        details.update(exc.details)
+        if isinstance(exc, SourceNotFound):
+            details["missing_at_source"] = True
+            message += f" (the API {entity.slug!r} is gone at the source; 'syncflow discover' confirms)"
+        if isinstance(exc, SourceError) and not message.startswith(entity.ref):
+            message = f"{entity.ref}: {message}"
+    elif cancelled:
+        message = f"{entity.ref}: cancelled by a signal while waiting for PostgreSQL"
+    elif isinstance(exc, psycopg.errors.LockNotAvailable):
+        message = (
+            f"{entity.ref}: another session holds a lock on {entity.target_schema}.{entity.target_table}"
+            " (waited lock_timeout_seconds); the run stopped and changed nothing more"
+        )
+        details["sqlstate"] = exc.sqlstate
+    elif isinstance(exc, psycopg.Error):
+        message = f"{entity.ref}: database error: {str(exc).strip().splitlines()[0]}"
+        if exc.sqlstate:
+            details["sqlstate"] = exc.sqlstate
+    else:
+        # A bug, not a condition SyncFlow knows: keep where it happened, in the log (debug) and the run record.
+        message = f"{entity.ref}: unexpected error: {type(exc).__name__}: {exc}"
+        details["traceback"] = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK:]
+        log.debug("%s", message, exc_info=exc, extra={"event": "run_bug", "entity": entity.ref})
+    return message, details
+
+
 def _record_failure(
     conn: Conn,
     schema: str,
@@ -509,33 +539,7 @@ def _record_failure(
     signalled = inflight.stand_down()
     cancelled = isinstance(exc, Cancelled) or (signalled and isinstance(exc, psycopg.errors.QueryCanceled))
     result.status = "cancelled" if cancelled else "failed"
-    details: dict[str, Any] = {"error": type(exc).__name__}
-    if isinstance(exc, SyncFlowError):
-        message = exc.message
-        details.update(exc.details)
-        if isinstance(exc, SourceNotFound):
-            details["missing_at_source"] = True
-            message += f" (the API {entity.slug!r} is gone at the source; 'syncflow discover' confirms)"
-    elif cancelled:
-        message = f"{entity.ref}: cancelled by a signal while waiting for PostgreSQL"
-    elif isinstance(exc, psycopg.errors.LockNotAvailable):
-        message = (
-            f"{entity.ref}: another session holds a lock on {entity.target_schema}.{entity.target_table}"
-            " (waited lock_timeout_seconds); the run stopped and changed nothing more"
-        )
-        details["sqlstate"] = exc.sqlstate
-    elif isinstance(exc, psycopg.Error):
-        message = f"{entity.ref}: database error: {str(exc).strip().splitlines()[0]}"
-        if exc.sqlstate:
-            details["sqlstate"] = exc.sqlstate
-    else:
-        # A bug, not a condition SyncFlow knows: keep where it happened, in the log (debug) and the run record.
-        message = f"{entity.ref}: unexpected error: {type(exc).__name__}: {exc}"
-        trace = "".join(traceback.format_exception(exc))
-        details["traceback"] = trace[-MAX_TRACEBACK:]
-        log.debug("%s", message, exc_info=exc, extra={"event": "run_bug", "entity": entity.ref})
-    if isinstance(exc, SourceError) and not message.startswith(entity.ref):
-        message = f"{entity.ref}: {message}"
+    message, details = _failure(entity, exc, cancelled=cancelled)
     result.error_message = message
     result.error_details = {**result.error_details, **details}
     with contextlib.suppress(psycopg.Error):

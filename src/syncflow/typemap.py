@@ -90,6 +90,20 @@ def _number(args: list[int | None]) -> str:
     return "numeric"
 
 
+# Source type names that map to one PostgreSQL type: (names, only without arguments, PostgreSQL type).
+_PLAIN: tuple[tuple[frozenset[str], bool, str], ...] = (
+    (_TEXT, True, "text"),
+    (_BIGINT, True, "bigint"),
+    (_DOUBLE, False, "double precision"),
+    (_REAL, True, "real"),
+    (_TIMESTAMP, False, "timestamp"),
+    (_TIMESTAMPTZ, False, "timestamptz"),
+    (_BOOL, True, "boolean"),
+    (_BYTEA, False, "bytea"),
+    (_JSON, True, "jsonb"),
+)
+
+
 def map_type(data_type: str | None) -> MappedType:
     """Map a source type to PostgreSQL; unknown spellings fall back to ``text``."""
     if data_type is None or not str(data_type).strip():
@@ -114,26 +128,11 @@ def map_type(data_type: str | None) -> MappedType:
     if name in _VARCHAR_N and len(args) == 1 and args[0] is not None:
         n = args[0]
         return MappedType(f"varchar({n})" if 1 <= n <= MAX_VARCHAR else "text")
-    if name in _TEXT and not args:
-        return MappedType("text")
     if name in _NUMERIC:
         return MappedType(_number(args))
-    if name in _BIGINT and not args:
-        return MappedType("bigint")
-    if name in _DOUBLE:
-        return MappedType("double precision")
-    if name in _REAL and not args:
-        return MappedType("real")
-    if name in _TIMESTAMP:
-        return MappedType("timestamp")
-    if name in _TIMESTAMPTZ:
-        return MappedType("timestamptz")
-    if name in _BOOL and not args:
-        return MappedType("boolean")
-    if name in _BYTEA:
-        return MappedType("bytea")
-    if name in _JSON and not args:
-        return MappedType("jsonb")
+    for names, bare_only, pg_type in _PLAIN:
+        if name in names and not (bare_only and args):
+            return MappedType(pg_type)
     return MappedType("text", known=False)
 
 

@@ -156,7 +156,9 @@ def server() -> Iterator[DemoServer]:
         yield s
 
 
-def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, db_url: str) -> None:
+def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state machine closes over the fixtures
+    cli: Cli, server: DemoServer, db_url: str
+) -> None:
     class SyncModel(RuleBasedStateMachine):
         """The source as a dict of key → record; the engine must keep the table equal to it."""
 
@@ -360,7 +362,8 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
             with psycopg.connect(db_url) as conn, conn.cursor(row_factory=dict_row) as cur:
                 cur.execute("SELECT history_table FROM bridge.entities WHERE slug = 'things'")
                 found = cur.fetchone()
-                assert found is not None and found["history_table"]
+                assert found is not None
+                assert found["history_table"]
                 cur.execute(
                     psycopg.sql.SQL("SELECT * FROM {} ORDER BY _bridge_history_id").format(
                         psycopg.sql.Identifier("erp", found["history_table"])
@@ -417,7 +420,11 @@ def test_sync_keeps_the_table_equal_to_the_model(cli: Cli, server: DemoServer, d
                     ent = self.state.entities["things"]
                     for key, version in ent.versions.items():
                         if version <= int(checkpoint):
-                            assert key in live and int(live[key]["_bridge_rowversion"]) >= version, (
+                            assert key in live, (
+                                "the checkpoint passed a row the table lacks",
+                                key,
+                            )
+                            assert int(live[key]["_bridge_rowversion"]) >= version, (
                                 "the checkpoint passed a row the table lacks",
                                 key,
                             )

@@ -301,7 +301,8 @@ def test_no_configuration_file_is_an_error_and_changes_nothing(
     )
     assert result.exit_code == 2, result.stderr
     assert str(empty / "syncflow.toml") in result.stderr
-    assert "SYNCFLOW_CONFIG" in result.stderr and "--config" in result.stderr
+    assert "SYNCFLOW_CONFIG" in result.stderr
+    assert "--config" in result.stderr
     assert snapshot(db_url) == before
     assert query(db_url, "SELECT bool_and(is_active) FROM bridge.connectors") == [(True,)]
 
@@ -386,7 +387,8 @@ def test_a_held_delete_guard_shows_in_status_metrics_and_runs(synced: Cli, demo:
     assert any(p.startswith("attention: delete guard held back 25 deletes (") for p in items["problems"])
     assert items["healthy"] is False
     text = synced("status")
-    assert text.exit_code == 1 and "attention: delete guard held back 25 deletes" in text.stdout
+    assert text.exit_code == 1
+    assert "attention: delete guard held back 25 deletes" in text.stdout
     run = json.loads(synced("runs", "erp.orders", "--json").stdout)[0]
     assert run["error_details"]["delete_guard"]["would_delete"] == 25
     assert any("25 of 40" in reason for reason in run["error_details"]["delete_guard"]["reasons"])
@@ -401,12 +403,14 @@ def test_a_held_delete_guard_shows_in_status_metrics_and_runs(synced: Cli, demo:
 def test_metrics_failures_are_warnings(synced: Cli, tmp_path: Path) -> None:
     r = synced("sync", "erp.items", "--metrics-file", str(tmp_path / "missing-dir" / "m.prom"))
     assert r.exit_code == 0, r.stderr
-    assert "warning: --metrics-file" in r.stderr and "missing-dir" in r.stderr
+    assert "warning: --metrics-file" in r.stderr
+    assert "missing-dir" in r.stderr
     r = synced("--log-format", "json", "sync", "erp.orders", "--pushgateway", "http://127.0.0.1:9")
     assert r.exit_code == 0, r.stderr
     records = [json.loads(line) for line in r.stderr.splitlines()]
     warned = [x for x in records if x["level"] == "warning" and "--pushgateway" in x["message"]]
-    assert len(warned) == 1 and warned[0]["event"] == "metrics_failed"
+    assert len(warned) == 1
+    assert warned[0]["event"] == "metrics_failed"
 
 
 def test_metrics_file_carries_every_family_when_nothing_is_due(synced: Cli, tmp_path: Path) -> None:
@@ -485,7 +489,8 @@ def test_one_bad_api_is_skipped_by_name_and_the_rest_discovered(demo_cli: Cli, d
     demo.state.set_api("nulcol", {**base, "slug": "nulcol", "description": "a\x00b"})
     r = demo_cli("discover")
     assert r.exit_code == 1, r.stderr
-    assert "inv\\x00oice" in r.stderr and "NUL" in r.stderr
+    assert "inv\\x00oice" in r.stderr
+    assert "NUL" in r.stderr
     slugs = {x[0] for x in query(db_url, "SELECT slug FROM bridge.entities")}
     assert slugs == {"items", "customers", "orders", "long", "nulcol"}
     assert query(db_url, "SELECT length(api_name) FROM bridge.entities WHERE slug = 'long'") == [(200,)]
@@ -502,7 +507,8 @@ def test_garbage_metadata_fails_that_entity_only(synced: Cli, db_url: str, garba
     runs = {x["entity"]: x for x in json.loads(r.stdout)}
     assert runs["erp.orders"]["status"] == runs["erp.customers"]["status"] == "success"
     assert runs["erp.items"]["status"] == "failed"
-    assert "metadata" in runs["erp.items"]["error_message"] and "discover" in runs["erp.items"]["error_message"]
+    assert "metadata" in runs["erp.items"]["error_message"]
+    assert "discover" in runs["erp.items"]["error_message"]
     for args in (("status",), ("entities",), ("entity", "show", "erp.items")):
         r = synced(*args)
         assert r.exit_code in (0, 1), (args, r.stderr)

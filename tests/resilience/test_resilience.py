@@ -153,9 +153,11 @@ def test_duplicate_keys_within_and_across_pages(synced: Cli, demo: Any, db_url: 
         demo.state.fail_next(200, body=json.dumps(dup2).encode())
     code, run, stderr = sync(synced, "erp.customers")
     assert (code, run["status"], run["records_deleted"]) == (0, "success", 0)
-    assert "deleted nothing" in stderr and "fewer distinct keys arrived (2)" in stderr  # the delete guard held
+    assert "deleted nothing" in stderr
+    assert "fewer distinct keys arrived (2)" in stderr
     names = {r["customer_id"]: r["name"] for r in rows(db_url, "erp.customers", "customer_id, name")}
-    assert names[1] == "second" and names[2] == "again"  # the last occurrence wins
+    assert names[1] == "second"
+    assert names[2] == "again"
     converged(synced, demo, db_url, "customers")
 
 
@@ -172,7 +174,8 @@ def test_null_keys_and_missing_or_unknown_columns(synced: Cli, demo: Any, db_url
     assert (code, run["status"], run["records_rejected"]) == (1, "partial", 1)
     code, run, stderr = sync(synced, "erp.orders")
     assert code == 0
-    assert "columns not in the metadata" in stderr and "surprise" in stderr
+    assert "columns not in the metadata" in stderr
+    assert "surprise" in stderr
     assert rows(db_url, "erp.orders", "quantity", "order_no = 'SOX'") == [{"quantity": None}]
     converged(synced, demo, db_url, "orders")
 
@@ -199,7 +202,8 @@ def test_server_caps_the_page_size(cli: Cli, db_url: str) -> None:
         assert cli("discover").exit_code == 0
         for slug in ("items", "orders"):
             code, run, _ = sync(cli, f"erp.{slug}")
-            assert code == 0 and run["records_inserted"] == len(state.entities[slug].rows)
+            assert code == 0
+            assert run["records_inserted"] == len(state.entities[slug].rows)
             converged(cli, server, db_url, slug)
 
 
@@ -302,7 +306,8 @@ def test_token_never_leaks(synced: Cli, demo: Any, db_url: str, tmp_path: Path) 
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     proc.communicate(timeout=60)
     demo.state.before_page = None
-    assert "syncflow" in ps and DEMO_TOKEN not in ps
+    assert "syncflow" in ps
+    assert DEMO_TOKEN not in ps
 
 
 @pytest.fixture
@@ -346,7 +351,8 @@ def test_tls_verified_by_default_and_trusted_with_its_ca(
     cli.config.write_text(f'[connectors.erp]\nbase_url = "{tls_demo.url}"\ntoken_env = "{TOKEN_ENV}"\n')
     r = cli("discover")
     assert r.exit_code == 1
-    assert "TLS error" in r.stderr and "CERTIFICATE_VERIFY_FAILED" in r.stderr
+    assert "TLS error" in r.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in r.stderr
     cli.config.write_text(cli.config.read_text() + f'verify_tls = "{self_signed[0]}"\n')
     assert cli("discover").exit_code == 0
     code, run, _ = sync(cli, "erp.customers")
@@ -375,5 +381,6 @@ def test_hostile_metadata_does_not_hurt_other_entities(synced: Cli, demo: Any, d
     )
     r = synced("discover")
     assert r.exit_code == 1  # the 1700-column API failed, by name
-    assert "erp.wide" in r.stdout and "at most 1600 columns" in r.stdout
+    assert "erp.wide" in r.stdout
+    assert "at most 1600 columns" in r.stdout
     converged(synced, demo, db_url, "items")

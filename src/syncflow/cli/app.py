@@ -67,13 +67,13 @@ def _tidy(cmd: Any) -> Any:
     def help_option(ctx: Any) -> Any:
         option = make_help(ctx)
         if option is not None:
-            option.display_type_rich = lambda ctx: None
+            option.display_type_rich = lambda ctx: None  # noqa: ARG005 - click's signature
         return option
 
     cmd.get_help_option = help_option
     for param in getattr(cmd, "params", []):
         if isinstance(param, TyperArgument) or (isinstance(param, TyperOption) and param.is_flag):
-            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]  # noqa: ARG005
         elif isinstance(param, TyperOption) and param.metavar is None:
             shown = param.display_type_rich
 
@@ -278,7 +278,7 @@ def main_callback(
     no_color: Annotated[
         bool, typer.Option("--no-color", help="No colours or styles (also when $NO_COLOR is set).")
     ] = False,
-    version: Annotated[
+    version: Annotated[  # noqa: ARG001 - --version is eager: its callback acts, the value is unused
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,

@@ -20,7 +20,33 @@ from syncflow.cli.render import (
     note,
     out,
 )
-from syncflow.discovery import DiscoveryReport
+from syncflow.discovery import DiscoveryReport, EntityOutcome
+
+
+def _changes(o: EntityOutcome) -> list[str]:
+    """What discovery did (or would do) to one entity, one line per change, as rich markup."""
+    p = o.plan
+    changes: list[str] = []
+    if p.action == "create":
+        changes.append(f"create with {len(p.columns)} columns")
+    changes += [escape(f"add {c.pg_name} {c.pg_type}") for c in p.add_columns]
+    changes += [escape(f"widen {n}: {a} → {b}") for n, a, b in p.widen]
+    changes += [escape(f"retire {n}") for n in p.retire]
+    changes += [escape(f"restore {n}") for n in p.restore]
+    if p.strategy_change:
+        changes.append(escape(f"strategy {p.strategy_change[0]} → {p.strategy_change[1]}; checkpoint reset"))
+    changes += [f"[red]breaking:[/] {escape(b)}" for b in p.breaking]
+    if p.unsyncable_reason:
+        changes.append(f"[yellow]not syncable:[/] {escape(p.unsyncable_reason)}")
+    if o.backup_table:
+        changes.append(f"rebuilt; old rows kept in {escape(o.backup_table)}")
+    if o.error:
+        changes.append(f"[red]failed:[/] {escape(o.error)}")
+    if p.checkpoint_reset and not o.refused:
+        changes.append(f"checkpoint reset, the next sync reads every row: {escape('; '.join(p.checkpoint_reset))}")
+    if o.refused:
+        changes.append("[yellow]refused: a sync is running; nothing changed[/]")
+    return changes
 
 
 def _render_report(report: DiscoveryReport) -> None:
@@ -36,26 +62,7 @@ def _render_report(report: DiscoveryReport) -> None:
     cells: list[list[str]] = []
     for o in report.outcomes:
         p = o.plan
-        changes: list[str] = []
-        if p.action == "create":
-            changes.append(f"create with {len(p.columns)} columns")
-        changes += [escape(f"add {c.pg_name} {c.pg_type}") for c in p.add_columns]
-        changes += [escape(f"widen {n}: {a} → {b}") for n, a, b in p.widen]
-        changes += [escape(f"retire {n}") for n in p.retire]
-        changes += [escape(f"restore {n}") for n in p.restore]
-        if p.strategy_change:
-            changes.append(escape(f"strategy {p.strategy_change[0]} → {p.strategy_change[1]}; checkpoint reset"))
-        changes += [f"[red]breaking:[/] {escape(b)}" for b in p.breaking]
-        if p.unsyncable_reason:
-            changes.append(f"[yellow]not syncable:[/] {escape(p.unsyncable_reason)}")
-        if o.backup_table:
-            changes.append(f"rebuilt; old rows kept in {escape(o.backup_table)}")
-        if o.error:
-            changes.append(f"[red]failed:[/] {escape(o.error)}")
-        if p.checkpoint_reset and not o.refused:
-            changes.append(f"checkpoint reset, the next sync reads every row: {escape('; '.join(p.checkpoint_reset))}")
-        if o.refused:
-            changes.append("[yellow]refused: a sync is running; nothing changed[/]")
+        changes = _changes(o)
         action = {"breaking": "[red]attention[/]", "unsyncable": "[yellow]skipped[/]"}.get(p.action, p.action)
         cells.append(
             [
