@@ -58,9 +58,10 @@ from syncflow.results import (
     SyncReport,
     Version,
 )
-from syncflow.runner import Outcome, due_entities, effective_settings, run_entities
+from syncflow.runner import Outcome, run_entities
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
+from syncflow.schedule import due_entities, effective_settings
 from syncflow.store import Conn
 from syncflow.sync import Progress, ProgressFn, check_backfill
 
@@ -558,7 +559,7 @@ class SyncFlow:
                 )
                 entity = store.get_entity(conn, runtime.schema, ref)
                 eff = effective_settings(runtime, entity)
-                if eff["history"] and entity.syncable:
+                if eff.history and entity.syncable:
                     history.ensure(conn, entity)  # created and seeded now, in this transaction
         requested = {
             "interval_seconds": interval_seconds,
@@ -567,17 +568,17 @@ class SyncFlow:
             "history": history_on,
         }
         ignored = tuple(
-            (key, eff[key])
+            (key, eff.get(key))
             for key, value in requested.items()
-            if value is not None and key in eff["overridden_by_file"] and eff[key] != value
+            if value is not None and key in eff.overridden_by_file and eff.get(key) != value
         )
         return EntitySettings(
             entity=entity.ref,
-            interval_seconds=eff["interval_seconds"],
-            enabled=eff["enabled"],
-            page_size=eff["page_size"],
-            history=eff["history"],
-            overridden_by_file=tuple(eff["overridden_by_file"]),
+            interval_seconds=eff.interval_seconds,
+            enabled=eff.enabled,
+            page_size=eff.page_size,
+            history=eff.history,
+            overridden_by_file=eff.overridden_by_file,
             ignored=ignored,
             config_path=str(runtime.config.path),
         )
@@ -663,11 +664,11 @@ class SyncFlow:
             table=f"{e.target_schema}.{e.target_table}",
             delta_strategy=e.delta_strategy,
             business_keys=tuple(e.business_keys),
-            interval_seconds=eff["interval_seconds"],
-            enabled=eff["enabled"],
-            page_size=eff["page_size"],
-            history=eff["history"],
-            overridden_by_file=tuple(eff["overridden_by_file"]),
+            interval_seconds=eff.interval_seconds,
+            enabled=eff.enabled,
+            page_size=eff.page_size,
+            history=eff.history,
+            overridden_by_file=eff.overridden_by_file,
             syncable=e.syncable,
             unsyncable_reason=e.unsyncable_reason,
             needs_attention=e.needs_attention,
@@ -721,7 +722,7 @@ class SyncFlow:
             entity=entity.ref,
             key=dict(key),
             versions=tuple(Version.from_row(v) for v in found),
-            history_on=bool(effective_settings(runtime, entity)["history"]),
+            history_on=effective_settings(runtime, entity).history,
             as_of=as_of,
         )
 

@@ -20,8 +20,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from syncflow import aftersync, claims, store
-from syncflow.runner import effective_settings
 from syncflow.runtime import Runtime
+from syncflow.schedule import effective_settings
 from syncflow.store import Conn
 
 EXACT_BELOW = 1_000_000  # tables estimated smaller than this are counted exactly by status
@@ -77,17 +77,17 @@ def entity_health(
     out = []
     for e in store.list_entities(conn, schema, connector=connector):
         eff = effective_settings(runtime, e)
-        interval = timedelta(seconds=eff["interval_seconds"])
+        interval = timedelta(seconds=eff.interval_seconds)
         run = last_runs.get(e.uid)
         reference = e.last_success_at or extra.get(e.uid, {}).get("discovered_at")
-        active = eff["enabled"] and e.syncable and e.connector in runtime.config.settings.connectors
+        active = eff.enabled and e.syncable and e.connector in runtime.config.settings.connectors
         stale = bool(active and reference is not None and now - reference > interval * stale_factor)
         failing = e.consecutive_failures >= FAILURE_THRESHOLD
         problems = []
         if failing:
             problems.append(f"{e.consecutive_failures} failures in a row")
         if stale:
-            problems.append(f"no success for more than {stale_factor:g} × {eff['interval_seconds']}s")
+            problems.append(f"no success for more than {stale_factor:g} × {eff.interval_seconds}s")
         if e.needs_attention:
             problems.append(f"needs attention: {e.needs_attention}")
         guard = guards.get(e.uid)
@@ -104,7 +104,7 @@ def entity_health(
             {
                 "entity": e.ref,
                 "strategy": e.delta_strategy,
-                "enabled": eff["enabled"],
+                "enabled": eff.enabled,
                 "last_run_status": ("abandoned" if run["dead"] else run["status"]) if run else None,
                 "last_run_started_at": run["started_at"].isoformat() if run else None,
                 "last_run_fetched": run["records_fetched"] if run else None,

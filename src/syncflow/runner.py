@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -26,6 +26,7 @@ from syncflow.errors import SyncFlowError
 from syncflow.models import Entity
 from syncflow.runs import RunResult
 from syncflow.runtime import Runtime
+from syncflow.schedule import after_sync_settings, effective_settings
 from syncflow.store import Conn
 from syncflow.sync import ProgressFn, SyncOptions, sync_entity
 
@@ -51,42 +52,6 @@ class Outcome:
         if self.error is not None:
             return {"entity": self.entity, "status": "error", "error": self.error}
         return {"entity": self.entity, "status": "skipped", "reason": self.skipped}
-
-
-def effective_settings(runtime: Runtime, e: Entity) -> dict[str, Any]:
-    """The entity's settings after file overrides, and which ones the file set."""
-    sync = runtime.config.settings.sync
-    conn_cfg = runtime.config.settings.connectors.get(e.connector)
-    override = conn_cfg.entities.get(e.slug) if conn_cfg is not None else None
-    values = {
-        "interval_seconds": e.sync_interval_seconds or sync.interval_seconds,
-        "enabled": e.sync_enabled,
-        "page_size": e.page_size or sync.page_size,
-        "history": e.history_enabled,
-    }
-    from_file: list[str] = []
-    if override is not None:
-        for key in ("interval_seconds", "enabled", "page_size", "history"):
-            value = getattr(override, key)
-            if value is not None:
-                values[key] = value
-                from_file.append(key)
-    return {**values, "overridden_by_file": from_file}
-
-
-def due_entities(runtime: Runtime, conn: Conn, *, force: bool = False, connector: str | None = None) -> list[Entity]:
-    """Enabled, syncable entities whose interval has passed; never-synced first."""
-    now = datetime.now(UTC)
-    due: list[tuple[bool, datetime, str, Entity]] = []
-    for e in store.list_entities(conn, runtime.schema, connector=connector):
-        eff = effective_settings(runtime, e)
-        if not eff["enabled"] or not e.syncable or e.connector not in runtime.config.settings.connectors:
-            continue
-        last = e.last_sync_at
-        if force or last is None or last + timedelta(seconds=eff["interval_seconds"]) <= now:
-            due.append((last is not None, last or now, e.ref, e))
-    due.sort(key=lambda d: (d[0], d[1], d[2]))
-    return [d[3] for d in due]
 
 
 def run_entities(  # noqa: PLR0913 - keyword-only options of one call, passed on as one _Job
@@ -280,8 +245,8 @@ def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
     eff = effective_settings(runtime, fresh)
     sync = runtime.config.settings.sync
     options = SyncOptions(
-        page_size=eff["page_size"],
-        history=eff["history"],
+        page_size=eff.page_size,
+        history=eff.history,
         full_refresh=job.full_refresh,
         max_delete_fraction=sync.max_delete_fraction if job.max_delete_fraction is None else job.max_delete_fraction,
         backfill_from=job.backfill_from,
@@ -314,17 +279,6 @@ def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
         # Not watched: a signal must not cancel the record of what the statement did (like a run's own record).
         aftersync.record(conn, schema, [result.uid], hook)
     return Outcome(entity.ref, result=result)
-
-
-def after_sync_settings(runtime: Runtime, e: Entity) -> tuple[str | None, str]:
-    """The entity's after_sync_sql and when to run it (the entity's setting, else its connector's)."""
-    conn_cfg = runtime.config.settings.connectors.get(e.connector)
-    if conn_cfg is None:
-        return None, "changed"
-    override = conn_cfg.entities.get(e.slug)
-    if override is None:
-        return None, conn_cfg.after_sync_when
-    return override.after_sync_sql, override.after_sync_when or conn_cfg.after_sync_when
 
 
 def _after_sync_connectors(

@@ -180,6 +180,9 @@ app.add_typer(entity_app, name="entity")
 app.add_typer(runs_app, name="runs")
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
 class LogFormat(enum.StrEnum):
     text = "text"
     json = "json"

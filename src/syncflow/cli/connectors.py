@@ -14,6 +14,7 @@ from syncflow.api import (
     remove_connector,
 )
 from syncflow.cli.app import (
+    JsonOpt,
     connector_app,
     current_state,
 )
@@ -84,7 +85,7 @@ def connector_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(hel
 @connector_app.command("list", epilog="Example: syncflow connector list --json")
 def connector_list(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the connectors in the configuration file."""
     sf = current_state(ctx).open()
@@ -113,7 +114,7 @@ def connector_list(
 def connector_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connector name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show one connector's settings and per-entity overrides."""
     data = current_state(ctx).open().connector(name).to_json()
@@ -132,7 +133,7 @@ def connector_show(
 def connector_test(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Connector name.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check reachability, TLS, the token and the API count. Exit 1 when it fails."""
     result = current_state(ctx).open().test_connector(name).to_json()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from syncflow.cli.app import (
+    JsonOpt,
     current_state,
     db_app,
 )
@@ -32,7 +33,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 
 @db_app.command("status", epilog="Example: syncflow db status --json")
-def db_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def db_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show which metadata migrations are applied (read-only)."""
     state = current_state(ctx)
     status = state.open(require_file=False).migrations()

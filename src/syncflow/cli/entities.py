@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncflow.cli.app import (
+    JsonOpt,
     app,
     current_state,
     entity_app,
@@ -35,7 +36,7 @@ from syncflow.errors import (
 def entities(
     ctx: typer.Context,
     connector: Annotated[str | None, typer.Option("--connector", help="Only this connector.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List discovered entities with strategy, keys, interval and last sync."""
     state = current_state(ctx)
@@ -83,7 +84,7 @@ def entities(
 def entity_show(
     ctx: typer.Context,
     ref: Annotated[str, typer.Argument(help="CONNECTOR.SLUG")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show an entity's columns: source type, PostgreSQL type and name mapping."""
     state = current_state(ctx)

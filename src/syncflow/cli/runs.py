@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from syncflow.cli.app import (
+    JsonOpt,
     app,
     current_state,
     runs_app,
@@ -41,7 +42,7 @@ def status(
         float | None,
         typer.Option("--stale-factor", min=0.01, help="Stale after this many intervals (default: from the config)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Health of every entity (read-only; a health check).
 
