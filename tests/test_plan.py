@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from syncflow.metadata import ApiSpec, parse_api
+from syncflow.apis import ApiSpec, parse_api
 from syncflow.models import Entity, LiveColumn, LiveTable, StoredColumn
 from syncflow.plan import (
     EntityPlan,

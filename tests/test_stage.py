@@ -22,7 +22,7 @@ from psycopg import sql
 from syncflow import ddl, merge, stage
 from syncflow.models import StoredColumn
 from syncflow.pages import RawRow
-from syncflow.runs import Reject
+from syncflow.records import Reject
 from syncflow.stage import SchemaChanged, Stage
 
 Conn = psycopg.Connection[Any]

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         SyncFlowError,
         UsageError,
     )
+    from syncflow.records import RunResult
     from syncflow.results import (
         ConnectorCheck,
         ConnectorInfo,
@@ -46,8 +47,7 @@ if TYPE_CHECKING:
         SyncReport,
         Version,
     )
-    from syncflow.runner import Outcome
-    from syncflow.runs import RunResult
+    from syncflow.workers import Outcome
 
 _HOMES = {
     "api": ("SyncFlow", "SyncObserver", "SyncRequest", "add_connector", "open", "remove_connector"),
@@ -65,8 +65,8 @@ _HOMES = {
         "SyncReport",
         "Version",
     ),
-    "runner": ("Outcome",),
-    "runs": ("RunResult",),
+    "workers": ("Outcome",),
+    "records": ("RunResult",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from syncflow.runs import RunResult
+from syncflow.records import RunResult
 from syncflow.store import Conn
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"

@@ -35,14 +35,14 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import psycopg
 from pydantic import ValidationError
 
-from syncflow import claims, db, history, inflight, metrics, ping, store, tomledit
-from syncflow import runs as runs_mod
+from syncflow import claims, db, history, inflight, metrics, ping, records, store, tomledit
 from syncflow.aftersync import HookOutcome
 from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
 from syncflow.health import entity_health
 from syncflow.models import Entity
+from syncflow.records import RunResult
 from syncflow.results import (
     ConnectorCheck,
     ConnectorFailure,
@@ -58,12 +58,11 @@ from syncflow.results import (
     SyncReport,
     Version,
 )
-from syncflow.runner import Outcome, run_entities
-from syncflow.runs import RunResult
 from syncflow.runtime import Runtime, check_connector
 from syncflow.schedule import due_entities, effective_settings
 from syncflow.store import Conn
 from syncflow.sync import Progress, ProgressFn, check_backfill
+from syncflow.workers import Outcome, run_entities
 
 log = logging.getLogger("syncflow")
 
@@ -462,7 +461,7 @@ class SyncFlow:
         runtime = self.runtime
         with runtime.metadata() as meta, inflight.watching(meta, stop.event):
             entities = self._select(meta, request)
-        # A connector's token or CA bundle is checked per entity by the runner: one broken connector
+        # A connector's token or CA bundle is checked per entity by the worker pool: one broken connector
         # fails its own entities (recorded as failed runs), the others still sync.
         if stop.event.is_set():
             return None
@@ -697,14 +696,14 @@ class SyncFlow:
         with runtime.metadata(read_only=True) as conn:
             if entity:
                 store.get_entity(conn, runtime.schema, entity)
-            rows = runs_mod.list_runs(conn, runtime.schema, ref=entity, status=status, limit=limit)
+            rows = records.list_runs(conn, runtime.schema, ref=entity, status=status, limit=limit)
         return [RunRecord.from_row(r) for r in rows]
 
     @_translated
     def run_record(self, run_id: str) -> RunRecord:
         """One run with its rejected rows; a prefix of its id will do."""
         with self.runtime.metadata(read_only=True) as conn:
-            run = runs_mod.get_run(conn, self.runtime.schema, run_id)
+            run = records.get_run(conn, self.runtime.schema, run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}")
         return RunRecord.from_row(run)

@@ -25,10 +25,10 @@ import psycopg
 from psycopg import sql
 
 from syncflow import catalog, claims, ddl, history, store
+from syncflow.apis import ApiSpec, parse_apis
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
 from syncflow.errors import UsageError
-from syncflow.metadata import ApiSpec, parse_apis
 from syncflow.models import Entity, LiveTable
 from syncflow.plan import EntityPlan, choose_history_table, choose_table, plan_entity
 from syncflow.store import Conn

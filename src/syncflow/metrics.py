@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from syncflow.models import Entity
-from syncflow.runs import RunResult
+from syncflow.records import RunResult
 
 JOB = "syncflow"
 PUSH_TIMEOUT = 10.0  # seconds; a cron job must not hang on an unreachable Pushgateway

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncflow.metadata import ApiSpec
+from syncflow.apis import ApiSpec
 from syncflow.models import Entity, LiveTable, StoredColumn
 from syncflow.naming import assign_names, history_table_name, is_reserved_table_name
 from syncflow.typemap import is_widening, normalize

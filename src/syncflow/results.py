@@ -15,8 +15,8 @@ from typing import Any
 from syncflow.aftersync import HookOutcome
 from syncflow.discovery import DiscoveryReport
 from syncflow.errors import EXIT_CLAIMED, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
-from syncflow.runner import Outcome
-from syncflow.runs import RunResult
+from syncflow.records import RunResult
+from syncflow.workers import Outcome
 
 
 def _iso(value: datetime | None) -> str | None:

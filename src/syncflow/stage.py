@@ -25,7 +25,7 @@ from syncflow import merge
 from syncflow.errors import SourceProtocolError
 from syncflow.models import StoredColumn
 from syncflow.pages import RawRow
-from syncflow.runs import Reject
+from syncflow.records import Reject
 from syncflow.store import Conn, one
 
 

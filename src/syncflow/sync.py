@@ -22,12 +22,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from syncflow import guard, history, merge, runs
+from syncflow import guard, history, merge, records
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
 from syncflow.models import Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
-from syncflow.runs import Reject, RunResult
+from syncflow.records import Reject, RunResult
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, one
 
@@ -96,7 +96,7 @@ def sync_entity(
     start_rv = None if options.full_refresh else entity.last_rowversion
     if options.backfill_from is not None:
         start_rv = options.backfill_from
-    run_uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
+    run_uid = records.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     result = RunResult(
         uid=run_uid, entity=entity.ref, kind=kind, status="running", rowversion_start=entity.last_rowversion
     )
@@ -135,7 +135,7 @@ def check_backfill(entity: Entity) -> None:
 
 
 def note_http(result: RunResult, client: APISmithClient) -> None:
-    """What the run asked of the source, into its record (written by ``runs.finish``)."""
+    """What the run asked of the source, into its record (written by ``records.finish``)."""
     result.http_requests = client.stats.requests
     result.http_retries = client.stats.retries
     result.http_seconds = round(client.stats.seconds, 3)
@@ -230,7 +230,7 @@ class _Loader:
             counts.deleted += tomb_deleted  # a tombstone for a row already soft-deleted deletes nothing
             stage.truncate()
         if self.rejects:
-            runs.add_rejects(self.conn, self.schema, self.result.uid, self.rejects)
+            records.add_rejects(self.conn, self.schema, self.result.uid, self.rejects)
             counts.rejected += len(self.rejects)
             counts.fetched += len(self.rejects)
             self.rejects = []
@@ -254,7 +254,7 @@ class _Loader:
             counts.pages, counts.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
             if stage.queued >= self.options.batch_rows:
                 self.flush()
-                runs.progress(self.conn, self.schema, self.result.uid, counts)
+                records.progress(self.conn, self.schema, self.result.uid, counts)
                 self.conn.commit()
             if on_progress is not None:
                 total = stream.state.first_total
@@ -424,7 +424,7 @@ class _Run:
         if result.warnings:
             result.error_details["warnings"] = result.warnings
         note_http(result, self.client)
-        runs.finish(
+        records.finish(
             self.conn,
             self.schema,
             entity,
@@ -534,7 +534,7 @@ def _record_failure(
     A signal cancels the statement a worker is blocked in; the resulting
     QueryCanceled is the signal's doing, so the run is ``cancelled``.
     """
-    from syncflow import inflight  # the runner watches this connection; recording must not be interrupted
+    from syncflow import inflight  # the worker pool watches this connection; recording must not be interrupted
 
     signalled = inflight.stand_down()
     cancelled = isinstance(exc, Cancelled) or (signalled and isinstance(exc, psycopg.errors.QueryCanceled))
@@ -555,7 +555,7 @@ def _record_failure(
             except SyncFlowError:
                 return
         try:
-            runs.finish(target, schema, entity, result, checkpoint=None, set_checkpoint=False)
+            records.finish(target, schema, entity, result, checkpoint=None, set_checkpoint=False)
             target.commit()
             return
         except psycopg.Error:

@@ -32,8 +32,8 @@ from syncflow.cli.render import (
 from syncflow.errors import (
     UsageError,
 )
-from syncflow.runner import Outcome
 from syncflow.sync import Progress as SyncProgress
+from syncflow.workers import Outcome
 
 
 def _clock(seconds: float) -> str:

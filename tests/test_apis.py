@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncflow.metadata import parse_apis
+from syncflow.apis import parse_apis
 
 
 def test_defaults_and_unknown_fields() -> None:

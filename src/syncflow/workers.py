@@ -20,17 +20,17 @@ from typing import Any
 
 import psycopg
 
-from syncflow import aftersync, claims, db, inflight, runs, store
+from syncflow import aftersync, claims, db, inflight, records, store
 from syncflow.aftersync import HookOutcome
 from syncflow.errors import SyncFlowError
 from syncflow.models import Entity
-from syncflow.runs import RunResult
+from syncflow.records import RunResult
 from syncflow.runtime import Runtime
 from syncflow.schedule import after_sync_settings, effective_settings
 from syncflow.store import Conn
 from syncflow.sync import ProgressFn, SyncOptions, sync_entity
 
-log = logging.getLogger("syncflow.runner")
+log = logging.getLogger("syncflow.workers")
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def _after_sync_connectors(
 
 def _failed_before_start(conn: Conn, schema: str, entity: Entity, kind: str, exc: SyncFlowError) -> RunResult:
     """A run recorded as failed without reaching the source, so ``status`` and ``runs`` show why."""
-    uid = runs.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
+    uid = records.start(conn, schema, entity, kind=kind, rowversion_start=entity.last_rowversion)
     message = exc.message if exc.message.startswith(entity.ref) else f"{entity.ref}: {exc.message}"
     result = RunResult(
         uid=uid,
@@ -336,6 +336,6 @@ def _failed_before_start(conn: Conn, schema: str, entity: Entity, kind: str, exc
         error_message=message,
         error_details={"error": type(exc).__name__, **exc.details},
     )
-    runs.finish(conn, schema, entity, result, checkpoint=None, set_checkpoint=False)
+    records.finish(conn, schema, entity, result, checkpoint=None, set_checkpoint=False)
     conn.commit()
     return result
