@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLAIMED = 75  # EX_TEMPFAIL: a named entity is being synced by another process

@@ -14,8 +14,6 @@ from syncflow.claims import LOCK_NAMESPACE
 from syncflow.errors import UsageError
 from syncflow.store import Conn, Entity, hostname
 
-STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
-
 
 @dataclass
 class Counts:
