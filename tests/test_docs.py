@@ -168,6 +168,8 @@ def _documented_invocations() -> Iterator[tuple[list[str], str]]:
 def test_the_readme_finds_command_lines_to_check() -> None:
     """The parsing below must see the README's commands, or the checks would pass on nothing."""
     found = [" ".join(words) for words, _ in _documented_invocations()]
+    table = [where for _, where in _documented_invocations() if where.startswith("commands table")]
+    assert len(table) >= len(_subcommands(_root())), table
     assert "sync --all" in found
     assert any(f.startswith("connector add NAME --url URL") for f in found)
     assert any("--env-file /etc/syncflow/env sync --all" in f for f in found)
