@@ -267,10 +267,6 @@ class Entity:
         self._valid = None
         self._live = None
 
-    def _current(self, entry: tuple[int, tuple[Any, ...]]) -> bool:
-        rv, k = entry
-        return self.versions.get(k) == rv or self.tombstones.get(k) == rv
-
     def ordered(self) -> tuple[list[tuple[int, tuple[Any, ...]]], list[int]]:
         """(row version, key) of live rows and tombstones in serving order, and their versions."""
         if self._valid is None:

@@ -28,7 +28,6 @@ class ColumnSpec:
     pg_type: str
     is_nullable: bool
     is_business_key: bool
-    known_type: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,6 @@ def _parse_columns(slug: str, raw_cols: list[Any], warnings: list[str]) -> list[
                 pg_type=mapped.pg_type,
                 is_nullable=_bool(col.get("is_nullable"), True) and not is_key,
                 is_business_key=is_key,
-                known_type=mapped.known,
             )
         )
     return columns
@@ -182,7 +180,6 @@ def parse_api(raw: Any, index: int) -> ApiSpec | str:
             pg_type=c.pg_type,
             is_nullable=c.is_nullable and c.api_name not in key_set,
             is_business_key=c.api_name in key_set,
-            known_type=c.known_type,
         )
         for c in columns
     ]

@@ -137,7 +137,6 @@ class ClientStats:
 
     requests: int = 0
     retries: int = 0
-    bytes: int = 0
     seconds: float = 0.0
 
 
@@ -573,7 +572,6 @@ class APISmithClient:
                     raise self._timed_out(shown, "deadline")
                 body += raw if inflater is None else inflater.feed(raw, limit - len(body) + 1)
                 if len(body) > limit:
-                    self.stats.bytes += limit
                     raise self._too_large(shown)
             if inflater is not None:
                 body += inflater.flush()
@@ -583,9 +581,7 @@ class APISmithClient:
                 details={"url": shown, "content_encoding": codings[0]},
             ) from None
         if len(body) > limit:
-            self.stats.bytes += limit
             raise self._too_large(shown)
-        self.stats.bytes += len(body)
         return bytes(body)
 
     def _check_status(self, resp: httpx.Response, body: bytes, shown: str) -> None:

@@ -373,20 +373,20 @@ def resolve(
     cli_path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    require_file: bool = False,
 ) -> LoadedConfig:
     """Merge defaults, file, environment and command line into one Settings.
 
     A missing file is fine unless it was named explicitly (``--config`` or
-    ``$SYNCFLOW_CONFIG``) or ``require_file`` is set: the database can come
-    from the environment alone.
+    ``$SYNCFLOW_CONFIG``): the database can come from the environment alone.
+    ``exists`` on the result says whether it was found (``Runtime.load`` refuses
+    to act on connectors without it).
     """
     env = os.environ if env is None else env
     path = config_path(cli_path, env)
     explicit = cli_path is not None or bool(env.get(CONFIG_ENV))
     exists = path.exists()
     data: dict[str, Any] = {}
-    if exists or explicit or require_file:
+    if exists or explicit:
         data = read_toml(path)
     problems = _secret_problems(path, data)
     for name in (data.get("connectors") or {}) if isinstance(data.get("connectors"), dict) else {}:

@@ -55,10 +55,6 @@ class DiscoveryReport:
     rejected: list[str] = field(default_factory=list)  # APIs that could not be stored at all
 
     @property
-    def failed(self) -> bool:
-        return bool(self.rejected) or any(o.error for o in self.outcomes)
-
-    @property
     def refused(self) -> list[str]:
         return [o.refused for o in self.outcomes if o.refused]
 

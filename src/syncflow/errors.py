@@ -11,8 +11,8 @@ one place and exits with ``exit_code``::
     │   ├── DatabaseUnreachable (2)     cannot connect at all
     │   └── MigrationError (2)          metadata schema cannot be upgraded
     ├── SourceError (1)                 an APISmith instance misbehaved
-    │   ├── SourceTransientError (1)    timeouts, resets, 5xx, 429: retried first
-    │   ├── SourceUnreachable (1)       DNS, refused, TLS: not worth retrying
+    │   ├── SourceTransientError (1)    timeouts, DNS, refused, resets, 5xx, 429: retried first
+    │   ├── SourceUnreachable (1)       TLS failure: not worth retrying
     │   ├── SourceAuthError (1)         401/403: wrong or expired token
     │   ├── SourceNotFound (1)          404: the API is gone
     │   └── SourceProtocolError (1)     200 with a body that is not the protocol
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CLAIMED = 75  # EX_TEMPFAIL: a named entity is being synced by another process
@@ -87,7 +86,7 @@ class SourceError(SyncFlowError):
 
 
 class SourceTransientError(SourceError):
-    """Worth retrying: timeouts, connection resets, 5xx, 429."""
+    """Worth retrying: timeouts, failed name lookups, refused or reset connections, 500/502/503/504, 429."""
 
     transient = True
 
@@ -103,7 +102,11 @@ class SourceTransientError(SourceError):
 
 
 class SourceUnreachable(SourceError):
-    """Name resolution, refused connection or TLS failure."""
+    """A TLS failure (untrusted certificate, plain HTTP on an https:// URL): retrying cannot help.
+
+    A failed name lookup or a refused connection may be a restart in progress, so the
+    client raises :class:`SourceTransientError` for those and retries them.
+    """
 
 
 class SourceAuthError(SourceError):

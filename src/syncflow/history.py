@@ -26,12 +26,9 @@ from psycopg.rows import dict_row
 from syncflow import catalog, ddl
 from syncflow.errors import SyncFlowError
 from syncflow.models import Entity, StoredColumn
-from syncflow.naming import HISTORY_SUFFIX, history_table_name
+from syncflow.naming import history_table_name
 from syncflow.store import Conn
 from syncflow.typemap import is_widening, normalize
-
-SUFFIX = HISTORY_SUFFIX
-OPERATIONS = ("insert", "update", "delete", "undelete")
 
 
 def table_name(entity: Entity) -> str:

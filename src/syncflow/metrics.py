@@ -82,9 +82,12 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
 
 
 def publish(reg: CollectorRegistry, *, textfile: Path | None, pushgateway: str | None) -> list[str]:
-    """Write and/or push; returns what failed, one line each, without changing the runs' outcome.
+    """Write and/or push; returns what failed, one line each, instead of raising.
 
-    Metrics describe a pass; they must never turn a good pass into a failed one.
+    Metrics describe a pass; they must never turn a good pass into a failed one:
+    a textfile that cannot be written (OSError) or a push that fails (any
+    exception) becomes a line here, which the CLI logs as a warning
+    (``metrics_failed``) without touching the runs or the exit code.
     """
     problems: list[str] = []
     if textfile is not None:

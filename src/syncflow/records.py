@@ -15,8 +15,6 @@ from syncflow.errors import UsageError
 from syncflow.models import Entity
 from syncflow.store import Conn, hostname, one
 
-STATUSES = ("running", "success", "partial", "failed", "abandoned", "cancelled")
-
 
 @dataclass
 class Counts:

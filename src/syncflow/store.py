@@ -128,21 +128,6 @@ def mirror_connectors(conn: Conn, schema: str, config: LoadedConfig) -> None:
             )
 
 
-def connector_rows(conn: Conn, schema: str) -> list[dict[str, Any]]:
-    """Every connector the database knows, active or not."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _q(
-                schema,
-                "SELECT c.uid::text AS uid, c.name, c.base_url, c.token_env, c.target_schema,"
-                " c.verify_tls, c.is_active, c.created_at, c.updated_at,"
-                " (SELECT count(*) FROM {entities} e WHERE e.connector_uid = c.uid) AS entities"
-                " FROM {connectors} c ORDER BY c.name",
-            )
-        )
-        return cur.fetchall()
-
-
 def connector_uid(conn: Conn, schema: str, name: str) -> str:
     row = conn.execute(_q(schema, "SELECT uid::text FROM {connectors} WHERE name = %s"), [name]).fetchone()
     if row is None:
@@ -158,12 +143,12 @@ def list_entities(conn: Conn, schema: str, *, connector: str | None = None) -> l
         return [_entity(r) for r in cur.fetchall()]
 
 
-def get_entity(conn: Conn, schema: str, ref: str, *, for_update: bool = False) -> Entity:
+def get_entity(conn: Conn, schema: str, ref: str) -> Entity:
     """The entity named ``connector.slug``, or a usage error saying what exists."""
     connector, dot, slug = ref.partition(".")
     if not dot or not connector or not slug:
         raise UsageError(f"{ref!r} is not an entity reference: use CONNECTOR.SLUG, e.g. erp.items")
-    query = _ENTITY_SELECT + " WHERE c.name = %s AND e.slug = %s" + (" FOR UPDATE OF e" if for_update else "")
+    query = _ENTITY_SELECT + " WHERE c.name = %s AND e.slug = %s"
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_q(schema, query), [connector, slug])
         row = cur.fetchone()
