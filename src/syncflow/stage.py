@@ -162,6 +162,12 @@ class Stage:
 
     # -- the keys seen in this run: for deletes and duplicate counts --------------------------
 
+    def start_seen(self) -> None:
+        """Track seen keys from now on (a first load that turns out to need a verification read)."""
+        if not self.track_seen:
+            self.conn.execute(merge.seen_ddl(self.schema, self.table, self.keys))
+            self.track_seen = True
+
     def record_seen(self) -> None:
         """Add the staged batch's keys to the run's seen keys."""
         if self.track_seen:

@@ -198,6 +198,12 @@ class _Loader:
         self.bytes = 0
         self.reads = 0
 
+    def start_tracking(self) -> None:
+        """Record seen keys from now on (see :meth:`Stage.start_seen`)."""
+        if not self.track_seen:
+            self.stage.start_seen()
+            self.track_seen = True
+
     def _merge(self) -> tuple[Any, ...] | None:
         conn, stage = self.conn, self.stage
         if self.fresh and not stage.has_dups:
@@ -324,12 +330,12 @@ class _Run:
             stable, hold, total = _confirm(
                 loader, stream, lambda: self._stream(loader), cancel=self.cancel, on_progress=self.on_progress
             )
-        if track_seen:
+        if loader.track_seen:
             staged, distinct = loader.stage.seen_counts(analyze=True)
             counts.duplicates += staged - distinct  # keys that came in more than one batch (or pass): once
             counts.fetched = distinct + counts.rejected
         self._note_warnings(st.warnings, loader.stage.drift)
-        if reconcile and track_seen:
+        if reconcile and loader.track_seen:
             if not stable:
                 hold.append(
                     "the source kept changing while it was read, so rows missing from the fetch may still exist"
@@ -471,6 +477,10 @@ def _confirm(
     digest = st.digest
     total = st.first_total
     stable = False
+    first_load = not loader.track_seen
+    # Into a table that was empty, the first read may have stored a row deleted since: the reads that
+    # follow record their keys, so that the delete step can compare the table with the one that proves stable.
+    loader.start_tracking()
     for _ in range(MAX_PASSES - 1):
         again = new_stream()
         # The delete step compares the table with the pass that proves stable, not with every
@@ -484,7 +494,7 @@ def _confirm(
             stable = True
             break
         digest = again.state.digest
-    if not loader.track_seen:
+    if first_load:
         # A first load: every distinct row is an insert; the second read's rows are not rows again.
         counts.fetched = counts.inserted + counts.rejected + counts.tombstones
     return stable, [] if stable else signs, total
