@@ -73,6 +73,12 @@ def test_no_live_rows_is_no_fraction() -> None:
     assert reasons(live=0, unseen=0) == []
 
 
+def test_the_only_live_row_gone_is_all_of_the_table() -> None:
+    assert reasons(live=1, unseen=1, max_delete_fraction=0.5) == [
+        "it would soft-delete 1 of 1 rows (100%), more than the allowed 50% (--max-delete-fraction overrides)"
+    ]
+
+
 def test_every_reason_at_once_in_order() -> None:
     got = reasons(hold=["moved"], rejected=1, fetched=5, first_total=10, live=10, unseen=9)
     assert [r.split(" ")[0] for r in got] == ["moved", "1", "fewer", "it"]
