@@ -587,17 +587,21 @@ def wait_until(check: Callable[[], bool], timeout: float = 5) -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_pages", "max_bytes", "ahead"), [(3, 10**9, 3), (100, 25, 3), (1, 10**9, 1), (100, 10, 1)]
+    ("max_pages", "max_bytes", "ahead"),
+    [(3, 10**9, 3), (100, 25, 3), (1, 10**9, 1), (100, 10, 1), (100, 11, 2), (None, 10**9, 24)],
 )
-def test_prefetch_runs_ahead_at_most_max_pages_or_max_bytes(max_pages: int, max_bytes: int, ahead: int) -> None:
-    s = FakeStream([10] * 20)
-    it = run_prefetch(s, max_pages=max_pages, max_bytes=max_bytes)
+def test_prefetch_runs_ahead_at_most_max_pages_or_max_bytes(max_pages: int | None, max_bytes: int, ahead: int) -> None:
+    s = FakeStream([10] * 30)
+    bounds: dict[str, int] = (
+        {"max_bytes": max_bytes} if max_pages is None else {"max_pages": max_pages, "max_bytes": max_bytes}
+    )
+    it = run_prefetch(s, **bounds)  # no max_pages: the default, 24
     assert next(it)[0] == 10
     wait_until(lambda: s.produced >= 2 + ahead)
     time.sleep(0.3)  # give a runaway producer the chance to show itself
     # One page consumed, ``ahead`` queued, one more fetched and waiting for room.
     assert s.produced == 1 + ahead + 1
-    assert len(list(it)) == 19
+    assert len(list(it)) == 29
 
 
 def test_prefetch_is_cancelled_while_waiting_for_a_page(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -950,3 +954,20 @@ def test_an_unstable_segment_still_resumes_keyset_paging_above_it(httpx_mock: HT
         " the next run"
     ]
     assert s.state.checkpoint("6") == "6"
+
+
+def test_an_abandoned_prefetch_fetches_no_further_and_runs_in_a_daemon_thread() -> None:
+    s = FakeStream([10] * 50)
+    daemon: list[bool] = []
+
+    def prepare(page: Page) -> int:
+        daemon.append(threading.current_thread().daemon)
+        return page.nbytes
+
+    it = prefetch(s, 1, prepare=prepare)  # type: ignore[arg-type]
+    assert next(it) == 10
+    wait_until(lambda: s.produced >= 3)  # one page taken, one queued, the third waiting for room
+    it.close()
+    # The page waiting for room is dropped and the thread ends: nothing more is fetched.
+    assert s.stopped and s.produced == 3
+    assert daemon == [True] * 3
