@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -597,17 +598,21 @@ def wait_until(check: Callable[[], bool], timeout: float = 5) -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_pages", "max_bytes", "ahead"), [(3, 10**9, 3), (100, 25, 3), (1, 10**9, 1), (100, 10, 1)]
+    ("max_pages", "max_bytes", "ahead"),
+    [(3, 10**9, 3), (100, 25, 3), (1, 10**9, 1), (100, 10, 1), (100, 11, 2), (None, 10**9, 24)],
 )
-def test_prefetch_runs_ahead_at_most_max_pages_or_max_bytes(max_pages: int, max_bytes: int, ahead: int) -> None:
-    s = FakeStream([10] * 20)
-    it = run_prefetch(s, max_pages=max_pages, max_bytes=max_bytes)
+def test_prefetch_runs_ahead_at_most_max_pages_or_max_bytes(max_pages: int | None, max_bytes: int, ahead: int) -> None:
+    s = FakeStream([10] * 30)
+    bounds: dict[str, int] = (
+        {"max_bytes": max_bytes} if max_pages is None else {"max_pages": max_pages, "max_bytes": max_bytes}
+    )
+    it = run_prefetch(s, **bounds)  # no max_pages: the default, 24
     assert next(it)[0] == 10
     wait_until(lambda: s.produced >= 2 + ahead)
     time.sleep(0.3)  # give a runaway producer the chance to show itself
     # One page consumed, ``ahead`` queued, one more fetched and waiting for room.
     assert s.produced == 1 + ahead + 1
-    assert len(list(it)) == 19
+    assert len(list(it)) == 29
 
 
 def test_prefetch_is_cancelled_while_waiting_for_a_page(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -650,3 +655,330 @@ def test_abandoning_prefetch_does_not_wait_for_a_stuck_fetch(monkeypatch: pytest
     assert time.monotonic() - started < 1.5
     assert s.stopped
     gate.set()
+
+
+# -- mutation-driven scenarios: each pins a decision a server's behaviour makes visible ---------------
+
+Row = dict[str, Any]
+
+
+def source(
+    httpx_mock: HTTPXMock,
+    rows_for: Callable[[dict[str, str], int], list[Row]],
+    *,
+    counts: tuple[str, ...] = ("total", "has_more"),
+) -> list[dict[str, str]]:
+    """An APISmith whose whole answer to a query is ``rows_for(query, n)`` (n: requests so far, from 1);
+    it cuts the page asked for and announces the ``counts`` named. Returns the queries seen."""
+    seen: list[dict[str, str]] = []
+
+    def answer(q: dict[str, str]) -> dict[str, Any]:
+        seen.append(q)
+        data = rows_for(q, len(seen))
+        size, page = int(q["page_size"]), int(q["page"])
+        body: dict[str, Any] = {"rows": data[(page - 1) * size : page * size]}
+        if "total" in counts:
+            body["total"] = len(data)
+        if "has_more" in counts:
+            body["has_more"] = page * size < len(data)
+        if "total_pages" in counts:
+            body["total_pages"] = -(-len(data) // size)
+        return body
+
+    scripted(httpx_mock, answer)
+    return seen
+
+
+def row(key: str, rv: str, **data: Any) -> Row:
+    return {"row_version": rv, "data": {"id": key, **data}}
+
+
+def above(rows: list[Row], q: dict[str, str]) -> list[Row]:
+    """The rows a ``rowversion_gt`` query selects, in the order given."""
+    gt = q.get("rowversion_gt")
+    return [r for r in rows if gt is None or compare_rowversions(r["row_version"], gt) > 0]
+
+
+def asked(seen: list[dict[str, str]]) -> list[tuple[str | None, str]]:
+    """(rowversion_gt, page) of each request."""
+    return [(q.get("rowversion_gt"), q["page"]) for q in seen]
+
+
+def passed_on(s: PageStream) -> list[list[str]]:
+    """The keys of each page the stream passes on."""
+    return [[r[0]["id"] for r in page.rows] for page in s]
+
+
+def test_a_wrong_shape_names_the_connector_the_url_and_the_body(httpx_mock: HTTPXMock) -> None:
+    httpx_mock.add_response(json={"data": "nope"})
+    with pytest.raises(SourceProtocolError) as info:
+        list(stream(page_size=5))
+    url = f"{BASE}/api/v1/data/items?page=1&page_size=5"
+    assert str(info.value) == (
+        f"connector erp: {url} returned a page of the wrong shape:"
+        """ expected an object with a 'rows' array, or an array of rows: '{"data":"nope"}'"""
+    )
+    assert info.value.details == {"url": url, "body": '{"data":"nope"}'}
+
+
+def test_the_key_function_sees_oracle_keys_and_runs_once_per_row(httpx_mock: HTTPXMock) -> None:
+    # Two pages alike but for their oracle_keys: different rows, not a source repeating page 1.
+    def body(n: int) -> dict[str, Any]:
+        rows = [{"row_version": "1", "data": {"same": True}, "oracle_keys": {"ID": f"{n}{i}"}} for i in range(2)]
+        return {"rows": rows, "has_more": n < 2}
+
+    scripted(httpx_mock, lambda q: body(int(q["page"])))
+    calls: list[Any] = []
+
+    def key_fn(data: dict[str, Any], okeys: dict[str, Any] | None) -> Any:
+        calls.append(okeys)
+        return okeys["ID"] if okeys else None
+
+    client = APISmithClient(connector="erp", base_url=BASE, attempts=1)
+    s = PageStream(client, "items", page_size=2, key_fn=key_fn)
+    assert [len(p.rows) for p in s] == [2, 2]
+    # Once per row: the digest reuses the keys the repeat check computed.
+    assert calls == [{"ID": "10"}, {"ID": "11"}, {"ID": "20"}, {"ID": "21"}]
+    assert s.state.digest == hash((hash((0, ("10", "11"))), ("20", "21")))
+
+
+def test_the_checkpoint_keeps_the_spelling_of_the_greatest_version() -> None:
+    # "0009" and "9" are one version; the stream's own spelling wins over the stored one.
+    assert state(max_rowversion="0009").checkpoint("9") == "0009"
+    assert state(max_rowversion="9").checkpoint("0009") == "9"
+
+
+def test_the_max_row_version_keeps_its_first_spelling(httpx_mock: HTTPXMock) -> None:
+    bodies = {"1": page_of(["a"], rv="7", has_more=True), "2": page_of(["b"], rv="007", has_more=False)}
+    scripted(httpx_mock, lambda q: bodies[q["page"]])
+    s = stream(page_size=1)
+    list(s)
+    assert s.state.max_rowversion == "7"
+
+
+def test_a_page_number_stream_from_a_checkpoint_asks_above_it(httpx_mock: HTTPXMock) -> None:
+    seen = serve(httpx_mock, [(f"k{i}", str(i)) for i in range(1, 6)])
+    s = stream(page_size=2, rowversion_gt="2")
+    assert passed_on(s) == [["k3", "k4"], ["k5"]]
+    assert asked(seen) == [("2", "1"), ("2", "2")]
+    assert s.state.complete and not s.state.total_changed and s.state.first_total == 3
+
+
+def test_a_repeated_page_is_named_by_its_number(httpx_mock: HTTPXMock) -> None:
+    scripted(httpx_mock, lambda q: page_of(["a", "b"], total=20, has_more=True))
+    with pytest.raises(SourceProtocolError) as info:
+        list(stream(page_size=2))
+    assert info.value.details == {"slug": "items", "page": 2}
+
+
+@pytest.mark.parametrize(
+    ("page_size", "total", "refused_at"),
+    [
+        (2, 1, 5),  # 2 * 1 + 2 * 2 = 6 rows may be read: page 5 would start at row 9
+        (1, 0, 4),  # a total of 0 allows only 2 * page_size rows
+    ],
+)
+def test_the_page_number_bound_counts_page_size_and_total(
+    httpx_mock: HTTPXMock, page_size: int, total: int, refused_at: int
+) -> None:
+    seen = scripted(
+        httpx_mock, lambda q: page_of([f"{q['page']}-{i}" for i in range(page_size)], total=total, has_more=True)
+    )
+    with pytest.raises(SourceProtocolError) as info:
+        list(stream(page_size=page_size))
+    assert len(seen) == refused_at
+    assert info.value.details == {"slug": "items", "page": refused_at}
+
+
+def test_a_segment_bound_counts_page_size(httpx_mock: HTTPXMock) -> None:
+    seen = scripted(httpx_mock, lambda q: page_of([f"{q['page']}a", f"{q['page']}b"], rv="7", total=1, has_more=True))
+    with pytest.raises(SourceProtocolError) as info:
+        list(stream(page_size=2, keyset=True))
+    # 2 * 1 + 2 * 2 = 6 rows may be read in the segment; page 5 would start at row 9.
+    assert len(seen) == 5
+    assert info.value.details == {"slug": "items", "page": 5}
+
+
+def test_keyset_counts_each_tie_read_again(httpx_mock: HTTPXMock) -> None:
+    data = [(f"k{i:02d}", str(100 + i // 3)) for i in range(20)]
+    seen = serve(httpx_mock, data)
+    s = stream(page_size=7, keyset=True)
+    assert passed_on(s) == [
+        [f"k{i:02d}" for i in range(7)],
+        [f"k{i:02d}" for i in range(7, 13)],
+        [f"k{i:02d}" for i in range(13, 19)],
+        ["k19"],
+    ]
+    assert asked(seen) == [(None, "1"), ("101", "1"), ("103", "1"), ("105", "1")]
+    assert s.state.rereads == 3  # k06, k12 and k18, each read twice
+    assert s.state.pages == 4 and s.state.complete and s.state.warnings == []
+
+
+@pytest.mark.parametrize("counts", [("total",), ("total_pages",)])
+def test_keyset_ends_by_the_counts_without_has_more(httpx_mock: HTTPXMock, counts: tuple[str, ...]) -> None:
+    short = [row(k, v) for k, v in [("a", "1"), ("b", "2"), ("c", "3")]]
+    seen = source(httpx_mock, lambda q, n: above(short, q), counts=counts)
+    s = stream(page_size=5, keyset=True)
+    assert passed_on(s) == [["a", "b", "c"]]
+    assert asked(seen) == [(None, "1")]
+    assert s.state.complete
+
+
+@pytest.mark.parametrize("counts", [("total",), ("total_pages",), ("has_more",)])
+def test_keyset_goes_on_while_the_counts_say_more(httpx_mock: HTTPXMock, counts: tuple[str, ...]) -> None:
+    rows = [row(f"k{i}", str(i)) for i in range(1, 8)]
+    seen = source(httpx_mock, lambda q, n: above(rows, q), counts=counts)
+    s = stream(page_size=5, keyset=True)
+    assert passed_on(s) == [["k1", "k2", "k3", "k4", "k5"], ["k6", "k7"]]
+    assert asked(seen) == [(None, "1"), ("4", "1")]
+    assert s.state.complete and s.state.rereads == 1 and s.state.checkpoint(None) == "7"
+
+
+@pytest.mark.parametrize("counts", [("total",), ("total_pages",)])
+def test_a_segment_ends_by_the_counts_without_has_more(httpx_mock: HTTPXMock, counts: tuple[str, ...]) -> None:
+    tie = [row(f"k{i}", "500") for i in range(7)]
+    seen = source(httpx_mock, lambda q, n: above(tie, q), counts=counts)
+    s = stream(page_size=5, keyset=True, rowversion_gt="499")
+    assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "k6"]]
+    assert asked(seen) == [("499", "1"), ("499", "2")] * 2
+    assert s.state.complete and s.state.rereads == 7 and s.state.checkpoint("499") == "500"
+
+
+def test_a_rejected_row_version_does_not_steer_keyset_paging(httpx_mock: HTTPXMock) -> None:
+    rows = [row("a", "1"), row("bad", ""), row("b", "2"), row("c", "3"), row("d", "4")]
+    bodies = {None: rows, "2": rows[3:]}
+    seen = source(httpx_mock, lambda q, n: bodies[q.get("rowversion_gt")], counts=("has_more",))
+    s = stream(page_size=4, keyset=True)
+    assert passed_on(s) == [["a", "bad", "b", "c"], ["d"]]
+    assert asked(seen) == [(None, "1"), ("2", "1")]
+    assert s.state.complete and s.state.checkpoint(None) == "4"
+
+
+# A server ordered by key, not by row version; every page it sends looks ordered. Row "h" (version 3)
+# sits beyond the second page of ``rowversion_gt=2``, so ``rowversion_gt=4`` announces one row fewer
+# than keyset paging expects: the query above "2" is read again by page number, twice.
+BY_KEY = [row(k, v) for k, v in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5"), ("f", "6"), ("g", "7")]]
+BY_KEY.append(row("h", "3"))
+UNORDERED = "the server does not order rows by row version; paging by page number and reading twice"
+
+
+def test_a_total_one_row_short_reveals_a_server_not_ordered_by_version(httpx_mock: HTTPXMock) -> None:
+    seen = source(httpx_mock, lambda q, n: above(BY_KEY, q))
+    s = stream(page_size=3, keyset=True)
+    assert passed_on(s) == [["a", "b", "c"], ["d", "e"], ["c", "d", "e"], ["f", "g", "h"]]
+    assert asked(seen) == [(None, "1"), ("2", "1"), ("4", "1")] + [("2", "1"), ("2", "2")] * 2
+    assert s.state.warnings == [UNORDERED]
+    assert s.state.complete and not s.state.unstable
+    assert s.state.rereads == 1 + 6 and s.state.pages == 7
+    assert s.state.checkpoint(None) == "7"
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_row_rewritten_in_the_unordered_reread_is_passed_on(httpx_mock: HTTPXMock, stop: bool) -> None:
+    rewritten = [*BY_KEY[:-1], row("h", "3", v=2)]
+    # Requests 6 and 7 are the second read of the query above "2": "h" changed within its version.
+    seen = source(httpx_mock, lambda q, n: above(rewritten if n >= 6 else BY_KEY, q))
+    s = stream(page_size=3, keyset=True)
+    it = iter(s)
+    got = [[r[0] for r in page.rows] for page in itertools.islice(it, 5)]
+    if stop:
+        s.stop()  # after the last page: the stream has not told us it is done
+    got += [[r[0] for r in page.rows] for page in it]
+    assert [[d["id"] for d in page] for page in got] == [
+        ["a", "b", "c"],
+        ["d", "e"],
+        ["c", "d", "e"],
+        ["f", "g", "h"],
+        ["h"],
+    ]
+    assert got[-1] == [{"id": "h", "v": 2}]
+    assert len(seen) == 7 and s.state.rereads == 1 + 5
+    assert s.state.complete is not stop
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_segment_to_the_end_stopped_after_its_last_page_is_not_complete(httpx_mock: HTTPXMock, stop: bool) -> None:
+    tie = [row(f"k{i}", "500") for i in range(7)]
+    rewritten = [*tie[:-1], row("k6", "500", v=2)]
+    seen = source(httpx_mock, lambda q, n: above(rewritten if n >= 4 else tie, q))
+    s = stream(page_size=5, keyset=True, rowversion_gt="499")
+    it = iter(s)
+    got = [[r[0]["id"] for r in page.rows] for page in itertools.islice(it, 3)]
+    if stop:
+        s.stop()
+    got += [[r[0]["id"] for r in page.rows] for page in it]
+    assert got == [["k0", "k1", "k2", "k3", "k4"], ["k5", "k6"], ["k6"]]
+    assert len(seen) == 4
+    assert s.state.complete is not stop
+
+
+def test_a_rejected_row_inside_a_segment_is_passed_on(httpx_mock: HTTPXMock) -> None:
+    tie = [row(f"k{i}", "500") for i in range(6)]
+    bodies = {
+        "499": [*tie, row("bad", ""), row("z1", "501"), row("z2", "502"), row("z3", "503"), row("z4", "504")],
+        "502": [row("z3", "503"), row("z4", "504")],
+    }
+    seen = source(httpx_mock, lambda q, n: bodies[q["rowversion_gt"]])
+    s = stream(page_size=5, keyset=True, rowversion_gt="499")
+    assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "bad", "z1", "z2"], ["z3", "z4"]]
+    assert asked(seen) == [("499", "1"), ("499", "2")] * 2 + [("502", "1")]
+    assert s.state.rereads == 9 and s.state.complete and s.state.checkpoint("499") == "504"
+
+
+def test_a_segment_read_again_with_one_version_moved_is_read_a_third_time(httpx_mock: HTTPXMock) -> None:
+    tie = [row(f"k{i}", "500") for i in range(6)]
+    first = [*tie, row("m", "501"), row("n", "502"), row("o", "503"), row("p", "504"), row("q", "505")]
+    moved = [
+        *tie,
+        row("m", "502"),
+        row("n", "502"),
+        row("o", "503"),
+        row("p", "504"),
+        row("q", "505"),
+    ]  # m rewritten: 501 -> 502
+    seen = source(httpx_mock, lambda q, n: above(moved if n >= 3 else first, q))
+    s = stream(page_size=5, keyset=True, rowversion_gt="499")
+    assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "m", "n", "o"], ["m"], ["p", "q"]]
+    assert asked(seen) == [("499", "1"), ("499", "2")] * 3 + [("503", "1")]
+    assert s.state.rereads == 8 + 9 and s.state.complete and not s.state.unstable
+    assert s.state.checkpoint("499") == "505"
+
+
+def test_an_unstable_segment_still_resumes_keyset_paging_above_it(httpx_mock: HTTPXMock) -> None:
+    reads = [0]
+
+    def rows_for(q: dict[str, str], n: int) -> list[Row]:
+        if q["rowversion_gt"] == "9":
+            return [row("e", "10"), row("f", "11")]
+        reads[0] += q["page"] == "1"
+        # One version fills page 1, and a different row joins it at every read.
+        tie = [row("a", "7"), row("b", "7"), row(f"x{reads[0]}", "7")]
+        return [*tie, row("c", "8"), row("d", "9"), row("e", "10"), row("f", "11")]
+
+    seen = source(httpx_mock, rows_for)
+    s = stream(page_size=3, keyset=True, rowversion_gt="6")
+    assert passed_on(s) == [["a", "b", "x1"], ["c", "d"], ["x2"], ["x3"], ["e", "f"]]
+    assert asked(seen) == [("6", "1"), ("6", "2")] * 3 + [("9", "1")]
+    assert s.state.unstable and s.state.complete and s.state.rereads == 8
+    assert s.state.warnings == [
+        "rows kept moving while a group of 'items' rows was paged by number (rowversion_gt=6); they are read again by"
+        " the next run"
+    ]
+    assert s.state.checkpoint("6") == "6"
+
+
+def test_an_abandoned_prefetch_fetches_no_further_and_runs_in_a_daemon_thread() -> None:
+    s = FakeStream([10] * 50)
+    daemon: list[bool] = []
+
+    def prepare(page: Page) -> int:
+        daemon.append(threading.current_thread().daemon)
+        return page.nbytes
+
+    it = prefetch(s, 1, prepare=prepare)  # type: ignore[arg-type]
+    assert next(it) == 10
+    wait_until(lambda: s.produced >= 3)  # one page taken, one queued, the third waiting for room
+    it.close()
+    # The page waiting for room is dropped and the thread ends: nothing more is fetched.
+    assert s.stopped and s.produced == 3
+    assert daemon == [True] * 3
