@@ -761,7 +761,9 @@ def test_a_page_number_stream_from_a_checkpoint_asks_above_it(httpx_mock: HTTPXM
     s = stream(page_size=2, rowversion_gt="2")
     assert passed_on(s) == [["k3", "k4"], ["k5"]]
     assert asked(seen) == [("2", "1"), ("2", "2")]
-    assert s.state.complete and not s.state.total_changed and s.state.first_total == 3
+    assert s.state.complete
+    assert not s.state.total_changed
+    assert s.state.first_total == 3
 
 
 def test_a_repeated_page_is_named_by_its_number(httpx_mock: HTTPXMock) -> None:
@@ -811,7 +813,9 @@ def test_keyset_counts_each_tie_read_again(httpx_mock: HTTPXMock) -> None:
     ]
     assert asked(seen) == [(None, "1"), ("101", "1"), ("103", "1"), ("105", "1")]
     assert s.state.rereads == 3  # k06, k12 and k18, each read twice
-    assert s.state.pages == 4 and s.state.complete and s.state.warnings == []
+    assert s.state.pages == 4
+    assert s.state.complete
+    assert s.state.warnings == []
 
 
 @pytest.mark.parametrize("counts", [("total",), ("total_pages",)])
@@ -831,7 +835,9 @@ def test_keyset_goes_on_while_the_counts_say_more(httpx_mock: HTTPXMock, counts:
     s = stream(page_size=5, keyset=True)
     assert passed_on(s) == [["k1", "k2", "k3", "k4", "k5"], ["k6", "k7"]]
     assert asked(seen) == [(None, "1"), ("4", "1")]
-    assert s.state.complete and s.state.rereads == 1 and s.state.checkpoint(None) == "7"
+    assert s.state.complete
+    assert s.state.rereads == 1
+    assert s.state.checkpoint(None) == "7"
 
 
 @pytest.mark.parametrize("counts", [("total",), ("total_pages",)])
@@ -841,7 +847,9 @@ def test_a_segment_ends_by_the_counts_without_has_more(httpx_mock: HTTPXMock, co
     s = stream(page_size=5, keyset=True, rowversion_gt="499")
     assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "k6"]]
     assert asked(seen) == [("499", "1"), ("499", "2")] * 2
-    assert s.state.complete and s.state.rereads == 7 and s.state.checkpoint("499") == "500"
+    assert s.state.complete
+    assert s.state.rereads == 7
+    assert s.state.checkpoint("499") == "500"
 
 
 def test_a_rejected_row_version_does_not_steer_keyset_paging(httpx_mock: HTTPXMock) -> None:
@@ -851,7 +859,8 @@ def test_a_rejected_row_version_does_not_steer_keyset_paging(httpx_mock: HTTPXMo
     s = stream(page_size=4, keyset=True)
     assert passed_on(s) == [["a", "bad", "b", "c"], ["d"]]
     assert asked(seen) == [(None, "1"), ("2", "1")]
-    assert s.state.complete and s.state.checkpoint(None) == "4"
+    assert s.state.complete
+    assert s.state.checkpoint(None) == "4"
 
 
 # A server ordered by key, not by row version; every page it sends looks ordered. Row "h" (version 3)
@@ -868,8 +877,10 @@ def test_a_total_one_row_short_reveals_a_server_not_ordered_by_version(httpx_moc
     assert passed_on(s) == [["a", "b", "c"], ["d", "e"], ["c", "d", "e"], ["f", "g", "h"]]
     assert asked(seen) == [(None, "1"), ("2", "1"), ("4", "1")] + [("2", "1"), ("2", "2")] * 2
     assert s.state.warnings == [UNORDERED]
-    assert s.state.complete and not s.state.unstable
-    assert s.state.rereads == 1 + 6 and s.state.pages == 7
+    assert s.state.complete
+    assert not s.state.unstable
+    assert s.state.rereads == 1 + 6
+    assert s.state.pages == 7
     assert s.state.checkpoint(None) == "7"
 
 
@@ -892,7 +903,8 @@ def test_a_row_rewritten_in_the_unordered_reread_is_passed_on(httpx_mock: HTTPXM
         ["h"],
     ]
     assert got[-1] == [{"id": "h", "v": 2}]
-    assert len(seen) == 7 and s.state.rereads == 1 + 5
+    assert len(seen) == 7
+    assert s.state.rereads == 1 + 5
     assert s.state.complete is not stop
 
 
@@ -922,7 +934,9 @@ def test_a_rejected_row_inside_a_segment_is_passed_on(httpx_mock: HTTPXMock) -> 
     s = stream(page_size=5, keyset=True, rowversion_gt="499")
     assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "bad", "z1", "z2"], ["z3", "z4"]]
     assert asked(seen) == [("499", "1"), ("499", "2")] * 2 + [("502", "1")]
-    assert s.state.rereads == 9 and s.state.complete and s.state.checkpoint("499") == "504"
+    assert s.state.rereads == 9
+    assert s.state.complete
+    assert s.state.checkpoint("499") == "504"
 
 
 def test_a_segment_read_again_with_one_version_moved_is_read_a_third_time(httpx_mock: HTTPXMock) -> None:
@@ -940,7 +954,9 @@ def test_a_segment_read_again_with_one_version_moved_is_read_a_third_time(httpx_
     s = stream(page_size=5, keyset=True, rowversion_gt="499")
     assert passed_on(s) == [["k0", "k1", "k2", "k3", "k4"], ["k5", "m", "n", "o"], ["m"], ["p", "q"]]
     assert asked(seen) == [("499", "1"), ("499", "2")] * 3 + [("503", "1")]
-    assert s.state.rereads == 8 + 9 and s.state.complete and not s.state.unstable
+    assert s.state.rereads == 8 + 9
+    assert s.state.complete
+    assert not s.state.unstable
     assert s.state.checkpoint("499") == "505"
 
 
@@ -959,7 +975,9 @@ def test_an_unstable_segment_still_resumes_keyset_paging_above_it(httpx_mock: HT
     s = stream(page_size=3, keyset=True, rowversion_gt="6")
     assert passed_on(s) == [["a", "b", "x1"], ["c", "d"], ["x2"], ["x3"], ["e", "f"]]
     assert asked(seen) == [("6", "1"), ("6", "2")] * 3 + [("9", "1")]
-    assert s.state.unstable and s.state.complete and s.state.rereads == 8
+    assert s.state.unstable
+    assert s.state.complete
+    assert s.state.rereads == 8
     assert s.state.warnings == [
         "rows kept moving while a group of 'items' rows was paged by number (rowversion_gt=6); they are read again by"
         " the next run"
@@ -980,5 +998,6 @@ def test_an_abandoned_prefetch_fetches_no_further_and_runs_in_a_daemon_thread() 
     wait_until(lambda: s.produced >= 3)  # one page taken, one queued, the third waiting for room
     it.close()
     # The page waiting for room is dropped and the thread ends: nothing more is fetched.
-    assert s.stopped and s.produced == 3
+    assert s.stopped
+    assert s.produced == 3
     assert daemon == [True] * 3
