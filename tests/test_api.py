@@ -165,3 +165,58 @@ def test_the_run_record_keeps_what_the_run_asked_of_the_source(in_project: Path,
     assert stored.http_seconds >= 0
     shown = json.loads(demo_cli("runs", "show", run.uid, "--json").stdout)
     assert shown["http_requests"] == run.http_requests
+
+
+def test_one_syncflow_object_syncs_what_is_due_on_every_call(in_project: Path, demo_cli: Cli) -> None:
+    """Found by review: a kept-open SyncFlow skipped every entity after its first sync_all, as
+    "another process synced it meanwhile", because "meanwhile" was measured from the object's first call."""
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    first = sf.sync_all(force=True)
+    assert sorted(r.entity for r in first.runs) == ["erp.customers", "erp.items", "erp.orders"]
+    again = sf.sync_all(force=True)
+    assert sorted(r.entity for r in again.runs) == ["erp.customers", "erp.items", "erp.orders"], [
+        (o.entity, o.skipped) for o in again.outcomes
+    ]
+    sf.sync("erp.orders")
+    third = sf.sync_all(force=True)
+    assert [o.skipped for o in third.outcomes] == [None, None, None]
+
+
+def test_the_env_given_to_open_is_where_tokens_come_from(in_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by review: open(env=...) read the database URL from env but the token from os.environ."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    monkeypatch.setenv(TOKEN_ENV, "the-wrong-token")
+    sf = syncflow.open("syncflow.toml", env={**env, TOKEN_ENV: DEMO_TOKEN})
+    assert sf.test_connector("erp").ok
+    wrong = syncflow.open("syncflow.toml", env={**env, TOKEN_ENV: "another-wrong-token"})
+    check = wrong.test_connector("erp")
+    assert not check.ok
+    assert check.error is not None
+    assert "401" in check.error
+
+
+def test_a_cancel_set_before_the_call_is_reported_as_cancelled(in_project: Path) -> None:
+    """Found by review: a pre-set cancel returned an empty report with exit code 0, as if all went well."""
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    cancel = threading.Event()
+    cancel.set()
+    report = sf.sync("erp.items", cancel=cancel)
+    assert report.cancelled
+    assert not report.nothing_due
+    assert report.exit_code == 130
+
+
+def test_run_ids_match_by_prefix_only(in_project: Path, demo_cli: Cli) -> None:
+    """Found by review: runs show '%' or '5_ee' matched as SQL LIKE patterns."""
+    sf = syncflow.open("syncflow.toml")
+    sf.discover()
+    run = sf.sync("erp.items").runs[0]
+    assert sf.run_record(run.uid[:6]).uid == run.uid
+    for pattern in ("%", "_", run.uid[:2] + "%", "%" + run.uid[4:9]):
+        with pytest.raises(syncflow.UsageError, match="no run"):
+            sf.run_record(pattern)
+    assert demo_cli("runs", "show", "%").exit_code == 2

@@ -427,6 +427,8 @@ class SyncFlow:
 
     def _run(self, request: SyncRequest, watcher: SyncObserver, stop: _Stop, pings: PingReport) -> SyncReport:
         runtime = self.runtime
+        # "Synced by another process meanwhile" is measured from the start of this call, not of the object.
+        runtime.started_at = None
         pings.configure(runtime)
         _warn(pings.start(stop.event))
         hooks: list[HookOutcome] = []
@@ -447,6 +449,7 @@ class SyncFlow:
             signal=stop.received[0] if stop.received else None,
             warnings=tuple(problems),
             explicit=not request.all_,
+            cancelled=stop.event.is_set(),
         )
 
     def _sync_pass(

@@ -183,6 +183,8 @@ class LoadedConfig:
     settings: Settings
     path: Path
     exists: bool
+    # The environment the configuration was read from (None: the process's), where tokens are read too.
+    env: Mapping[str, str] | None = None
 
     def connector(self, name: str) -> ConnectorConfig:
         """The named connector, or a usage error listing the known ones."""
@@ -207,7 +209,8 @@ class LoadedConfig:
         conn = self.connector(name)
         if conn.token_env is None:
             return None
-        value = (os.environ if env is None else env).get(conn.token_env)
+        source = env if env is not None else self.env if self.env is not None else os.environ
+        value = source.get(conn.token_env)
         if not value:
             raise ConfigError(
                 f"{self.path}: connectors.{name}.token_env: environment variable {conn.token_env} is not set"
@@ -406,4 +409,4 @@ def resolve(
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
-    return LoadedConfig(settings=settings, path=path, exists=exists)
+    return LoadedConfig(settings=settings, path=path, exists=exists, env=None if env is os.environ else env)

@@ -266,14 +266,16 @@ def list_runs(
 def get_run(conn: Conn, schema: str, uid: str) -> dict[str, Any] | None:
     """One run with its rejects, or None; a prefix that several runs share is a UsageError."""
     query = _select_runs(
-        schema, sql.SQL("WHERE r.uid::text LIKE %s || '%%'"), sql.SQL("ORDER BY r.started_at DESC LIMIT 2")
+        schema, sql.SQL("WHERE starts_with(r.uid::text, %s)"), sql.SQL("ORDER BY r.started_at DESC LIMIT 2")
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, [uid.strip().lower()])
         found = cur.fetchall()
         if len(found) > 1 and uid.strip():
             cur.execute(
-                sql.SQL("SELECT count(*) AS n FROM {} WHERE uid::text LIKE %s || '%%'").format(_t(schema, "sync_runs")),
+                sql.SQL("SELECT count(*) AS n FROM {} WHERE starts_with(uid::text, %s)").format(
+                    _t(schema, "sync_runs")
+                ),
                 [uid.strip().lower()],
             )
             counted = cur.fetchone()

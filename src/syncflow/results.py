@@ -42,6 +42,8 @@ class SyncReport:
     warnings: tuple[str, ...] = ()
     # Entities named one by one (not ``sync_all``): one held by another process is worth exit 75.
     explicit: bool = False
+    # Stopped by the caller's cancel event (or a signal) before or while entities ran.
+    cancelled: bool = False
 
     @property
     def runs(self) -> tuple[RunResult, ...]:
@@ -49,13 +51,15 @@ class SyncReport:
 
     @property
     def nothing_due(self) -> bool:
-        return not self.outcomes and self.signal is None
+        return not self.outcomes and self.signal is None and not self.cancelled
 
     @property
     def exit_code(self) -> int:
         """The command line's exit code for this result (README, "Exit codes")."""
         if self.signal is not None:
             return EXIT_SIGINT if self.signal == 2 else EXIT_SIGTERM
+        if self.cancelled:
+            return EXIT_SIGINT  # cancelled by the caller: like an interrupt
         if (
             any(r.status != "success" or r.after_sync_failed for r in self.runs)
             or any(o.error and not o.busy for o in self.outcomes)
