@@ -278,7 +278,7 @@ def test_entity_set_and_file_overrides(demo_cli: Cli) -> None:
     r = demo_cli("entity", "set", "erp.items", "--interval", "90")
     assert r.exit_code == 1
     assert "interval_seconds = 60 in" in r.stderr
-    assert "had no effect" in r.stderr
+    assert "the new value is stored but has no effect while the file sets it" in r.stderr
     assert "[connectors.erp.entities.items] wins over the database" in r.stderr
     r = demo_cli("entity", "set", "erp.nothing", "--interval", "90")
     assert r.exit_code == 2

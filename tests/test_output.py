@@ -276,3 +276,30 @@ def test_tables_fit_80_columns_without_truncating_names_statuses_or_times(synced
     wide = synced("runs", env={"COLUMNS": "200"}).stdout
     assert "unch" in wide
     assert "unch" not in runs
+
+
+def test_an_error_under_json_is_one_json_document_on_stdout(demo_cli: Cli) -> None:
+    """Found by review: with --json, a usage or configuration error left stdout empty (json.load crashed)."""
+    assert demo_cli("discover").exit_code == 0
+    for args, code in [
+        (("sync", "erp.itemz", "--json"), 2),
+        (("runs", "show", "zzzz", "--json"), 2),
+        (("entity", "show", "erp.itemz", "--json"), 2),
+        (("status", "--json", "--connector", "nope"), 2),
+    ]:
+        r = demo_cli(*args)
+        assert r.exit_code == code, (args, r.stderr)
+        doc = json.loads(r.stdout)
+        assert doc["exit_code"] == code
+        assert doc["error_type"] == "UsageError"
+        assert doc["error"], args
+    r = demo_cli("runs", "show", "zzzz")
+    assert r.stdout == ""  # without --json, errors stay on stderr only
+
+
+def test_a_bad_syncflow_tz_names_the_variable(demo_cli: Cli) -> None:
+    r = demo_cli("runs", env={"SYNCFLOW_TZ": "Mars/Olympus"})
+    assert r.exit_code == 2
+    assert "$SYNCFLOW_TZ 'Mars/Olympus': not a time zone" in r.stderr
+    r = demo_cli("runs", "--tz", "Mars/Olympus")
+    assert "--tz 'Mars/Olympus': not a time zone" in r.stderr

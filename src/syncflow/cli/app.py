@@ -11,7 +11,6 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
@@ -22,6 +21,7 @@ from syncflow.api import (
 )
 from syncflow.cli.render import (
     QUIET,
+    emit_json,
     err,
     log,
     out,
@@ -127,6 +127,7 @@ class _Group(TyperGroup):
         _tidy(self)
         if ctx.parent is None:
             args = hoist_global_options(args)
+            ctx.meta["syncflow.json"] = "--json" in args
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
@@ -136,15 +137,16 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # typer's Exit and usage errors map to None below and go on up
             status = exit_status(exc)
             if status is None:
                 raise
             event = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             for line in status[1]:
                 log.error(line, extra={"event": event, "error": type(exc).__name__})
+            if ctx.meta.get("syncflow.json"):
+                # A script reading --json gets one document on stdout whatever happened.
+                emit_json({"error": "\n".join(status[1]), "error_type": type(exc).__name__, "exit_code": status[0]})
             raise typer.Exit(status[0]) from None
 
 
@@ -290,6 +292,9 @@ def main_callback(
     try:
         zone = parse_zone(tz)
     except UsageError as exc:
+        source = ctx.get_parameter_source("tz")
+        if source is not None and source.name == "ENVIRONMENT":
+            exc = UsageError(str(exc).replace("--tz", "$SYNCFLOW_TZ", 1))
         logs.setup(log_format.value, log_level.value, timestamps=not sys.stderr.isatty())
         log.error(str(exc), extra={"event": "error", "error": "UsageError"})
         raise typer.Exit(exc.exit_code) from None

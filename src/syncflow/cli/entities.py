@@ -179,8 +179,8 @@ def entity_set(
         err.print(
             f"[bold red]error:[/] {escape(ref)}: {key} = {escape(json.dumps(value))} in "
             f"{escape(settings.config_path)} \\[connectors.{escape(connector)}.entities."
-            f"{escape(slug)}] wins over the database, so the change had no effect; remove it from the "
-            "file to use the stored value"
+            f"{escape(slug)}] wins over the database: the new value is stored but has no effect while the file "
+            "sets it; remove it from the file to use the stored value"
         )
     if settings.ignored:
         raise typer.Exit(EXIT_FAILED)
