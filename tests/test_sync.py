@@ -354,3 +354,15 @@ def test_first_load_with_a_key_repeated_across_batches(
     assert len(rows(db_url, "erp.orders")) >= 39
     assert synced("sync", "erp.orders").exit_code == 0
     assert len(rows(db_url, "erp.orders", where="NOT _bridge_deleted")) == 40
+
+
+def test_an_entity_table_naming_no_entity_is_a_warning(synced: Cli) -> None:
+    """Found by review: [connectors.erp.entities.itemz] (a typo) was silently ignored by sync --all."""
+    synced.config.write_text(
+        synced.config.read_text() + "\n[connectors.erp.entities.itemz]\ninterval_seconds = 5\n", encoding="utf-8"
+    )
+    r = synced("sync", "--all")
+    assert r.exit_code == 0
+    assert "[connectors.erp.entities.itemz] names no discovered entity of erp" in r.stderr
+    r = synced("sync", "--all", "--connector", "erp")
+    assert "itemz" in r.stderr

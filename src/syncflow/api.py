@@ -432,9 +432,10 @@ class SyncFlow:
         pings.configure(runtime)
         _warn(pings.start(stop.event))
         hooks: list[HookOutcome] = []
+        notes: list[str] = []
         outcomes: list[Outcome] | None
         try:
-            outcomes = self._sync_pass(request, watcher, stop, pings, hooks)
+            outcomes = self._sync_pass(request, watcher, stop, pings, hooks, notes)
         except (psycopg.errors.QueryCanceled, SyncFlowError):
             if not stop.received:
                 raise
@@ -448,6 +449,7 @@ class SyncFlow:
             after_sync=tuple(hooks),
             signal=stop.received[0] if stop.received else None,
             warnings=tuple(problems),
+            notes=tuple(notes),
             explicit=not request.all_,
             cancelled=stop.event.is_set(),
         )
@@ -459,11 +461,13 @@ class SyncFlow:
         stop: _Stop,
         pings: PingReport,
         hooks: list[HookOutcome],
+        notes: list[str],
     ) -> list[Outcome] | None:
         """Select the entities and sync them; None when nothing is due or a signal came first."""
         runtime = self.runtime
         with runtime.metadata() as meta, inflight.watching(meta, stop.event):
             entities = self._select(meta, request)
+            notes += self._unused_overrides(meta, request.connector)
         # A connector's token or CA bundle is checked per entity by the worker pool: one broken connector
         # fails its own entities (recorded as failed runs), the others still sync.
         if stop.event.is_set():
@@ -511,6 +515,19 @@ class SyncFlow:
             if request.from_rowversion is not None:
                 check_backfill(entity)
         return entities
+
+    def _unused_overrides(self, meta: Conn, connector: str | None) -> list[str]:
+        """Entity tables in the file that name no discovered entity: a typo there must not pass in silence."""
+        runtime = self.runtime
+        known = {(e.connector, e.slug) for e in store.list_entities(meta, runtime.schema, connector=connector)}
+        return [
+            f"{runtime.config.path}: [connectors.{name}.entities.{slug}] names no discovered entity of {name};"
+            " its settings are not used (see 'syncflow entities')"
+            for name, cfg in sorted(runtime.config.settings.connectors.items())
+            if connector is None or name == connector
+            for slug in sorted(cfg.entities)
+            if (name, slug) not in known
+        ]
 
     def _publish_metrics(self, results: list[RunResult], textfile: Path | None, gateway: str | None) -> list[str]:
         """Write/push the call's metrics; what failed comes back as warnings (never a failure)."""

@@ -40,6 +40,8 @@ class SyncReport:
     signal: int | None = None
     # Metrics that could not be written or pushed: warnings, never a failure.
     warnings: tuple[str, ...] = ()
+    # The configuration's entity tables that name no discovered entity (a typo), never a failure.
+    notes: tuple[str, ...] = ()
     # Entities named one by one (not ``sync_all``): one held by another process is worth exit 75.
     explicit: bool = False
     # Stopped by the caller's cancel event (or a signal) before or while entities ran.

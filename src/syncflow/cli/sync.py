@@ -284,6 +284,8 @@ def _run_syncs(ctx: typer.Context, request: SyncRequest, *, as_json: bool) -> No
         report = run_sync(opener, request, observer=display, handle_signals=True)
     if as_json:
         emit_json(report.to_json())  # one document; [] when nothing was due
+    for note_ in report.notes:
+        log.warning(note_, extra={"event": "config_warning"})
     for problem in report.warnings:
         log.warning(problem, extra={"event": "metrics_failed"})
     if report.exit_code:
