@@ -50,6 +50,12 @@ def test_results_are_frozen_and_match_the_cli_json(in_project: Path, demo_cli: C
     assert isinstance(report, syncflow.SyncReport)
     with pytest.raises(AttributeError):
         report.signal = 15  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        report.runs[0].status = "failed"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        report.runs[0].counts.fetched = 0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        report.runs[0].error_details["x"] = 1  # type: ignore[index]
     run = report.runs[0]
     assert (run.entity, run.status, run.counts.fetched) == ("erp.items", "success", 120)
     records = sf.runs(entity="erp.items")

@@ -50,6 +50,7 @@ from syncflow.results import (
     DiscoverResult,
     EntityHealth,
     EntityInfo,
+    EntityResult,
     EntitySettings,
     History,
     MigrationInfo,
@@ -445,7 +446,7 @@ class SyncFlow:
         results = [o.result for o in outcomes or [] if o.result is not None]
         problems = self._publish_metrics(results, request.metrics_file, request.pushgateway)
         return SyncReport(
-            outcomes=tuple(outcomes or ()),
+            outcomes=tuple(EntityResult.of(o) for o in outcomes or ()),
             after_sync=tuple(hooks),
             signal=stop.received[0] if stop.received else None,
             warnings=tuple(problems),

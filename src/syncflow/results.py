@@ -7,9 +7,11 @@ timezone-aware ``datetime`` objects; ``to_json()`` writes them in ISO 8601.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from syncflow.aftersync import HookOutcome
@@ -30,10 +32,120 @@ def _when(value: Any) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class RunCounts:
+    """What a run counted; each fetched row counts once (see docs/correctness.md, "Counts")."""
+
+    fetched: int
+    inserted: int
+    updated: int
+    deleted: int
+    rejected: int
+    tombstones: int
+    duplicates: int
+    pages: int
+    bytes: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as the API returns it: a frozen copy of the engine's record of it."""
+
+    uid: str
+    entity: str
+    kind: str
+    status: str
+    counts: RunCounts
+    rowversion_start: str | None
+    rowversion_end: str | None
+    error_message: str | None
+    error_details: Mapping[str, Any]
+    warnings: tuple[str, ...]
+    duration: float
+    http_requests: int
+    http_retries: int
+    http_seconds: float
+    after_sync: Mapping[str, Mapping[str, Any]]
+    _json: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def of(cls, r: RunResult) -> Run:
+        c = r.counts
+        counts = RunCounts(
+            c.fetched,
+            c.inserted,
+            c.updated,
+            c.deleted,
+            c.rejected,
+            c.tombstones,
+            c.duplicates,
+            c.pages,
+            c.bytes,
+            c.unchanged,
+        )
+        return cls(
+            uid=r.uid,
+            entity=r.entity,
+            kind=r.kind,
+            status=r.status,
+            counts=counts,
+            rowversion_start=r.rowversion_start,
+            rowversion_end=r.rowversion_end,
+            error_message=r.error_message,
+            error_details=MappingProxyType(copy.deepcopy(r.error_details)),
+            warnings=tuple(r.warnings),
+            duration=r.duration,
+            http_requests=r.http_requests,
+            http_retries=r.http_retries,
+            http_seconds=r.http_seconds,
+            after_sync=MappingProxyType(copy.deepcopy(r.after_sync)),
+            _json=MappingProxyType(r.to_json()),
+        )
+
+    @property
+    def after_sync_failed(self) -> bool:
+        return any(h.get("status") == "failed" for h in self.after_sync.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``sync --json`` prints for this run."""
+        return copy.deepcopy(dict(self._json))
+
+
+@dataclass(frozen=True)
+class EntityResult:
+    """One entity's result in a sync call: its run, or why there was none."""
+
+    entity: str
+    result: Run | None = None
+    skipped: str | None = None
+    held_elsewhere: bool = False
+    error: str | None = None
+    busy: bool = False
+
+    @classmethod
+    def of(cls, o: Outcome) -> EntityResult:
+        return cls(
+            entity=o.entity,
+            result=Run.of(o.result) if o.result is not None else None,
+            skipped=o.skipped,
+            held_elsewhere=o.held_elsewhere,
+            error=o.error,
+            busy=o.busy,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if self.result is not None:
+            return self.result.to_json()
+        if self.error is not None:
+            return {"entity": self.entity, "status": "error", "error": self.error}
+        return {"entity": self.entity, "status": "skipped", "reason": self.skipped}
+
+
+@dataclass(frozen=True)
 class SyncReport:
     """What one ``sync`` / ``sync_all`` / ``full_refresh`` call did."""
 
-    outcomes: tuple[Outcome, ...] = ()
+    outcomes: tuple[EntityResult, ...] = ()
     # Each connector's after_sync_sql, run once after its entities (entities' own ones are on their runs).
     after_sync: tuple[HookOutcome, ...] = ()
     # The signal (SIGTERM, SIGINT) that stopped the call, if one did.
@@ -48,7 +160,7 @@ class SyncReport:
     cancelled: bool = False
 
     @property
-    def runs(self) -> tuple[RunResult, ...]:
+    def runs(self) -> tuple[Run, ...]:
         return tuple(o.result for o in self.outcomes if o.result is not None)
 
     @property
