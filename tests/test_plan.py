@@ -568,6 +568,9 @@ def test_plan_json_lists_every_change() -> None:
         checkpoint_reset=["r"],
         invalidate_hashes=True,
         history_table="orders__history",
+        policy_changes=["hash email", "exclude salary"],
+        clear=["salary"],
+        retype=[("email", "varchar(50)", "text")],
     )
     assert p.ref == "crm.orders"
     assert p.to_json() == {
@@ -587,6 +590,9 @@ def test_plan_json_lists_every_change() -> None:
         "unsyncable_reason": None,
         "checkpoint_reset": ["r"],
         "history_table": "sales.orders__history",
+        "policy_changes": ["hash email", "exclude salary"],
+        "clear": ["salary"],
+        "retype": [{"name": "email", "from": "varchar(50)", "to": "text"}],
     }
 
 
@@ -609,6 +615,9 @@ def test_plan_json_of_an_unsyncable_entity_without_history_table() -> None:
         "unsyncable_reason": "no usable columns",
         "checkpoint_reset": [],
         "history_table": None,
+        "policy_changes": [],
+        "clear": [],
+        "retype": [],
     }
 
 

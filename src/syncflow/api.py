@@ -60,7 +60,7 @@ from syncflow.results import (
     Version,
 )
 from syncflow.runtime import Runtime, check_connector
-from syncflow.schedule import due_entities, effective_settings
+from syncflow.schedule import check_policies, due_entities, effective_settings
 from syncflow.store import Conn
 from syncflow.sync import Progress, ProgressFn, check_backfill
 from syncflow.workers import Outcome, run_entities
@@ -509,12 +509,15 @@ class SyncFlow:
             if request.connector is not None:
                 runtime.config.connector(request.connector)
             claims.sweep_abandoned(meta, runtime.schema)
-            return due_entities(runtime, meta, force=request.force, connector=request.connector)
+            due = due_entities(runtime, meta, force=request.force, connector=request.connector)
+            check_policies(runtime, due)
+            return due
         entities = [store.get_entity(meta, runtime.schema, ref) for ref in dict.fromkeys(request.refs)]
         for entity in entities:
             runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
             if request.from_rowversion is not None:
                 check_backfill(entity)
+        check_policies(runtime, entities)
         return entities
 
     def _unused_overrides(self, meta: Conn, connector: str | None) -> list[str]:

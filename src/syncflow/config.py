@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from syncflow.errors import ConfigError
+from syncflow.models import ColumnPolicy
 from syncflow.ping import check_url
 
 DEFAULT_CONFIG_NAME = "syncflow.toml"
@@ -75,6 +76,15 @@ class SyncConfig(_Strict):
     max_response_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # Without a terminal (cron, Kubernetes): seconds between two progress lines of a running sync.
     progress_interval_seconds: float = Field(default=30.0, gt=0)
+    # The environment variable holding the HMAC key of hash_columns (its name only; never the key).
+    hash_key_env: str | None = None
+
+    @field_validator("hash_key_env")
+    @classmethod
+    def _check_hash_key_env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME_RE.match(value):
+            raise ValueError(f"{value!r} is not a valid environment variable name")
+        return value
 
 
 AfterSyncWhen = Literal["changed", "always"]
@@ -97,11 +107,28 @@ class EntityOverride(_Strict):
     after_sync_sql: str | None = None
     # When: "changed" (a row was inserted, updated or deleted) or "always"; default: the connector's.
     after_sync_when: AfterSyncWhen | None = None
+    # Column policies, by the API's column names (aliases): never stored, or stored as a keyed hash.
+    exclude_columns: list[str] | None = None
+    hash_columns: list[str] | None = None
 
     @field_validator("after_sync_sql")
     @classmethod
     def _check_after_sync_sql(cls, value: str | None) -> str | None:
         return _check_statement(value)
+
+    @field_validator("exclude_columns", "hash_columns")
+    @classmethod
+    def _check_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not name for name in value):
+            raise ValueError("column names must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> EntityOverride:
+        both = sorted(set(self.exclude_columns or ()) & set(self.hash_columns or ()))
+        if both:
+            raise ValueError(f"column(s) {', '.join(both)} are both excluded and hashed; choose one")
+        return self
 
 
 class ConnectorConfig(_Strict):
@@ -175,6 +202,18 @@ class Settings(_Strict):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     connectors: dict[str, ConnectorConfig] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_hash_key_env(self) -> Settings:
+        if self.sync.hash_key_env is None:
+            for name, conn in self.connectors.items():
+                for slug, override in conn.entities.items():
+                    if override.hash_columns:
+                        raise ValueError(
+                            f"connectors.{name}.entities.{slug}.hash_columns needs sync.hash_key_env,"
+                            " the environment variable that holds the HMAC key"
+                        )
+        return self
+
 
 @dataclass(frozen=True)
 class LoadedConfig:
@@ -216,6 +255,30 @@ class LoadedConfig:
                 f"{self.path}: connectors.{name}.token_env: environment variable {conn.token_env} is not set"
             )
         return value
+
+    def column_policy(self, connector: str, slug: str) -> ColumnPolicy:
+        """The entity's exclude_columns and hash_columns from the file (empty when it sets none)."""
+        conn = self.settings.connectors.get(connector)
+        override = conn.entities.get(slug) if conn is not None else None
+        if override is None:
+            return ColumnPolicy()
+        return ColumnPolicy(
+            exclude=frozenset(override.exclude_columns or ()), hash=frozenset(override.hash_columns or ())
+        )
+
+    def hash_key(self, env: Mapping[str, str] | None = None) -> bytes:
+        """The HMAC key of hash_columns, from the variable named by ``sync.hash_key_env``.
+
+        Unset or empty is a configuration error naming the variable (never a value):
+        storing the column unhashed, or hashed with an empty key, would defeat the policy.
+        """
+        var = self.settings.sync.hash_key_env
+        if var is None:
+            raise ConfigError(f"{self.path}: hash_columns need sync.hash_key_env (the variable holding the key)")
+        value = (os.environ if env is None else env).get(var)
+        if not value:
+            raise ConfigError(f"{self.path}: sync.hash_key_env: environment variable {var} is not set")
+        return value.encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,18 @@ def invalidate_hashes(schema: str, table: str) -> sql.Composed:
     return sql.SQL("UPDATE {} SET _bridge_hash = NULL WHERE _bridge_hash IS NOT NULL").format(
         sql.Identifier(schema, table)
     )
+
+
+def retype_clearing(schema: str, table: str, column: str, new_type: str) -> sql.Composed:
+    """Change a column's type and clear its values (a column hashed or no longer hashed)."""
+    return sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
+        sql.Identifier(schema, table), sql.Identifier(column), pg_type_sql(new_type)
+    )
+
+
+def clear_columns(schema: str, table: str, columns: Sequence[str]) -> sql.Composed:
+    """Set the columns NULL in every row (columns newly excluded)."""
+    return sql.SQL("UPDATE {} SET {}").format(
+        sql.Identifier(schema, table),
+        sql.SQL(", ").join(sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in columns),
+    )

@@ -28,9 +28,9 @@ from syncflow import catalog, claims, ddl, history, store
 from syncflow.apis import ApiSpec, parse_apis
 from syncflow.client import APISmithClient
 from syncflow.config import LoadedConfig
-from syncflow.errors import UsageError
-from syncflow.models import Entity, LiveTable
-from syncflow.plan import EntityPlan, choose_history_table, choose_table, plan_entity
+from syncflow.errors import ConfigError, UsageError
+from syncflow.models import ColumnPolicy, Entity, LiveTable, StoredColumn
+from syncflow.plan import EntityPlan, choose_history_table, choose_table, plan_entity, policy_problems
 from syncflow.store import Conn
 
 
@@ -111,11 +111,13 @@ def discover_connector(
     stored = {e.slug: e for e in store.list_entities(conn, schema, connector=name)}
     target_schema = config.target_schema(name)
     reserved: set[str] = set()  # names given to earlier entities of this run
+    policies = {spec.slug: entity_policy(config, name, spec, stored.get(spec.slug)) for spec in parsed.apis}
     for spec in parsed.apis:
         old = stored.get(spec.slug)
+        policy = policies[spec.slug]
         try:
             with conn.transaction():
-                plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
+                plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved, policy)
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             # Reading the live table waited for someone's lock: this entity fails, the others go on.
             where = f"{target_schema}.{old.target_table}" if old else f"the table of {name}.{spec.slug}"
@@ -137,7 +139,7 @@ def discover_connector(
             # Plan again under the claim: a sync that ended meanwhile may have moved the checkpoint.
             old = store.get_entity(conn, schema, plan.ref)
             reserved.difference_update((plan.target_table, plan.history_table))
-            plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved)
+            plan, live = _plan(conn, schema, name, target_schema, spec, old, reserved, policy)
             outcome.plan = plan
         try:
             with conn.transaction():
@@ -166,6 +168,23 @@ def discover_connector(
     return report
 
 
+def entity_policy(config: LoadedConfig, connector: str, spec: ApiSpec, old: Entity | None) -> ColumnPolicy:
+    """The entity's column policies from the file, checked against its columns (ConfigError, exit 2).
+
+    A policy naming no column or a business key, or hash_columns whose key is not in the
+    environment, is refused before anything is planned.
+    """
+    policy = config.column_policy(connector, spec.slug)
+    known = {c.api_name for c in spec.columns} | {c.api_name for c in (old.columns if old else [])}
+    where = f"{config.path}: connectors.{connector}.entities.{spec.slug}"
+    problems = [f"{where}.{p}" for p in policy_problems(policy, known, set(spec.business_keys))]
+    if problems:
+        raise ConfigError(problems)
+    if policy.hash:
+        config.hash_key()
+    return policy
+
+
 def _plan(
     conn: Conn,
     schema: str,
@@ -174,6 +193,7 @@ def _plan(
     spec: ApiSpec,
     old: Entity | None,
     reserved: set[str],
+    policy: ColumnPolicy,
 ) -> tuple[EntityPlan, LiveTable | None]:
     """Choose the entity's table and history table names, read the live table, plan."""
     taken = store.taken_tables(conn, schema, target_schema, old.uid if old else None) | reserved
@@ -181,7 +201,9 @@ def _plan(
     history_table = choose_history_table(table, old, target_schema, taken | {table})
     reserved.update((table, history_table))
     live = catalog.read_live_table(conn, target_schema, table)
-    plan = plan_entity(connector=connector, target_schema=target_schema, spec=spec, stored=old, live=live, table=table)
+    plan = plan_entity(
+        connector=connector, target_schema=target_schema, spec=spec, stored=old, live=live, table=table, policy=policy
+    )
     plan.history_table = history_table
     return plan, live
 
@@ -224,12 +246,15 @@ def _apply(  # noqa: PLR0913 - one entity's change: its plan and what the caller
             backup = _rebuild(conn, plan)
             columns = plan.desired_columns
         elif plan.action == "create":
-            conn.execute(ddl.create_table(plan.target_schema, plan.target_table, plan.columns, plan.business_keys))
+            conn.execute(
+                ddl.create_table(plan.target_schema, plan.target_table, _created(plan.columns), plan.business_keys)
+            )
         else:
             for col in plan.add_columns:
                 conn.execute(ddl.add_column(plan.target_schema, plan.target_table, col))
             for column, _old_type, new_type in plan.widen:
                 conn.execute(ddl.widen_column(plan.target_schema, plan.target_table, column, new_type))
+            _apply_policies(conn, plan, plan.target_table)
             if plan.invalidate_hashes:
                 conn.execute(ddl.invalidate_hashes(plan.target_schema, plan.target_table))
             if plan.breaking:
@@ -268,7 +293,31 @@ def _apply(  # noqa: PLR0913 - one entity's change: its plan and what the caller
         and catalog.read_live_table(conn, plan.target_schema, history.table_name(entity)) is not None
     ):
         history.ensure(conn, entity)
+        _apply_policies(conn, plan, history.table_name(entity))
     return backup
+
+
+def _created(columns: list[StoredColumn]) -> list[StoredColumn]:
+    """The columns a new table gets: an excluded column is never created."""
+    return [c for c in columns if c.policy != "exclude"]
+
+
+def _apply_policies(conn: Conn, plan: EntityPlan, table: str) -> None:
+    """Clear the values a policy change makes wrong, in the data table or its history.
+
+    Newly excluded columns are set NULL (the file says not to hold them); a column hashed
+    or unhashed is retyped with its values cleared (plain text where hashes belong, or
+    hashes where plain values belong), and the next sync writes them in the new form.
+    """
+    live = catalog.read_live_table(conn, plan.target_schema, table)
+    if live is None:
+        return
+    for column, _old_type, new_type in plan.retype:
+        if column in live.columns:
+            conn.execute(ddl.retype_clearing(plan.target_schema, table, column, new_type))
+    cleared = [c for c in plan.clear if c in live.columns]
+    if cleared:
+        conn.execute(ddl.clear_columns(plan.target_schema, table, cleared))
 
 
 def _rebuild(conn: Conn, plan: EntityPlan) -> str:
@@ -299,5 +348,7 @@ def _rebuild(conn: Conn, plan: EntityPlan) -> str:
                 sql.Identifier(ddl.derived_name(backup, f"idx{n}")),
             )
         )
-    conn.execute(ddl.create_table(plan.target_schema, plan.target_table, plan.desired_columns, plan.business_keys))
+    conn.execute(
+        ddl.create_table(plan.target_schema, plan.target_table, _created(plan.desired_columns), plan.business_keys)
+    )
     return backup

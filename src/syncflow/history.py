@@ -69,7 +69,7 @@ def ensure(conn: Conn, entity: Entity) -> str:
     name = table_name(entity)
     schema = entity.target_schema
     live = catalog.read_live_table(conn, schema, name)
-    columns = entity.columns
+    columns = entity.table_columns  # an excluded column is never copied into history
     if live is not None and "_bridge_history_id" not in live.columns:
         raise SyncFlowError(
             f"{entity.ref}: {schema}.{name} is not a history table, so history cannot be kept there;"

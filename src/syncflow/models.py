@@ -23,6 +23,8 @@ class StoredColumn:
     is_nullable: bool = True
     is_business_key: bool = False
     retired: bool = False
+    # The column policy discovery applied: "exclude" (never created or written; retired) or "hash".
+    policy: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredColumn:
@@ -31,6 +33,20 @@ class StoredColumn:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """An entity's column policies from the file, by API column name (alias)."""
+
+    exclude: frozenset[str] = frozenset()
+    hash: frozenset[str] = frozenset()
+
+    def of(self, api_name: str) -> str | None:
+        """The policy of one column: "exclude", "hash" or None."""
+        if api_name in self.exclude:
+            return "exclude"
+        return "hash" if api_name in self.hash else None
 
 
 @dataclass
@@ -73,6 +89,11 @@ class Entity:
     @property
     def active_columns(self) -> list[StoredColumn]:
         return [c for c in self.columns if not c.retired]
+
+    @property
+    def table_columns(self) -> list[StoredColumn]:
+        """Columns that discovery creates: all but excluded ones (an excluded column is never created)."""
+        return [c for c in self.columns if c.policy != "exclude"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncflow.apis import ApiSpec
-from syncflow.models import Entity, LiveTable, StoredColumn
+from syncflow.models import ColumnPolicy, Entity, LiveTable, StoredColumn
 from syncflow.naming import assign_names, history_table_name, is_reserved_table_name
 from syncflow.typemap import is_widening, normalize
 
@@ -57,6 +57,12 @@ class EntityPlan:
     invalidate_hashes: bool = False
     # The history table's name, reserved whether history is on or not (set by discovery).
     history_table: str | None = None
+    # Column policy changes ("exclude salary", "hash email", "unhash email", "include salary").
+    policy_changes: list[str] = field(default_factory=list)
+    # Columns whose stored values are cleared (set NULL) in the table and its history: newly excluded.
+    clear: list[str] = field(default_factory=list)
+    # Columns retyped with their values cleared (hashing turned on or off): (name, from, to).
+    retype: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def ref(self) -> str:
@@ -64,7 +70,14 @@ class EntityPlan:
 
     @property
     def changes_table(self) -> bool:
-        return bool(self.action == "create" or self.add_columns or self.widen or self.create_rowversion_index)
+        return bool(
+            self.action == "create"
+            or self.add_columns
+            or self.widen
+            or self.create_rowversion_index
+            or self.clear
+            or self.retype
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A machine-readable plan for ``discover --dry-run --json``."""
@@ -85,6 +98,9 @@ class EntityPlan:
             "unsyncable_reason": self.unsyncable_reason,
             "checkpoint_reset": self.checkpoint_reset,
             "history_table": f"{self.target_schema}.{self.history_table}" if self.history_table else None,
+            "policy_changes": self.policy_changes,
+            "clear": self.clear,
+            "retype": [{"name": n, "from": a, "to": b} for n, a, b in self.retype],
         }
 
 
@@ -96,12 +112,14 @@ def plan_entity(
     stored: Entity | None,
     live: LiveTable | None,
     table: str,
+    policy: ColumnPolicy | None = None,
 ) -> EntityPlan:
     """Compare metadata with what is stored and what is live; decide, do nothing."""
+    policy = policy or ColumnPolicy()
     existing = {c.api_name: c.pg_name for c in stored.columns} if stored else {}
     names = assign_names([c.api_name for c in spec.columns], existing, taken=AUDIT_COLUMNS)
 
-    columns, retire, restore = _desired_columns(spec, stored, names)
+    columns, retire, restore = _desired_columns(spec, stored, names, policy)
     keys = [names[k] for k in spec.business_keys]
     plan = EntityPlan(
         connector=connector,
@@ -118,6 +136,8 @@ def plan_entity(
         warnings=list(spec.warnings),
         unsyncable_reason=spec.unsyncable_reason,
     )
+    changed = _changed_policies(columns, stored)
+    plan.policy_changes = [_describe(c, changed[c.api_name]) for c in columns if c.api_name in changed]
     if stored and stored.delta_strategy != spec.delta_strategy:
         plan.strategy_change = (stored.delta_strategy, spec.delta_strategy)
     if spec.unsyncable_reason:
@@ -130,37 +150,51 @@ def plan_entity(
             plan.checkpoint_reset.append(f"the table {target_schema}.{table} is created empty")
         return plan
 
-    plan.columns = _against_live(plan, columns, live)
+    plan.columns = _against_live(plan, columns, live, changed)
     live_keys = live.unique_keys[0] if live.unique_keys else ()
     if tuple(keys) != tuple(live_keys) and set(keys) != set(live_keys):
         plan.breaking.append(f"business key changes from ({', '.join(live_keys) or 'none'}) to ({', '.join(keys)})")
     if spec.delta_strategy == "rowversion" and not live.rowversion_index:
         plan.create_rowversion_index = True
     if stored is not None:
-        _checkpoint_resets(plan, stored, live)
+        _checkpoint_resets(plan, stored, live, changed)
     if plan.breaking:
         plan.action = "breaking"
-    elif plan.changes_table or plan.retire or plan.restore or plan.strategy_change or plan.checkpoint_reset:
+    elif (
+        plan.changes_table
+        or plan.retire
+        or plan.restore
+        or plan.strategy_change
+        or plan.checkpoint_reset
+        or plan.policy_changes
+    ):
         plan.action = "alter"
     return plan
 
 
 def _desired_columns(
-    spec: ApiSpec, stored: Entity | None, names: dict[str, str]
+    spec: ApiSpec, stored: Entity | None, names: dict[str, str], policy: ColumnPolicy
 ) -> tuple[list[StoredColumn], list[str], list[str]]:
     """The API's columns under their PostgreSQL names, then the stored ones gone from it (retired, kept);
-    with the names retired now and the ones coming back."""
+    with the names retired now and the ones coming back.
+
+    An excluded column is kept as retired with the policy "exclude" (so its name stays reserved
+    and a sync knows to ignore it); a hashed one is ``text``.
+    """
     columns: list[StoredColumn] = []
     for c in spec.columns:
+        rule = policy.of(c.api_name)
         columns.append(
             StoredColumn(
                 api_name=c.api_name,
                 source_name=c.source_name,
                 data_type=c.data_type,
                 pg_name=names[c.api_name],
-                pg_type=c.pg_type,
+                pg_type="text" if rule == "hash" else c.pg_type,
                 is_nullable=c.is_nullable,
                 is_business_key=c.is_business_key,
+                retired=rule == "exclude",
+                policy=rule,
             )
         )
     spec_names = {c.api_name for c in spec.columns}
@@ -168,6 +202,8 @@ def _desired_columns(
     restore: list[str] = []
     if stored:
         for old in stored.columns:
+            if old.api_name in spec_names and (old.policy == "exclude" or policy.of(old.api_name) == "exclude"):
+                continue  # exclusions are policy changes, not retirements
             if old.api_name not in spec_names:
                 columns.append(
                     StoredColumn(
@@ -188,11 +224,75 @@ def _desired_columns(
     return columns, retire, restore
 
 
-def _against_live(plan: EntityPlan, columns: list[StoredColumn], live: LiveTable) -> list[StoredColumn]:
-    """Compare each column with the live table: add, widen, or report a breaking change (keeping the live type)."""
+def _changed_policies(columns: list[StoredColumn], stored: Entity | None) -> dict[str, str | None]:
+    """Columns whose policy the file changes against what discovery applied last: API name → old policy."""
+    before = {c.api_name: c.policy for c in stored.columns} if stored else {}
+    out: dict[str, str | None] = {}
+    for col in columns:
+        old = before.get(col.api_name)
+        if col.retired and col.policy is None:
+            continue  # gone from the metadata: a retirement, whatever its policy was
+        if col.policy != old:
+            out[col.api_name] = old
+    return out
+
+
+def _describe(col: StoredColumn, old: str | None) -> str:
+    if col.policy is not None:
+        return f"{col.policy} {col.api_name}"
+    return f"{'unhash' if old == 'hash' else 'include'} {col.api_name}"
+
+
+def policy_problems(policy: ColumnPolicy, known: set[str], keys: set[str]) -> list[str]:
+    """Policies naming no column (``known``: API names), or a business key; one line each.
+
+    A business key is neither excluded (a row needs it) nor hashed: paging, tie groups and the
+    delete step compare keys as the source sends them.
+    """
+    problems: list[str] = []
+    for key, names in (("exclude_columns", policy.exclude), ("hash_columns", policy.hash)):
+        for name in sorted(names):
+            if name not in known:
+                problems.append(f"{key}: no column named {name!r} (use the API's column names, as 'entity show' lists)")
+            elif name in keys:
+                problems.append(
+                    f"{key}: {name!r} is a business key column, which is always stored as the source sends it"
+                )
+    return problems
+
+
+def _policy_against_live(plan: EntityPlan, col: StoredColumn, old: str | None, have: str | None) -> StoredColumn:
+    """A column whose policy changed, against the live type ``have`` (None: not in the table)."""
+    if col.policy == "exclude":
+        if have is None:
+            return col  # never created
+        if old != "exclude":
+            plan.clear.append(col.pg_name)
+        return _with_type(col, have)
+    if have is None:
+        plan.add_columns.append(col)
+    else:
+        plan.retype.append((col.pg_name, have, normalize(col.pg_type)))
+    return col
+
+
+def _against_live(
+    plan: EntityPlan, columns: list[StoredColumn], live: LiveTable, changed: dict[str, str | None]
+) -> list[StoredColumn]:
+    """Compare each column with the live table: add, widen, or report a breaking change (keeping the live type).
+
+    A column whose policy changed is added, retyped or cleared instead (see :func:`_policy_against_live`).
+    """
     final: list[StoredColumn] = []
     for col in columns:
         have = live.columns.get(col.pg_name)
+        if col.api_name in changed:
+            old = changed[col.api_name]
+            final.append(_policy_against_live(plan, col, old, normalize(have.pg_type) if have else None))
+            continue
+        if col.policy == "exclude":
+            final.append(col if have is None else _with_type(col, normalize(have.pg_type)))
+            continue
         if have is None:
             plan.add_columns.append(col)
             final.append(col)
@@ -214,7 +314,7 @@ def _against_live(plan: EntityPlan, columns: list[StoredColumn], live: LiveTable
     return final
 
 
-def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable) -> None:
+def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable, changed: dict[str, str | None]) -> None:
     """Find what makes the stored checkpoint pass rows the table lacks; set the reasons.
 
     The checkpoint says "every row up to here is in the table". That stops
@@ -223,10 +323,15 @@ def _checkpoint_resets(plan: EntityPlan, stored: Entity, live: LiveTable) -> Non
     source without a version bump, restored, or dropped by hand and re-added).
     """
     known = {c.pg_name for c in stored.columns}
-    readded = [c.pg_name for c in plan.add_columns if c.pg_name in known]
-    new = [c.pg_name for c in plan.add_columns if c.pg_name not in known]
-    plan.invalidate_hashes = bool(readded)
+    by_policy = {c.pg_name for c in plan.columns if c.api_name in changed}
+    added = [c.pg_name for c in plan.add_columns if c.pg_name not in by_policy]
+    readded = [name for name in added if name in known]
+    new = [name for name in added if name not in known]
+    rewrite = [c for c in plan.policy_changes if not c.startswith("exclude ")]
+    plan.invalidate_hashes = bool(readded or rewrite)
     reasons: list[str] = []
+    if rewrite:
+        reasons.append(f"column policy changes ({', '.join(rewrite)}): the rows already read lack the new form")
     if (stored.target_schema, stored.target_table) != (plan.target_schema, plan.target_table):
         reasons.append(
             f"the entity moves from {stored.target_schema}.{stored.target_table}"

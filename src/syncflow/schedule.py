@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncflow import store
-from syncflow.models import Entity
+from syncflow.errors import ConfigError
+from syncflow.models import ColumnPolicy, Entity
+from syncflow.plan import policy_problems
 from syncflow.runtime import Runtime
 from syncflow.store import Conn
 
@@ -61,6 +63,30 @@ def after_sync_settings(runtime: Runtime, e: Entity) -> tuple[str | None, str]:
     if override is None:
         return None, conn_cfg.after_sync_when
     return override.after_sync_sql, override.after_sync_when or conn_cfg.after_sync_when
+
+
+def check_policies(runtime: Runtime, entities: list[Entity]) -> None:
+    """The file's column policies of the entities about to sync: valid names, no business key,
+    and the hash key in the environment when one hashes a column; else a ConfigError (exit 2)."""
+    problems: list[str] = []
+    hashing = False
+    for e in entities:
+        policy = runtime.config.column_policy(e.connector, e.slug)
+        known = {c.api_name for c in e.columns}
+        keys = {c.api_name for c in e.columns if c.is_business_key}
+        where = f"{runtime.config.path}: connectors.{e.connector}.entities.{e.slug}"
+        problems += [f"{where}.{p}" for p in policy_problems(policy, known, keys)]
+        hashing = hashing or bool(policy.hash)
+    if problems:
+        raise ConfigError(problems)
+    if hashing:
+        runtime.config.hash_key()
+
+
+def sync_policy(runtime: Runtime, e: Entity) -> tuple[ColumnPolicy, bytes | None]:
+    """The entity's column policies and, when it hashes a column, the key (ConfigError when unset)."""
+    policy = runtime.config.column_policy(e.connector, e.slug)
+    return policy, runtime.config.hash_key() if policy.hash else None
 
 
 def due_entities(runtime: Runtime, conn: Conn, *, force: bool = False, connector: str | None = None) -> list[Entity]:

@@ -11,6 +11,8 @@ integers sent as ``12.0``) get a Python conversion.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 from collections.abc import Callable, Hashable, Sequence
 from decimal import Decimal
@@ -97,6 +99,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def hash_text(value: Any) -> str:
+    """The text a hashed column's value is hashed as: a string as sent, anything else as its JSON text.
+
+    Numbers keep the digits the source sent (``12.50`` stays ``12.50``), booleans are
+    ``true``/``false``, dates and times are the strings the source sent.
+    """
+    return value if isinstance(value, str) else json_text(value)
+
+
+def hasher(key: bytes) -> Callable[[Any], str]:
+    """HMAC-SHA256 (hex) of a value's :func:`hash_text` (UTF-8) under ``key``."""
+
+    def digest(value: Any) -> str:
+        return hmac.new(key, hash_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return digest
+
+
 def converter(pg_type: str) -> Callable[[Any], Any] | None:
     if pg_type == "jsonb":
         return _json_text
@@ -119,7 +139,11 @@ class Stage:
         columns: Sequence[StoredColumn],
         keys: Sequence[str],
         track_seen: bool = True,
+        ignored: Sequence[str] = (),
+        hash_key: bytes | None = None,
     ) -> None:
+        """``ignored``: names of excluded columns (alias and source name), read past without
+        a drift warning; ``hash_key``: the HMAC key of the columns whose policy is "hash"."""
         self.conn = conn
         self.track_seen = track_seen
         self.schema, self.table = schema, table
@@ -140,7 +164,8 @@ class Stage:
         self._key_cols = [c for c in self.columns if c.pg_name in self.keys]
         self._key_cols.sort(key=lambda c: self.keys.index(c.pg_name))
         self._alias_key = itemgetter(*(c.api_name for c in self._key_cols))
-        self._convert = [(i, f) for i, c in enumerate(self.columns) if (f := converter(c.pg_type)) is not None]
+        self.ignored = frozenset(ignored)
+        self._convert = self._converters(hash_key)
         self._key_index = [self.names.index(k) for k in self.keys]
         self._copy_sql = merge.copy_sql(self.columns)
         self.seq = 0
@@ -159,6 +184,18 @@ class Stage:
         conn.execute(merge.stage_ddl(self.columns, self.keys))
         if track_seen:
             conn.execute(merge.seen_ddl(schema, table, self.keys))
+
+    def _converters(self, hash_key: bytes | None) -> list[tuple[int, Callable[[Any], Any]]]:
+        """Per-column conversions before COPY: by type, or the keyed hash for a hashed column."""
+        out: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, c in enumerate(self.columns):
+            if c.policy == "hash":
+                if hash_key is None:
+                    raise ValueError(f"column {c.pg_name} is hashed but no hash key was given")
+                out.append((i, hasher(hash_key)))
+            elif (f := converter(c.pg_type)) is not None:
+                out.append((i, f))
+        return out
 
     # -- the keys seen in this run: for deletes and duplicate counts --------------------------
 
@@ -201,6 +238,7 @@ class Stage:
 
     def _mode(self, names: set[str]) -> str:
         """How a row (or a page) is keyed: by ``alias`` unless only source names explain it."""
+        names = names - self.ignored
         if names <= self.aliases:
             return "alias"
         if names <= self.sources:
@@ -241,7 +279,8 @@ class Stage:
         """
         # A row of aliases only is read by alias; any other row (a key alias may be another column's
         # source name, or source names may explain more of the row) is read by the row's mode.
-        by_alias = data.keys() <= self.aliases
+        names = data.keys() - self.ignored if self.ignored else data.keys()
+        by_alias = names <= self.aliases
         if by_alias:
             try:
                 return self._alias_key(data)  # type: ignore[no-any-return]
@@ -273,7 +312,7 @@ class Stage:
         page_mode = "alias"
         mixed = False
         if rows:
-            seen_keys = set().union(*(r[0].keys() for r in rows))
+            seen_keys = set().union(*(r[0].keys() for r in rows)) - self.ignored
             page_mode = self._mode(seen_keys)
             mixed = not (seen_keys <= (self.aliases if page_mode == "alias" else self.sources))
             extra = seen_keys - (self.aliases | self.sources)

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -25,7 +25,7 @@ from psycopg import sql
 from syncflow import guard, history, merge, records
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
-from syncflow.models import Entity
+from syncflow.models import ColumnPolicy, Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.records import Reject, RunResult
 from syncflow.stage import Row, Stage
@@ -49,6 +49,10 @@ class SyncOptions:
     prefetch_pages: int = 24
     # A targeted backfill: re-read the rows above this row version (rowversion entities only).
     backfill_from: str | None = None
+    # The file's column policies; None: not checked against what discovery applied.
+    policy: ColumnPolicy | None = None
+    # The HMAC key of hashed columns; never shown (repr) or recorded.
+    hash_key: bytes | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:
@@ -103,6 +107,8 @@ def sync_entity(
     started = time.monotonic()
     try:
         _refuse_unsyncable(entity)
+        if options.policy is not None:
+            refuse_policy_drift(entity, options.policy)
         if options.backfill_from is not None:
             check_backfill(entity)
             result.error_details["backfill"] = {"from_rowversion": options.backfill_from}
@@ -148,6 +154,25 @@ def _refuse_unsyncable(entity: Entity) -> None:
         raise SyncFlowError(f"{entity.ref} needs attention: {entity.needs_attention}")
 
 
+def refuse_policy_drift(entity: Entity, policy: ColumnPolicy) -> None:
+    """The file's column policies must be the ones discovery applied: else the table has the wrong form.
+
+    Syncing anyway would store a value the file says to hash or exclude, or a hash into a
+    column of the source's type; the run fails until ``discover`` applies the change.
+    """
+    applied = {c.api_name: c.policy for c in entity.columns if c.policy is not None}
+    current = {c.api_name for c in entity.columns if not c.retired or c.policy == "exclude"}
+    wanted = {name: policy.of(name) for name in (policy.exclude | policy.hash) & current}
+    if applied != wanted:
+        differ = sorted(set(applied.items()) ^ set(wanted.items()))
+        names = ", ".join(dict.fromkeys(name for name, _ in differ))
+        raise SyncFlowError(
+            f"{entity.ref}: the column policies in the file differ from the table's ({names});"
+            f" run 'syncflow discover {entity.connector}' to apply them, then sync again",
+            details={"policy_columns": sorted({name for name, _ in differ})},
+        )
+
+
 class _Loader:
     """Stages pages and merges them into the target, one committed batch at a time.
 
@@ -181,6 +206,8 @@ class _Loader:
             columns=columns,
             keys=keys,
             track_seen=track_seen,
+            ignored=[n for c in entity.columns if c.policy == "exclude" for n in (c.api_name, c.source_name)],
+            hash_key=options.hash_key,
         )
 
         def build(**kw: Any) -> sql.Composed:

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from syncflow.errors import SyncFlowError
 from syncflow.models import Entity
 from syncflow.records import RunResult
 from syncflow.runtime import Runtime
-from syncflow.schedule import after_sync_settings, effective_settings
+from syncflow.schedule import after_sync_settings, effective_settings, sync_policy
 from syncflow.store import Conn
 from syncflow.sync import ProgressFn, SyncOptions, sync_entity
 
@@ -252,6 +252,8 @@ def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
         backfill_from=job.backfill_from,
     )
     try:
+        policy, hash_key = sync_policy(runtime, fresh)
+        options = replace(options, policy=policy, hash_key=hash_key)
         client = runtime.client(fresh.connector, cancel=cancel)
     except SyncFlowError as exc:
         # The connector's problem (token unset, CA bundle unreadable) fails its entities, not the invocation.

@@ -28,7 +28,10 @@ def _changes(o: EntityOutcome) -> list[str]:
     p = o.plan
     changes: list[str] = []
     if p.action == "create":
-        changes.append(f"create with {len(p.columns)} columns")
+        changes.append(f"create with {sum(c.policy != 'exclude' for c in p.columns)} columns")
+    changes += [escape(change) for change in p.policy_changes]
+    changes += [escape(f"clear {n} (excluded: its values are set NULL)") for n in p.clear]
+    changes += [escape(f"retype {n}: {a} → {b} (values cleared, rewritten by the next sync)") for n, a, b in p.retype]
     changes += [escape(f"add {c.pg_name} {c.pg_type}") for c in p.add_columns]
     changes += [escape(f"widen {n}: {a} → {b}") for n, a, b in p.widen]
     changes += [escape(f"retire {n}") for n in p.retire]
