@@ -836,3 +836,40 @@ def test_json_text_takes_the_second_pass_only_for_big_integers(monkeypatch: pyte
     assert calls == []
     assert stage.json_text({"n": 2**64}) == '{"n":18446744073709551616}'
     assert calls[0] == {"n": 2**64}  # then once per nested value
+
+
+# -- the seen keys: what the delete step compares the table with ---------------------------------
+
+
+def _stage_keys(s: Stage, pg: Conn, ids: list[int]) -> None:
+    s.load([(i + 1, "1", False, k, None, None, None, None) for i, k in enumerate(ids)], [])
+    s.record_seen()
+    s.truncate()
+
+
+def test_seen_keys_are_recorded_counted_and_forgotten(pg: Conn) -> None:
+    s = make(pg)
+    pg.execute("INSERT INTO erp.items (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')")
+    pg.execute("UPDATE erp.items SET _bridge_deleted = true WHERE id = 4")
+    _stage_keys(s, pg, [1, 2])
+    _stage_keys(s, pg, [2])  # a key seen again counts once among the distinct keys
+    assert s.seen_counts() == (3, 2)
+    assert s.seen_counts(analyze=True) == (3, 2)
+    # Live rows 1, 2, 3 (4 is soft-deleted); 3 was not seen.
+    assert s.unseen_counts() == (3, 1)
+    s.forget_seen()
+    assert s.seen_counts() == (0, 0)
+    assert s.unseen_counts() == (3, 3)
+
+
+def test_a_first_load_starts_tracking_seen_keys_when_asked(pg: Conn) -> None:
+    s = make(pg, track_seen=False)
+    assert not exists(pg, merge.SEEN)
+    _stage_keys(s, pg, [1])  # not tracked: nothing is recorded, and no table is needed
+    s.forget_seen()
+    s.start_seen()
+    assert s.track_seen
+    assert exists(pg, merge.SEEN)
+    s.start_seen()  # again: nothing changes (the table is not created twice)
+    _stage_keys(s, pg, [5, 6])
+    assert s.seen_counts() == (2, 2)
