@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t registry.example.com/syncflow:0.1.0 .
+# Build: docker build -t registry.example.com/syncflow:0.2.0 .
 # Run:   docker run --rm -v $PWD/syncflow.toml:/etc/syncflow/syncflow.toml \
-#          -e SYNCFLOW_DATABASE_URL -e ERP_APISMITH_TOKEN registry.example.com/syncflow:0.1.0 sync --all
+#          -e SYNCFLOW_DATABASE_URL -e ERP_APISMITH_TOKEN registry.example.com/syncflow:0.2.0 sync --all
 #
 # Reproducible: the base image is pinned to a patch release, and every Python package
 # (the build tools included) is installed from a lock file with hashes (pip --require-hashes),
