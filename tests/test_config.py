@@ -156,8 +156,8 @@ def test_runtime_client_gets_the_settings(tmp_path: Path, monkeypatch: pytest.Mo
         '[connectors.erp]\nbase_url = "http://127.0.0.1:1"\ntoken_env = "ERP_T"\n',
         encoding="utf-8",
     )
-    monkeypatch.setenv("ERP_T", "tok")
-    runtime = Runtime.load(config_path=path, env={})
+    monkeypatch.setenv("ERP_T", "not-this-one")  # the environment given to load() is where the token comes from
+    runtime = Runtime.load(config_path=path, env={"ERP_T": "tok"})
     cancel = threading.Event()
     with runtime.client("erp", cancel=cancel) as client:
         assert (client.max_response_bytes, client.timeout, client.token_env) == (4096, 7.0, "ERP_T")

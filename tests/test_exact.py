@@ -529,3 +529,30 @@ def test_a_row_deleted_during_a_first_load_is_soft_deleted_by_that_run(
     live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
     assert victim not in live, runs[0]["warnings"]
     assert live == set(st.snapshot("orders"))
+
+
+def test_a_first_load_that_deleted_a_row_counts_it_as_fetched(cli: Cli, server: DemoServer, db_url: str) -> None:
+    """Found by the fuzz profile: after the first-load fix, records_fetched (the rows of the read that
+    agreed) fell below inserted (every row the reads inserted, the deleted one included)."""
+    st = server.state
+    st.set_api("orders", {**_orders_api(), "delta_strategy": "hash"})
+    st.insert("orders", 11, new_version=False)
+    _configure(cli, server, "page_size = 4")
+    assert cli("discover").exit_code == 0
+    victim = st.entities["orders"].live()[1][1]
+    calls: list[int] = []
+
+    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
+        calls.append(page)
+        if len(calls) == 2:
+            st.delete("orders", keys=[victim])
+
+    st.before_page = delete_victim
+    code, runs = _sync(cli, "full-refresh", "erp.orders")
+    st.before_page = None
+    run = runs[0]
+    assert code == 0, run
+    assert run["records_inserted"] == 11
+    assert run["records_deleted"] == 1
+    assert run["records_fetched"] >= run["records_inserted"] + run["records_updated"] + run["records_rejected"]
+    assert run["records_unchanged"] == 0

@@ -32,10 +32,11 @@ def test_a_stored_column_round_trips_and_ignores_keys_it_does_not_know() -> None
         "is_nullable": False,
         "is_business_key": True,
         "retired": True,
+        "policy": None,
     }
     assert StoredColumn.from_json({**data, "from_a_later_version": 1}) == c
     # Keys an older version did not store take their defaults.
-    old = {k: v for k, v in data.items() if k not in ("is_nullable", "is_business_key", "retired")}
+    old = {k: v for k, v in data.items() if k not in ("is_nullable", "is_business_key", "retired", "policy")}
     assert StoredColumn.from_json(old) == column("name")
 
 
