@@ -171,7 +171,7 @@ def entity_set(
         )
     )
     note(
-        f"{escape(ref)}: interval {settings.interval_seconds}s, enabled {str(settings.enabled).lower()}, "
+        f"{escape(ref)}: interval {settings.interval_seconds}s, enabled {plain(settings.enabled)}, "
         f"page size {settings.page_size}, history {'on' if settings.history else 'off'}"
     )
     connector, _, slug = settings.entity.partition(".")
