@@ -857,9 +857,14 @@ def test_seen_keys_are_recorded_counted_and_forgotten(pg: Conn) -> None:
     assert s.seen_counts(analyze=True) == (3, 2)
     # Live rows 1, 2, 3 (4 is soft-deleted); 3 was not seen.
     assert s.unseen_counts() == (3, 1)
+    assert s.distinct_seen_all() == 2
     s.forget_seen()
     assert s.seen_counts() == (0, 0)
     assert s.unseen_counts() == (3, 3)
+    # The earlier read's keys still count as fetched, once, with the new read's.
+    _stage_keys(s, pg, [2, 3])
+    assert s.distinct_seen_all() == 3
+    assert s.unseen_counts() == (3, 1)
 
 
 def test_a_first_load_starts_tracking_seen_keys_when_asked(pg: Conn) -> None:

@@ -24,6 +24,8 @@ from syncflow.models import StoredColumn
 
 STAGE = "_sf_stage"
 SEEN = "_sf_seen"
+# The keys of the reads before the last one: counted (every row a run wrote was fetched), never compared with.
+SEEN_EARLIER = "_sf_seen_earlier"
 # Staging's own columns. Data columns never start with ``_bridge_`` (the naming rules reserve the
 # prefix), so no API column can collide with these or with the merge's internal names.
 STAGE_COLUMNS = ("_bridge_seq", "_bridge_rv", "_bridge_tomb")
@@ -66,6 +68,25 @@ def seen_stats(keys: Sequence[str]) -> sql.Composed:
     return sql.SQL(
         "SELECT (SELECT count(*) FROM {seen}), (SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {seen}) d)"
     ).format(seen=sql.Identifier(SEEN), keys=_ids(keys))
+
+
+def keep_earlier_seen() -> sql.Composed:
+    """Move the seen keys aside before a verification read (creating the table the first time)."""
+    return sql.SQL(
+        "CREATE TEMP TABLE IF NOT EXISTS {earlier} AS SELECT * FROM {seen} WITH NO DATA;"
+        " INSERT INTO {earlier} SELECT * FROM {seen}; TRUNCATE {seen}"
+    ).format(earlier=sql.Identifier(SEEN_EARLIER), seen=sql.Identifier(SEEN))
+
+
+def distinct_seen_all(keys: Sequence[str], *, earlier: bool) -> sql.Composed:
+    """Distinct keys over every read of the run (the last one, and with ``earlier`` the ones before it)."""
+    if not earlier:
+        return sql.SQL("SELECT count(*) FROM (SELECT DISTINCT {keys} FROM {seen}) d").format(
+            keys=_ids(keys), seen=sql.Identifier(SEEN)
+        )
+    return sql.SQL("SELECT count(*) FROM (SELECT {keys} FROM {seen} UNION SELECT {keys} FROM {earlier}) d").format(
+        keys=_ids(keys), seen=sql.Identifier(SEEN), earlier=sql.Identifier(SEEN_EARLIER)
+    )
 
 
 def copy_sql(columns: Sequence[StoredColumn]) -> sql.Composed:

@@ -146,6 +146,7 @@ class Stage:
         a drift warning; ``hash_key``: the HMAC key of the columns whose policy is "hash"."""
         self.conn = conn
         self.track_seen = track_seen
+        self.earlier_seen = False
         self.schema, self.table = schema, table
         self.columns = list(columns)
         self.keys = list(keys)
@@ -179,7 +180,7 @@ class Stage:
             else itemgetter(*(3 + i for i in self._key_index))
         )
         self.drift: set[str] = set()
-        for name in (merge.STAGE, merge.SEEN):
+        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(merge.stage_ddl(self.columns, self.keys))
         if track_seen:
@@ -211,9 +212,16 @@ class Stage:
             self.conn.execute(merge.seen_insert(self.keys))
 
     def forget_seen(self) -> None:
-        """Start the seen keys afresh (a verification read replaces the read before it)."""
+        """Start the seen keys afresh: a verification read replaces the read before it for the delete step;
+        the earlier reads' keys are kept aside, for :meth:`distinct_seen_all`."""
         if self.track_seen:
-            self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.SEEN)))
+            self.conn.execute(merge.keep_earlier_seen())
+            self.earlier_seen = True
+
+    def distinct_seen_all(self) -> int:
+        """Distinct keys seen by any read of this run: every row it wrote was fetched once."""
+        row = self.conn.execute(merge.distinct_seen_all(self.keys, earlier=self.earlier_seen)).fetchone()
+        return int(one(row, "counting the seen keys")[0])
 
     def seen_counts(self, *, analyze: bool = False) -> tuple[int, int]:
         """(keys staged, distinct keys) over the seen keys; ``analyze`` first refreshes their statistics,
@@ -231,7 +239,7 @@ class Stage:
         return int(row[0]), int(row[1])
 
     def close(self) -> None:
-        for name in (merge.STAGE, merge.SEEN):
+        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER):
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
 
     # -- rows ----------------------------------------------------------------------------

@@ -360,8 +360,8 @@ class _Run:
         if loader.track_seen:
             staged, distinct = loader.stage.seen_counts(analyze=True)
             if track_seen:  # a first load counted its distinct rows as it inserted them (see _confirm)
-                counts.duplicates += staged - distinct  # keys that came in more than one batch (or pass): once
-                counts.fetched = distinct + counts.rejected
+                counts.duplicates += staged - distinct  # keys that came in more than one batch: once
+                counts.fetched = loader.stage.distinct_seen_all() + counts.rejected
         self._note_warnings(st.warnings, loader.stage.drift)
         if reconcile and loader.track_seen:
             if not stable:
