@@ -18,7 +18,7 @@ from syncflow.aftersync import HookOutcome
 from syncflow.discovery import DiscoveryReport
 from syncflow.errors import EXIT_CLAIMED, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
 from syncflow.records import RunResult
-from syncflow.workers import Outcome
+from syncflow.workers import Outcome, outcome_document
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -134,11 +134,7 @@ class EntityResult:
         )
 
     def to_json(self) -> dict[str, Any]:
-        if self.result is not None:
-            return self.result.to_json()
-        if self.error is not None:
-            return {"entity": self.entity, "status": "error", "error": self.error}
-        return {"entity": self.entity, "status": "skipped", "reason": self.skipped}
+        return outcome_document(self.entity, self.result.to_json() if self.result else None, self.error, self.skipped)
 
 
 @dataclass(frozen=True)

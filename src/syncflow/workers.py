@@ -47,11 +47,16 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         """One element of ``sync --json``'s array: a run, an entity that could not start, or a skip."""
-        if self.result is not None:
-            return self.result.to_json()
-        if self.error is not None:
-            return {"entity": self.entity, "status": "error", "error": self.error}
-        return {"entity": self.entity, "status": "skipped", "reason": self.skipped}
+        return outcome_document(self.entity, self.result.to_json() if self.result else None, self.error, self.skipped)
+
+
+def outcome_document(entity: str, run: dict[str, Any] | None, error: str | None, skipped: str | None) -> dict[str, Any]:
+    """The JSON of one entity's outcome, wherever it comes from (the engine, or the API's frozen copy)."""
+    if run is not None:
+        return run
+    if error is not None:
+        return {"entity": entity, "status": "error", "error": error}
+    return {"entity": entity, "status": "skipped", "reason": skipped}
 
 
 def run_entities(  # noqa: PLR0913 - keyword-only options of one call, passed on as one _Job
