@@ -959,12 +959,17 @@ def test_re_added_column_next_to_a_policy_change_keeps_its_reason() -> None:
     assert got.checkpoint_reset == ["column(s) updated were missing from the table and are added again"]
 
 
-def test_excluded_column_gone_from_the_metadata_is_a_retirement_not_a_policy_change() -> None:
+@pytest.mark.parametrize("in_table", [True, False])
+def test_excluded_column_gone_from_the_metadata_stays_excluded(in_table: bool) -> None:
+    """Not a policy change nor a retirement; never created when it is not in the table (no reset either)."""
     stored = entity([ID, NAME, excluded(AMOUNT), UPDATED])
-    got = planp(api(without("amount")), stored, live())
-    assert got.policy_changes == []
-    assert got.retire == []
-    assert got.restore == []
+    types = (
+        {**BASE_LIVE, "amount": "numeric(12,3)"} if in_table else {k: v for k, v in BASE_LIVE.items() if k != "amount"}
+    )
+    got = planp(api(without("amount")), stored, live(types))
+    desired = [ID, NAME, UPDATED, excluded(AMOUNT)]
+    final = [ID, NAME, UPDATED, replace(excluded(AMOUNT), pg_type="numeric(12,3)") if in_table else excluded(AMOUNT)]
+    assert got == expected(columns=final, desired_columns=desired)
 
 
 def test_hashed_column_gone_from_the_metadata_is_retired_as_text() -> None:
