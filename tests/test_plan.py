@@ -1003,6 +1003,7 @@ def test_policy_change_plan_json() -> None:
         ([replace(NAME, retired=True)], entity([ID, hashed(NAME)]), {}),
         ([replace(NAME, retired=True)], entity([ID, excluded(NAME)]), {}),
         ([ID, hashed(NAME), excluded(AMOUNT)], entity(), {"name": None, "amount": None}),
+        ([replace(NAME, retired=True), hashed(AMOUNT)], None, {"amount": None}),
     ],
 )
 def test_changed_policies(columns: list[StoredColumn], stored: Entity | None, changed: dict[str, str | None]) -> None:
@@ -1088,3 +1089,27 @@ def test_policy_against_live_normalizes_the_new_type() -> None:
     col = replace(NAME, pg_type="character varying(50)")
     _policy_against_live(p, col, "hash", "text")
     assert p.retype == [("name", "text", "varchar(50)")]
+
+
+def test_retired_column_coming_back_excluded_is_not_restored() -> None:
+    """Back in the metadata but excluded by the file: a policy change, not a restore."""
+    stored = entity([ID, NAME, replace(AMOUNT, retired=True), UPDATED])
+    got = planp(api(), stored, live(), policy(exclude=("amount",)))
+    assert got.restore == []
+    assert got.policy_changes == ["exclude amount"]
+
+
+def test_a_stored_exclusion_does_not_hide_the_restores_after_it() -> None:
+    stored = entity([ID, NAME, excluded(AMOUNT), replace(UPDATED, retired=True)])
+    got = planp(api(), stored, live(), policy(exclude=("amount",)))
+    assert got.restore == ["updated"]
+
+
+def test_a_retired_column_is_nullable_and_no_business_key() -> None:
+    spec = api(
+        [{**c, "is_business_key": c["output_alias"] == "name"} for c in BASE_API_COLUMNS if c["output_alias"] != "id"]
+    )
+    got = planp(spec, entity(), live())
+    assert got.columns[-1] == replace(ID, retired=True, is_nullable=True, is_business_key=False)
+    gone = planp(api(without("name")), entity(), live())
+    assert gone.columns[-1] == replace(NAME, retired=True, is_nullable=True)
