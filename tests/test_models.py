@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from syncflow.models import Entity, StoredColumn
+import pytest
+
+from syncflow.models import ColumnPolicy, Entity, StoredColumn
 
 
 def column(
@@ -58,3 +60,32 @@ def test_an_entity_is_named_connector_dot_slug_and_writes_only_active_columns() 
     assert [c.api_name for c in e.active_columns] == ["id", "name"]
     assert e.syncable
     assert e.last_rowversion is None
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [("salary", "exclude"), ("email", "hash"), ("both", "exclude"), ("id", None), ("", None), ("Email", None)],
+)
+def test_column_policy_of(name: str, rule: str | None) -> None:
+    """Excluding wins over hashing: a column listed in both is never stored."""
+    policy = ColumnPolicy(exclude=frozenset({"salary", "both"}), hash=frozenset({"email", "both"}))
+    assert policy.of(name) == rule
+
+
+def test_default_column_policy_has_none() -> None:
+    assert ColumnPolicy() == ColumnPolicy(frozenset(), frozenset())
+    assert ColumnPolicy().of("anything") is None
+    assert ColumnPolicy(hash=frozenset({"x"})).of("x") == "hash"
+    assert ColumnPolicy(exclude=frozenset({"x"})).of("x") == "exclude"
+
+
+def test_entity_table_columns_leave_out_excluded_ones_only() -> None:
+    cols = [
+        column("id"),
+        StoredColumn("s", "S", "NUMBER", "s", "numeric", retired=True, policy="exclude"),
+        StoredColumn("e", "E", "VARCHAR2", "e", "text", policy="hash"),
+        column("gone", retired=True),
+    ]
+    e = Entity("u", "erp", "c", "items", "Items", "", "full", ["id"], "erp", "items", cols)
+    assert [c.api_name for c in e.table_columns] == ["id", "e", "gone"]
+    assert [c.api_name for c in e.active_columns] == ["id", "e"]

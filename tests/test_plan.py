@@ -15,13 +15,17 @@ from typing import Any
 import pytest
 
 from syncflow.apis import ApiSpec, parse_api
-from syncflow.models import Entity, LiveColumn, LiveTable, StoredColumn
+from syncflow.models import ColumnPolicy, Entity, LiveColumn, LiveTable, StoredColumn
 from syncflow.plan import (
     EntityPlan,
+    _changed_policies,
+    _describe,
+    _policy_against_live,
     _rounded_before,
     choose_history_table,
     choose_table,
     plan_entity,
+    policy_problems,
 )
 
 # The API as APISmith describes it (protocol section 1) ...
@@ -730,3 +734,382 @@ def test_new_table_name_does_not_change_the_taken_set() -> None:
 def test_history_table_name(stored: Entity | None, table: str, schema: str, taken: set[str], history: str) -> None:
     """docs: each entity's history table name is reserved, kept, and never another table's."""
     assert choose_history_table(table, stored, schema, taken) == history
+
+
+# -- column policies (README "Column policies") ------------------------------------------------
+
+POLICY_RESET = "column policy changes ({}): the rows already read lack the new form"
+EXTRA_API: dict[str, Any] = {"name": "EXTRA", "output_alias": "extra", "data_type": "VARCHAR2(20)"}
+EXTRA = StoredColumn("extra", "EXTRA", "VARCHAR2(20)", "extra", "varchar(20)")
+
+
+def hashed(col: StoredColumn) -> StoredColumn:
+    """The column as discovery stores it under ``hash_columns``: text, policy "hash"."""
+    return replace(col, pg_type="text", policy="hash")
+
+
+def excluded(col: StoredColumn) -> StoredColumn:
+    """The column as discovery stores it under ``exclude_columns``: retired, policy "exclude"."""
+    return replace(col, retired=True, policy="exclude")
+
+
+def policy(*, exclude: tuple[str, ...] = (), hash: tuple[str, ...] = ()) -> ColumnPolicy:
+    return ColumnPolicy(exclude=frozenset(exclude), hash=frozenset(hash))
+
+
+def planp(
+    spec: ApiSpec, stored: Entity | None, live_table: LiveTable | None, rules: ColumnPolicy | None = None
+) -> EntityPlan:
+    return plan_entity(
+        connector="crm", target_schema="public", spec=spec, stored=stored, live=live_table, table="orders", policy=rules
+    )
+
+
+def test_hashing_an_existing_column_retypes_it_cleared_and_resets_the_checkpoint() -> None:
+    cols = [ID, hashed(NAME), AMOUNT, UPDATED]
+    got = planp(api(), entity(), live(), policy(hash=("name",)))
+    assert got == expected(
+        action="alter",
+        columns=cols,
+        desired_columns=cols,
+        policy_changes=["hash name"],
+        retype=[("name", "varchar(50)", "text")],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("hash name")],
+    )
+
+
+def test_unhashing_a_column_retypes_it_back_and_resets_the_checkpoint() -> None:
+    stored = entity([ID, hashed(NAME), AMOUNT, UPDATED])
+    got = planp(api(), stored, live({**BASE_LIVE, "name": "text"}))
+    assert got == expected(
+        action="alter",
+        policy_changes=["unhash name"],
+        retype=[("name", "text", "varchar(50)")],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("unhash name")],
+    )
+
+
+def test_hash_policy_already_applied_changes_nothing() -> None:
+    cols = [ID, hashed(NAME), AMOUNT, UPDATED]
+    got = planp(api(), entity(cols), live({**BASE_LIVE, "name": "text"}), policy(hash=("name",)))
+    assert got == expected(columns=cols, desired_columns=cols)
+
+
+def test_excluding_an_existing_column_clears_it_keeps_its_live_type_and_the_checkpoint() -> None:
+    desired = [ID, NAME, excluded(AMOUNT), UPDATED]
+    got = planp(api(), entity(), live({**BASE_LIVE, "amount": "numeric(12,3)"}), policy(exclude=("amount",)))
+    assert got == expected(
+        action="alter",
+        columns=[ID, NAME, replace(excluded(AMOUNT), pg_type="numeric(12,3)"), UPDATED],
+        desired_columns=desired,
+        policy_changes=["exclude amount"],
+        clear=["amount"],
+    )
+    assert got.changes_table
+
+
+def test_excluding_a_new_column_never_creates_it() -> None:
+    """A column new at the source and excluded from the start: no table change, no checkpoint reset."""
+    desired = [ID, NAME, AMOUNT, UPDATED, excluded(EXTRA)]
+    got = planp(api([*BASE_API_COLUMNS, EXTRA_API]), entity(), live(), policy(exclude=("extra",)))
+    assert got == expected(action="alter", columns=desired, desired_columns=desired, policy_changes=["exclude extra"])
+    assert not got.changes_table
+
+
+def test_hashing_a_new_column_adds_it_as_text_with_the_policy_reason() -> None:
+    desired = [ID, NAME, AMOUNT, UPDATED, hashed(EXTRA)]
+    got = planp(api([*BASE_API_COLUMNS, EXTRA_API]), entity(), live(), policy(hash=("extra",)))
+    assert got == expected(
+        action="alter",
+        columns=desired,
+        desired_columns=desired,
+        add_columns=[hashed(EXTRA)],
+        policy_changes=["hash extra"],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("hash extra")],
+    )
+
+
+def test_policies_on_a_new_entity_are_planned_for_the_create() -> None:
+    desired = [ID, hashed(NAME), excluded(AMOUNT), UPDATED]
+    got = planp(api(), None, None, policy(exclude=("amount",), hash=("name",)))
+    assert got == expected(
+        action="create",
+        columns=desired,
+        desired_columns=desired,
+        policy_changes=["hash name", "exclude amount"],
+        create_rowversion_index=True,
+    )
+
+
+@pytest.mark.parametrize("in_table", [True, False])
+def test_exclusion_already_applied_changes_nothing(in_table: bool) -> None:
+    """Kept in the table (excluded after it existed; live type kept) or never created: nothing to do."""
+    cols = [ID, NAME, excluded(AMOUNT), UPDATED]
+    types = (
+        {**BASE_LIVE, "amount": "numeric(12,3)"} if in_table else {k: v for k, v in BASE_LIVE.items() if k != "amount"}
+    )
+    got = planp(api(), entity(cols), live(types), policy(exclude=("amount",)))
+    final = [ID, NAME, replace(excluded(AMOUNT), pg_type="numeric(12,3)") if in_table else excluded(AMOUNT), UPDATED]
+    assert got == expected(columns=final, desired_columns=cols)
+
+
+def test_lifting_an_exclusion_adds_the_column_never_created() -> None:
+    stored = entity([ID, NAME, excluded(AMOUNT), UPDATED])
+    got = planp(api(), stored, live({k: v for k, v in BASE_LIVE.items() if k != "amount"}))
+    assert got == expected(
+        action="alter",
+        add_columns=[AMOUNT],
+        policy_changes=["include amount"],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("include amount")],
+    )
+
+
+def test_lifting_an_exclusion_writes_the_kept_column_again() -> None:
+    stored = entity([ID, NAME, excluded(AMOUNT), UPDATED])
+    got = planp(api(), stored, live())
+    assert got == expected(
+        action="alter",
+        retype=[("amount", "numeric(10,3)", "numeric(10,3)")],
+        policy_changes=["include amount"],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("include amount")],
+    )
+
+
+def test_hashed_column_becoming_excluded_is_cleared_without_reset() -> None:
+    stored = entity([ID, hashed(NAME), AMOUNT, UPDATED])
+    desired = [ID, excluded(NAME), AMOUNT, UPDATED]
+    got = planp(api(), stored, live({**BASE_LIVE, "name": "text"}), policy(exclude=("name",)))
+    assert got == expected(
+        action="alter",
+        columns=[ID, replace(excluded(NAME), pg_type="text"), AMOUNT, UPDATED],
+        desired_columns=desired,
+        policy_changes=["exclude name"],
+        clear=["name"],
+    )
+
+
+@pytest.mark.parametrize("in_table", [True, False])
+def test_excluded_column_becoming_hashed_is_retyped_or_added(in_table: bool) -> None:
+    stored = entity([ID, NAME, excluded(AMOUNT), UPDATED])
+    types = BASE_LIVE if in_table else {k: v for k, v in BASE_LIVE.items() if k != "amount"}
+    cols = [ID, NAME, hashed(AMOUNT), UPDATED]
+    got = planp(api(), stored, live(types), policy(hash=("amount",)))
+    assert got == expected(
+        action="alter",
+        columns=cols,
+        desired_columns=cols,
+        add_columns=[] if in_table else [hashed(AMOUNT)],
+        retype=[("amount", "numeric(10,3)", "text")] if in_table else [],
+        policy_changes=["hash amount"],
+        invalidate_hashes=True,
+        checkpoint_reset=[POLICY_RESET.format("hash amount")],
+    )
+
+
+def test_policy_changes_without_checkpoint_still_rewrite_every_row() -> None:
+    got = planp(api(), entity(checkpoint=None), live(), policy(hash=("name",)))
+    assert got.checkpoint_reset == []
+    assert got.invalidate_hashes
+    assert got.action == "alter"
+
+
+def test_policy_reason_comes_first_and_names_only_rewriting_changes() -> None:
+    """Exclusions need no rewrite: only hash/unhash/include are named; the other reasons follow."""
+    stored = entity([ID, NAME, AMOUNT, hashed(UPDATED)])
+    got = planp(
+        api([*BASE_API_COLUMNS, EXTRA_API]),
+        stored,
+        live({**BASE_LIVE, "updated": "text"}, has_rows=False),
+        policy(exclude=("amount",), hash=("name",)),
+    )
+    assert got.policy_changes == ["hash name", "exclude amount", "unhash updated"]
+    assert got.checkpoint_reset == [
+        POLICY_RESET.format("hash name, unhash updated"),
+        "the table public.orders is empty",
+        "new column(s) extra have no value in the rows already read",
+    ]
+    assert got.add_columns == [EXTRA]
+    assert got.clear == ["amount"]
+    assert got.retype == [("name", "varchar(50)", "text"), ("updated", "text", "timestamp(0)")]
+
+
+def test_a_new_column_next_to_an_included_one_keeps_its_own_reason() -> None:
+    """Only the column whose policy changed is left out of the added-column reasons."""
+    stored = entity([ID, NAME, excluded(AMOUNT)])
+    types = {k: v for k, v in BASE_LIVE.items() if k not in ("amount", "updated")}
+    got = planp(api(), stored, live(types))
+    assert got.add_columns == [AMOUNT, UPDATED]
+    assert got.checkpoint_reset == [
+        POLICY_RESET.format("include amount"),
+        "new column(s) updated have no value in the rows already read",
+    ]
+
+
+def test_re_added_column_next_to_a_policy_change_keeps_its_reason() -> None:
+    types = {k: v for k, v in BASE_LIVE.items() if k != "updated"}
+    got = planp(api(), entity(), live(types), policy(exclude=("amount",)))
+    assert got.add_columns == [UPDATED]
+    assert got.clear == ["amount"]
+    assert got.invalidate_hashes
+    assert got.checkpoint_reset == ["column(s) updated were missing from the table and are added again"]
+
+
+@pytest.mark.parametrize("in_table", [True, False])
+def test_excluded_column_gone_from_the_metadata_stays_excluded(in_table: bool) -> None:
+    """Not a policy change nor a retirement; never created when it is not in the table (no reset either)."""
+    stored = entity([ID, NAME, excluded(AMOUNT), UPDATED])
+    types = (
+        {**BASE_LIVE, "amount": "numeric(12,3)"} if in_table else {k: v for k, v in BASE_LIVE.items() if k != "amount"}
+    )
+    got = planp(api(without("amount")), stored, live(types))
+    desired = [ID, NAME, UPDATED, excluded(AMOUNT)]
+    final = [ID, NAME, UPDATED, replace(excluded(AMOUNT), pg_type="numeric(12,3)") if in_table else excluded(AMOUNT)]
+    assert got == expected(columns=final, desired_columns=desired)
+
+
+def test_hashed_column_gone_from_the_metadata_is_retired_as_text() -> None:
+    stored = entity([ID, NAME, AMOUNT, hashed(UPDATED)])
+    got = planp(api(without("updated")), stored, live({**BASE_LIVE, "updated": "text"}))
+    gone = replace(UPDATED, pg_type="text", retired=True)
+    assert got == expected(
+        action="alter", columns=[ID, NAME, AMOUNT, gone], desired_columns=[ID, NAME, AMOUNT, gone], retire=["updated"]
+    )
+
+
+def test_policy_change_plan_json() -> None:
+    got = planp(api(), entity([ID, NAME, AMOUNT, hashed(UPDATED)]), live(), policy(exclude=("amount",)))
+    data = got.to_json()
+    assert data["policy_changes"] == ["exclude amount", "unhash updated"]
+    assert data["clear"] == ["amount"]
+    assert data["retype"] == [{"name": "updated", "from": "timestamp(0)", "to": "timestamp(0)"}]
+
+
+@pytest.mark.parametrize(
+    ("columns", "stored", "changed"),
+    [
+        ([hashed(NAME)], None, {"name": None}),
+        ([excluded(NAME)], None, {"name": None}),
+        ([NAME], None, {}),
+        ([NAME], entity([ID, hashed(NAME)]), {"name": "hash"}),
+        ([NAME], entity([ID, excluded(NAME)]), {"name": "exclude"}),
+        ([hashed(NAME)], entity([ID, excluded(NAME)]), {"name": "exclude"}),
+        ([hashed(NAME)], entity([ID, hashed(NAME)]), {}),
+        # Gone from the metadata (retired, no policy): a retirement, whatever it was.
+        ([replace(NAME, retired=True)], entity([ID, hashed(NAME)]), {}),
+        ([replace(NAME, retired=True)], entity([ID, excluded(NAME)]), {}),
+        ([ID, hashed(NAME), excluded(AMOUNT)], entity(), {"name": None, "amount": None}),
+        ([replace(NAME, retired=True), hashed(AMOUNT)], None, {"amount": None}),
+    ],
+)
+def test_changed_policies(columns: list[StoredColumn], stored: Entity | None, changed: dict[str, str | None]) -> None:
+    assert _changed_policies(columns, stored) == changed
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "text"),
+    [
+        ("exclude", None, "exclude credit_limit"),
+        ("exclude", "hash", "exclude credit_limit"),
+        ("hash", None, "hash credit_limit"),
+        ("hash", "exclude", "hash credit_limit"),
+        (None, "hash", "unhash credit_limit"),
+        (None, "exclude", "include credit_limit"),
+        (None, None, "include credit_limit"),
+    ],
+)
+def test_describe_as_discover_dry_run_shows_it(new: str | None, old: str | None, text: str) -> None:
+    col = StoredColumn("credit_limit", "CREDIT_LIMIT", "NUMBER", "credit_lim", "numeric", policy=new)
+    assert _describe(col, old) == text
+
+
+def test_policy_problems_name_unknown_columns_and_business_keys_per_list_sorted() -> None:
+    rules = policy(exclude=("zeta", "id", "alpha"), hash=("email", "nope", "code"))
+    got = policy_problems(rules, known={"id", "code", "email", "alpha"}, keys={"id", "code"})
+    assert got == [
+        "exclude_columns: 'id' is a business key column, which is always stored as the source sends it",
+        "exclude_columns: no column named 'zeta' (use the API's column names, as 'entity show' lists)",
+        "hash_columns: 'code' is a business key column, which is always stored as the source sends it",
+        "hash_columns: no column named 'nope' (use the API's column names, as 'entity show' lists)",
+    ]
+
+
+def test_policy_problems_sorted_within_a_list() -> None:
+    got = policy_problems(policy(hash=("b", "a")), known=set(), keys=set())
+    assert got == [
+        "hash_columns: no column named 'a' (use the API's column names, as 'entity show' lists)",
+        "hash_columns: no column named 'b' (use the API's column names, as 'entity show' lists)",
+    ]
+
+
+def test_policy_problems_unknown_wins_over_business_key() -> None:
+    got = policy_problems(policy(exclude=("id",)), known=set(), keys={"id"})
+    assert got == ["exclude_columns: no column named 'id' (use the API's column names, as 'entity show' lists)"]
+
+
+def test_valid_policies_have_no_problems() -> None:
+    assert policy_problems(policy(exclude=("a",), hash=("b",)), known={"a", "b", "k"}, keys={"k"}) == []
+    assert policy_problems(ColumnPolicy(), known=set(), keys=set()) == []
+
+
+@pytest.mark.parametrize(
+    ("col", "old", "have", "result", "changes"),
+    [
+        (excluded(AMOUNT), None, None, excluded(AMOUNT), {}),
+        (
+            excluded(AMOUNT),
+            None,
+            "numeric(12,3)",
+            replace(excluded(AMOUNT), pg_type="numeric(12,3)"),
+            {"clear": ["amount"]},
+        ),
+        (excluded(AMOUNT), "hash", "text", replace(excluded(AMOUNT), pg_type="text"), {"clear": ["amount"]}),
+        # Already excluded (e.g. the stored record said so): kept, not cleared again.
+        (excluded(AMOUNT), "exclude", "numeric(12,3)", replace(excluded(AMOUNT), pg_type="numeric(12,3)"), {}),
+        (hashed(AMOUNT), None, None, hashed(AMOUNT), {"add_columns": [hashed(AMOUNT)]}),
+        (hashed(AMOUNT), None, "numeric(10,3)", hashed(AMOUNT), {"retype": [("amount", "numeric(10,3)", "text")]}),
+        (AMOUNT, "hash", "text", AMOUNT, {"retype": [("amount", "text", "numeric(10,3)")]}),
+        (AMOUNT, "exclude", None, AMOUNT, {"add_columns": [AMOUNT]}),
+    ],
+)
+def test_policy_against_live(
+    col: StoredColumn, old: str | None, have: str | None, result: StoredColumn, changes: dict[str, Any]
+) -> None:
+    p = expected()
+    assert _policy_against_live(p, col, old, have) == result
+    assert p == expected(**changes)
+
+
+def test_policy_against_live_normalizes_the_new_type() -> None:
+    p = expected()
+    col = replace(NAME, pg_type="character varying(50)")
+    _policy_against_live(p, col, "hash", "text")
+    assert p.retype == [("name", "text", "varchar(50)")]
+
+
+def test_retired_column_coming_back_excluded_is_not_restored() -> None:
+    """Back in the metadata but excluded by the file: a policy change, not a restore."""
+    stored = entity([ID, NAME, replace(AMOUNT, retired=True), UPDATED])
+    got = planp(api(), stored, live(), policy(exclude=("amount",)))
+    assert got.restore == []
+    assert got.policy_changes == ["exclude amount"]
+
+
+def test_a_stored_exclusion_does_not_hide_the_restores_after_it() -> None:
+    stored = entity([ID, NAME, excluded(AMOUNT), replace(UPDATED, retired=True)])
+    got = planp(api(), stored, live(), policy(exclude=("amount",)))
+    assert got.restore == ["updated"]
+
+
+def test_a_retired_column_is_nullable_and_no_business_key() -> None:
+    spec = api(
+        [{**c, "is_business_key": c["output_alias"] == "name"} for c in BASE_API_COLUMNS if c["output_alias"] != "id"]
+    )
+    got = planp(spec, entity(), live())
+    assert got.columns[-1] == replace(ID, retired=True, is_nullable=True, is_business_key=False)
+    gone = planp(api(without("name")), entity(), live())
+    assert gone.columns[-1] == replace(NAME, retired=True, is_nullable=True)

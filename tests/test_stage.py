@@ -11,6 +11,8 @@ bisection that isolates the rows PostgreSQL refuses while the rest loads.
 from __future__ import annotations
 
 import binascii
+import hashlib
+import hmac
 from decimal import Decimal
 from typing import Any
 
@@ -116,6 +118,55 @@ def test_json_text_keeps_every_number_as_sent() -> None:
     assert stage._json_text("plain") == '"plain"'
 
 
+def _hmac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("alice@example.com", "alice@example.com"),
+        ("", ""),
+        (" Padded ", " Padded "),
+        ("2025-12-01T10:00:00.500", "2025-12-01T10:00:00.500"),
+        ("Zoë 東京", "Zoë 東京"),
+        ("12", "12"),
+        (12, "12"),
+        (-7, "-7"),
+        (Decimal("12.50"), "12.50"),
+        (Decimal("1E+3"), "1E+3"),
+        (2**70, str(2**70)),
+        (1.5, "1.5"),
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        ({"a": [1, Decimal("2.0")]}, '{"a":[1,2.0]}'),
+    ],
+)
+def test_hash_text_and_hasher_hash_the_value_as_sent(value: Any, text: str) -> None:
+    """README: a string exactly as sent, anything else as its JSON text with the digits as sent."""
+    key = b"s3cr\xc3\xa9t-key"
+    assert stage.hash_text(value) == text
+    assert stage.hasher(key)(value) == _hmac(key, text)
+
+
+def test_hasher_is_keyed_lowercase_hex_and_deterministic() -> None:
+    one, other = stage.hasher(b"k1"), stage.hasher(b"k2")
+    digest = one("alice")
+    assert digest == _hmac(b"k1", "alice")
+    assert digest == one("alice")
+    assert len(digest) == 64
+    assert digest == digest.lower()
+    assert other("alice") != digest
+    assert one("alicE") != digest
+    # The same text hashes the same whatever its JSON type: 12 and "12" join.
+    assert one(12) == one("12")
+
+
+def test_hasher_encodes_utf8() -> None:
+    assert stage.hasher(b"k")("é") == hmac.new(b"k", b"\xc3\xa9", hashlib.sha256).hexdigest()
+
+
 def test_bytea_takes_strict_base64_only() -> None:
     assert stage._bytea("aGk=") == b"hi"
     with pytest.raises(binascii.Error, match="Only base64 data is allowed"):
@@ -219,6 +270,32 @@ def test_build_reads_rows_by_alias_with_conversions(pg: Conn) -> None:
         False,
         4,
     )
+
+
+def test_build_hashes_a_hashed_column_and_keeps_null_null(pg: Conn) -> None:
+    """A hashed column gets the HMAC of the value as sent; NULL stays NULL, not the hash of "null"."""
+    columns = [
+        col("id", "integer", key=True),
+        StoredColumn("Email", "EMAIL", "VARCHAR2", "email", "text", policy="hash"),
+    ]
+    s = make(pg, columns, hash_key=b"k")
+    rejects: list[Reject] = []
+    out = s.build([raw({"Id": 1, "Email": "a@b"}), raw({"Id": 2, "Email": None}), raw({"Id": 3, "Email": 12})], rejects)
+    assert rejects == []
+    assert out == [
+        (1, "1", False, 1, _hmac(b"k", "a@b")),
+        (2, "1", False, 2, None),
+        (3, "1", False, 3, _hmac(b"k", "12")),
+    ]
+
+
+def test_a_hashed_column_without_a_key_is_refused(pg: Conn) -> None:
+    columns = [
+        col("id", "integer", key=True),
+        StoredColumn("Email", "EMAIL", "VARCHAR2", "email", "text", policy="hash"),
+    ]
+    with pytest.raises(ValueError, match=r"^column email is hashed but no hash key was given$"):
+        make(pg, columns)
 
 
 def test_build_reads_rows_by_source_name(pg: Conn) -> None:

@@ -215,6 +215,8 @@ def _desired_columns(
                         is_nullable=True,
                         is_business_key=False,
                         retired=True,
+                        # An excluded column stays excluded: never created (it may not be in the table).
+                        policy="exclude" if old.policy == "exclude" else None,
                     )
                 )
                 if not old.retired:
