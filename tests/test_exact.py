@@ -582,3 +582,28 @@ def test_reads_that_never_agree_still_count_every_row_they_wrote(cli: Cli, serve
     assert code == 1, run
     assert run["status"] == "partial", run
     assert run["records_fetched"] >= run["records_inserted"] + run["records_updated"] + run["records_rejected"], run
+
+
+def test_a_held_delete_step_keeps_the_checkpoint_of_a_rowversion_entity(
+    cli: Cli, server: DemoServer, db_url: str
+) -> None:
+    """Found by the fuzz profile: a full-refresh of a rowversion entity reads no tombstones (a read from the
+    start lists live rows only); when the delete guard held its deletions back, the checkpoint still moved past
+    the tombstones' versions, so no later sync ever saw them and the deleted rows stayed live."""
+    st = server.state
+    st.set_api("items", _items_api())
+    st.insert("items", 10)
+    _configure(cli, server)
+    assert cli("discover").exit_code == 0
+    assert cli("sync", "erp.items").exit_code == 0
+    keys = [k for _, k in st.entities["items"].live()]
+    st.delete("items", keys=keys[:6])  # tombstones: 6 of 10 rows, more than max_delete_fraction (50 %)
+    st.update("items", keys=[keys[9]])  # a later version than the tombstones
+    code, runs = _sync(cli, "full-refresh", "erp.items")
+    assert code == 0, runs
+    assert any(w.startswith("deleted nothing") for w in runs[0]["warnings"]), runs[0]["warnings"]
+    code, runs = _sync(cli, "sync", "erp.items")
+    assert code == 0, runs
+    assert runs[0]["status"] == "success"
+    live = {r["item_number"] for r in _rows(db_url, "SELECT item_number FROM erp.items WHERE NOT _bridge_deleted")}
+    assert live == {k[0] for k in st.snapshot("items")}

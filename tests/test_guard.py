@@ -140,3 +140,19 @@ def test_a_backfill_moves_the_checkpoint_only_when_it_covered_everything_above_i
         rowversion=True, full_refresh=False, rejected=1, stable=True, stored="7", earned="9", backfill_from="5"
     )
     assert got == Outcome("partial", "7", False)
+
+
+def test_a_read_from_the_start_that_held_deletes_keeps_the_stored_checkpoint() -> None:
+    got = outcome(
+        rowversion=True, full_refresh=True, rejected=0, stable=True, stored="7", earned="9", deletes_held=True
+    )
+    assert got == Outcome("success", "7", False)
+    got = outcome(
+        rowversion=True, full_refresh=False, rejected=0, stable=True, stored=None, earned="9", deletes_held=True
+    )
+    assert got == Outcome("success", None, False)
+    # Full and hash entities keep no checkpoint of their own: nothing changes for them.
+    got = outcome(
+        rowversion=False, full_refresh=True, rejected=0, stable=True, stored="7", earned="9", deletes_held=True
+    )
+    assert got == Outcome("success", None, True)

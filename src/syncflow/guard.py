@@ -71,6 +71,7 @@ def outcome(
     stored: str | None,
     earned: str | None,
     backfill_from: str | None = None,
+    deletes_held: bool = False,
 ) -> Outcome:
     """Status and checkpoint of a finished run.
 
@@ -80,13 +81,18 @@ def outcome(
     started from); a successful full refresh of any other entity clears it.
     A backfill (rows above ``backfill_from`` only) moves it forward only when
     it began at or below the stored checkpoint: rows between the checkpoint
-    and a higher start were not read.
+    and a higher start were not read. A read from the start that found rows
+    gone but held their deletion back (the delete guard) keeps the stored
+    checkpoint: such a read lists no tombstones, so moving past their versions
+    would lose those deletions for every later incremental run.
     """
     if rejected > 0 or not stable:
         return Outcome("partial", stored, False)
     if rowversion and backfill_from is not None:
         covers = stored is not None and compare_rowversions(backfill_from, stored) <= 0
         return Outcome("success", earned if covers else stored, True)
+    if rowversion and deletes_held:
+        return Outcome("success", stored, False)
     if rowversion:
         return Outcome("success", earned, True)
     if full_refresh:

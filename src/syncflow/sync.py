@@ -363,13 +363,14 @@ class _Run:
                 counts.duplicates += staged - distinct  # keys that came in more than one batch: once
                 counts.fetched = loader.stage.distinct_seen_all() + counts.rejected
         self._note_warnings(st.warnings, loader.stage.drift)
+        held = False
         if reconcile and loader.track_seen:
             if not stable:
                 hold.append(
                     "the source kept changing while it was read, so rows missing from the fetch may still exist"
                 )
-            self._reconcile_deletes(loader.stage, total, hold, history_table)
-        self._record(st.checkpoint(None if options.full_refresh else entity.last_rowversion), stable)
+            held = self._reconcile_deletes(loader.stage, total, hold, history_table)
+        self._record(st.checkpoint(None if options.full_refresh else entity.last_rowversion), stable, deletes_held=held)
         loader.stage.close()
         self.conn.commit()
 
@@ -399,13 +400,13 @@ class _Run:
             )
             result.error_details["schema_drift"] = sorted(drift)
 
-    def _reconcile_deletes(self, stage: Stage, total: int | None, hold: list[str], history_table: str | None) -> None:
-        """Soft-delete rows not seen in this complete read, unless the delete guard holds them back."""
+    def _reconcile_deletes(self, stage: Stage, total: int | None, hold: list[str], history_table: str | None) -> bool:
+        """Soft-delete rows not seen in this complete read, unless the delete guard holds them back (True)."""
         entity, result = self.entity, self.result
         counts = result.counts
         live, unseen = stage.unseen_counts()
         if unseen == 0:
-            return
+            return False
         reasons = guard.delete_hold_reasons(
             hold=hold,
             rejected=counts.rejected,
@@ -418,7 +419,7 @@ class _Run:
         if reasons:
             result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
             result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
-            return
+            return True
         row = self.conn.execute(
             merge.soft_delete_unseen(
                 entity.target_schema,
@@ -430,8 +431,9 @@ class _Run:
             )
         ).fetchone()
         counts.deleted += int(row[0]) if row else 0
+        return False
 
-    def _record(self, earned: str | None, stable: bool) -> None:
+    def _record(self, earned: str | None, stable: bool, *, deletes_held: bool) -> None:
         """The run's status and checkpoint (guard.outcome), recorded in the last batch's transaction."""
         entity, result, options = self.entity, self.result, self.options
         counts = result.counts
@@ -443,6 +445,7 @@ class _Run:
             stored=entity.last_rowversion,
             earned=earned,
             backfill_from=options.backfill_from,
+            deletes_held=deletes_held,
         )
         result.status = verdict.status
         if counts.rejected:
