@@ -465,6 +465,31 @@ def test_a_cancelled_run_counts_the_batches_it_committed(
 # -- found by the property test: a row deleted while a full read pages --------------------------
 
 
+def _delete_during_read(
+    cli: Cli, server: DemoServer, *, strategy: str, page_size: int, at_request: int, command: str, sync_first: bool
+) -> tuple[int, list[dict[str, Any]], tuple[Any, ...]]:
+    """11 orders; a row of page 1 is deleted at the source just before the ``at_request``-th page request."""
+    st = server.state
+    st.set_api("orders", {**_orders_api(), "delta_strategy": strategy})
+    st.insert("orders", 11, new_version=False)
+    _configure(cli, server, f"page_size = {page_size}")
+    assert cli("discover").exit_code == 0
+    if sync_first:
+        assert cli("sync", "erp.orders").exit_code == 0
+    victim = st.entities["orders"].live()[1][1]  # on page 1, read before it goes
+    calls: list[int] = []
+
+    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
+        calls.append(page)
+        if len(calls) == at_request:
+            st.delete("orders", keys=[victim])
+
+    st.before_page = delete_victim
+    code, runs = _sync(cli, command, "erp.orders")
+    st.before_page = None
+    return code, runs, victim
+
+
 @pytest.mark.parametrize(("strategy", "command"), [("full", "sync"), ("hash", "full-refresh")])
 def test_a_row_deleted_during_a_full_read_is_soft_deleted_by_that_run(
     cli: Cli, server: DemoServer, db_url: str, strategy: str, command: str
@@ -476,23 +501,9 @@ def test_a_row_deleted_during_a_full_read_is_soft_deleted_by_that_run(
     seen by every pass were pooled for the delete step instead of those of the pass that proved stable.
     """
     st = server.state
-    api = {**_orders_api(), "delta_strategy": strategy}
-    st.set_api("orders", api)
-    st.insert("orders", 11, new_version=False)
-    _configure(cli, server, "page_size = 3")
-    assert cli("discover").exit_code == 0
-    assert cli("sync", "erp.orders").exit_code == 0
-    victim = st.entities["orders"].live()[1][1]  # on page 1, read before it goes
-    calls: list[int] = []
-
-    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
-        calls.append(page)
-        if len(calls) == 3:
-            st.delete("orders", keys=[victim])
-
-    st.before_page = delete_victim
-    code, runs = _sync(cli, command, "erp.orders")
-    st.before_page = None
+    code, runs, victim = _delete_during_read(
+        cli, server, strategy=strategy, page_size=3, at_request=3, command=command, sync_first=True
+    )
     assert code == 0, runs
     assert runs[0]["status"] == "success", runs
     live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
@@ -509,21 +520,9 @@ def test_a_row_deleted_during_a_first_load_is_soft_deleted_by_that_run(
     full-refresh into an empty table): the reads that agree lack the row, yet it stayed live, because a
     first load kept no seen keys and so had no delete step at all."""
     st = server.state
-    st.set_api("orders", {**_orders_api(), "delta_strategy": strategy})
-    st.insert("orders", 11, new_version=False)
-    _configure(cli, server, "page_size = 6")
-    assert cli("discover").exit_code == 0
-    victim = st.entities["orders"].live()[1][1]  # on page 1, read before it goes
-    calls: list[int] = []
-
-    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
-        calls.append(page)
-        if len(calls) == 2:
-            st.delete("orders", keys=[victim])
-
-    st.before_page = delete_victim
-    code, runs = _sync(cli, command, "erp.orders")
-    st.before_page = None
+    code, runs, victim = _delete_during_read(
+        cli, server, strategy=strategy, page_size=6, at_request=2, command=command, sync_first=False
+    )
     assert code == 0, runs
     assert runs[0]["status"] == "success", runs
     live = {(r["order_no"], r["line_no"]) for r in _rows(db_url, "SELECT * FROM erp.orders WHERE NOT _bridge_deleted")}
@@ -534,22 +533,9 @@ def test_a_row_deleted_during_a_first_load_is_soft_deleted_by_that_run(
 def test_a_first_load_that_deleted_a_row_counts_it_as_fetched(cli: Cli, server: DemoServer, db_url: str) -> None:
     """Found by the fuzz profile: after the first-load fix, records_fetched (the rows of the read that
     agreed) fell below inserted (every row the reads inserted, the deleted one included)."""
-    st = server.state
-    st.set_api("orders", {**_orders_api(), "delta_strategy": "hash"})
-    st.insert("orders", 11, new_version=False)
-    _configure(cli, server, "page_size = 4")
-    assert cli("discover").exit_code == 0
-    victim = st.entities["orders"].live()[1][1]
-    calls: list[int] = []
-
-    def delete_victim(slug: str, page: int, params: dict[str, str]) -> None:
-        calls.append(page)
-        if len(calls) == 2:
-            st.delete("orders", keys=[victim])
-
-    st.before_page = delete_victim
-    code, runs = _sync(cli, "full-refresh", "erp.orders")
-    st.before_page = None
+    code, runs, _victim = _delete_during_read(
+        cli, server, strategy="hash", page_size=4, at_request=2, command="full-refresh", sync_first=False
+    )
     run = runs[0]
     assert code == 0, run
     assert run["records_inserted"] == 11
