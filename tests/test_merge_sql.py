@@ -101,7 +101,10 @@ def test_merge_variants_differ_only_where_they_should(pg: Conn) -> None:
     fresh = text(pg, merge.merge("erp", "items", COLUMNS, KEYS, dedup=False, prefilter=False, plain_insert=True))
     assert "ON CONFLICT" not in fresh
     assert "LATERAL" not in fresh
-    assert "SELECT s.*, NULL::boolean AS _bridge_was_deleted FROM src s WHERE NOT s._bridge_tomb" in fresh
+    assert (
+        "SELECT s.*, NULL::boolean AS _bridge_was_deleted, false AS _bridge_again FROM src s WHERE NOT s._bridge_tomb"
+        in fresh
+    )
     assert "_sf_history" not in full
     with_history = text(pg, merge.merge("erp", "items", COLUMNS, KEYS, history="h", run_uid=str(uuid.UUID(int=1))))
     assert '"erp"."h"' in with_history
@@ -224,6 +227,40 @@ def test_upsert_without_the_prefilter_is_the_same(db: Conn, prefilter: bool) -> 
     got = run(db, [(2, "2", False, 1, "b", None, None), (3, "2", False, 2, "c", None, None)], prefilter=prefilter)
     assert got == (2, 0, 1, 1, 0)
     assert {k: v[0] for k, v in table(db).items()} == {1: "b", 2: "c"}
+
+
+@pytest.mark.parametrize(("prefilter", "updated"), [(True, 1), (False, 2)])
+def test_a_run_counts_each_key_written_once(db: Conn, prefilter: bool, updated: int) -> None:
+    """With ``since`` (the run's start) a row the run already inserted or updated is not counted again.
+
+    Without the prefilter's join the statement cannot see that a row was updated since, only that
+    it was inserted since (its creation time): then the twice-updated row 1 counts twice.
+    """
+    run(db, [(1, "1", False, 1, "a", None, None), (2, "1", False, 2, "b", None, None)])
+    db.commit()
+    since = one_value(db, "SELECT clock_timestamp()")
+    db.commit()
+    # The run's first read: row 1 changed, row 3 is new.
+    first = run(db, [(3, "2", False, 1, "A", None, None), (4, "2", False, 3, "c", None, None)], since=since)
+    assert first == (2, 0, 1, 1, 0)
+    db.commit()
+    # Its second read: rows 1 and 3 changed again, row 2 changed for the first time.
+    rows: list[Staged] = [
+        (5, "3", False, 1, "AA", None, None),
+        (6, "3", False, 2, "B", None, None),
+        (7, "3", False, 3, "C", None, None),
+    ]
+    assert run(db, rows, since=since, prefilter=prefilter) == (3, 0, 0, updated, 0)
+    assert {k: v[0] for k, v in table(db).items()} == {1: "AA", 2: "B", 3: "C"}
+    db.commit()
+    # Without ``since`` every rewrite counts.
+    assert run(db, [(8, "4", False, 1, "x", None, None)], prefilter=prefilter) == (1, 0, 0, 1, 0)
+
+
+def one_value(conn: Conn, query: str) -> Any:
+    row = conn.execute(query).fetchone()  # test-only, fixed strings
+    assert row is not None
+    return row[0]
 
 
 def test_plain_insert_refuses_a_stored_key(db: Conn) -> None:

@@ -16,6 +16,7 @@ and it is about four times cheaper than ``md5`` of the row's text.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from psycopg import sql
 
@@ -125,6 +126,7 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     plain_insert: bool = False,
     history: str | None = None,
     run_uid: str | None = None,
+    since: datetime | None = None,
 ) -> sql.Composed:
     """Upsert and tombstone one batch; returns (distinct, tombstones, inserted, updated, deleted).
 
@@ -137,6 +139,12 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     is already there: the caller then falls back to the upsert. With
     ``history`` (a table in the same schema) the same statement closes each
     changed record's current version and appends the new one.
+
+    ``since`` (the run's start, by the database clock) makes a run count each
+    key's writes once: a row written at or after it was already counted by an
+    earlier batch or read of the same run, so rewriting it is not another
+    update (a verification read that meets a row changed since the first read
+    wrote it). Without ``prefilter`` only rows *inserted* since are known.
     """
     names = [c.pg_name for c in columns]
     non_keys = [n for n in names if n not in keys]
@@ -164,17 +172,23 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     ).format(keys=_ids(keys), hash=hash_expr(columns, "s"), stage=sql.Identifier(STAGE))
     # The lateral LIMIT 1 makes PostgreSQL probe the key index once per staged row; a plain
     # join may be planned as a hash join that scans the whole target for every batch.
+    since_sql = sql.Literal(since) if since is not None else sql.SQL("NULL::timestamptz")
     changed = (
         sql.SQL(
-            "SELECT s.*, t._bridge_deleted AS _bridge_was_deleted FROM src s LEFT JOIN LATERAL"
-            " (SELECT t._bridge_id, t._bridge_hash, t._bridge_deleted, t._bridge_rowversion FROM {target} t"
-            " WHERE {match_ts} LIMIT 1) t ON true"
+            "SELECT s.*, t._bridge_deleted AS _bridge_was_deleted,"
+            " coalesce(t._bridge_updated_at >= {since} AND t._bridge_created_at < {since}, false) AS _bridge_again"
+            " FROM src s LEFT JOIN LATERAL (SELECT t._bridge_id, t._bridge_hash, t._bridge_deleted,"
+            " t._bridge_rowversion, t._bridge_updated_at, t._bridge_created_at"
+            " FROM {target} t WHERE {match_ts} LIMIT 1) t ON true"
             " WHERE NOT s._bridge_tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._bridge_h"
             " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv)"
         )
         if prefilter
-        else sql.SQL("SELECT s.*, NULL::boolean AS _bridge_was_deleted FROM src s WHERE NOT s._bridge_tomb")
-    ).format(target=target, match_ts=match("t", "s"))
+        else sql.SQL(
+            "SELECT s.*, NULL::boolean AS _bridge_was_deleted, false AS _bridge_again FROM src s"
+            " WHERE NOT s._bridge_tomb"
+        )
+    ).format(target=target, match_ts=match("t", "s"), since=since_sql)
     returning: sql.Composable = sql.SQL("")
     history_ctes: sql.Composable = sql.SQL("")
     if history is not None:
@@ -209,13 +223,15 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
         " _bridge_created_at, _bridge_updated_at, _bridge_deleted)"
         " SELECT {src_cols}, s._bridge_h, s._bridge_rv, now(), now(), false FROM chg s"
         " {conflict}"
-        " RETURNING (xmax = 0) AS _bridge_inserted{returning}),"
+        " RETURNING (xmax = 0) AS _bridge_inserted,"
+        " coalesce(t._bridge_created_at >= {since}, false) AS _bridge_born{returning}),"
         " del AS ("
         " UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now(), _bridge_rowversion = s._bridge_rv"
         " FROM src s WHERE s._bridge_tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1{returning}),"
         "{history_ctes}"
         " counts AS (SELECT count(*) FILTER (WHERE _bridge_inserted) AS ins,"
-        " count(*) FILTER (WHERE NOT _bridge_inserted) AS upd FROM up)"
+        " count(*) FILTER (WHERE NOT _bridge_inserted AND NOT _bridge_born)"
+        " - (SELECT count(*) FROM chg WHERE _bridge_again AND NOT _bridge_was_deleted) AS upd FROM up)"
         " SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM src WHERE _bridge_tomb), ins, upd,"
         " (SELECT count(*) FROM del) FROM counts"
     ).format(
@@ -235,6 +251,7 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
         match_ts=match("t", "s"),
         cols=_ids(names),
         src_cols=_ids(names, "s"),
+        since=since_sql,
     )
 
 

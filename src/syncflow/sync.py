@@ -210,9 +210,13 @@ class _Loader:
             hash_key=options.hash_key,
         )
 
+        # The database's clock when the run began: a row written at or after it was written by this run,
+        # so a later read that rewrites it does not count it again (merge.merge's ``since``).
+        since = one(conn.execute("SELECT now()").fetchone(), "the database clock")[0]
+
         def build(**kw: Any) -> sql.Composed:
             target = (entity.target_schema, entity.target_table)
-            return merge.merge(*target, columns, keys, history=history_table, run_uid=result.uid, **kw)
+            return merge.merge(*target, columns, keys, history=history_table, run_uid=result.uid, since=since, **kw)
 
         self.merge_plain = build(dedup=False, prefilter=track_seen)
         self.merge_dedup = build(dedup=True, prefilter=track_seen)
