@@ -64,6 +64,8 @@ class SyncConfig(_Strict):
 
     page_size: int = Field(default=1000, ge=1, le=100_000)
     workers: int = Field(default=4, ge=1, le=64)
+    # Rows merged and committed together: a killed run keeps (and the next one resumes after) every batch it committed.
+    batch_rows: int = Field(default=25_000, ge=1, le=10_000_000)
     interval_seconds: int = Field(default=300, ge=1)
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     retry_attempts: int = Field(default=3, ge=1, le=20)

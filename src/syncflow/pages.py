@@ -22,6 +22,7 @@ each mode keeps the invariant is argued in ``docs/correctness.md``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
 import threading
@@ -79,10 +80,18 @@ def rowversion_before(value: str) -> str | None:
 
 @dataclass
 class Page:
-    """One decoded page."""
+    """One decoded page.
+
+    ``number`` is its page number in a by-number read (0 in a keyset read).
+    ``position`` (keyset reads) is a row version every row at or below which
+    was passed on by this page or an earlier one: once this page is merged,
+    a checkpoint there is safe (None where paging by number made it unknown).
+    """
 
     rows: list[RawRow]
     nbytes: int
+    number: int = 0
+    position: str | None = None
 
 
 def _as_rowversion(value: Any) -> tuple[str | None, str | None]:
@@ -191,6 +200,12 @@ def _token(key: Hashable) -> Hashable:
     return (type(key).__name__, str(key))
 
 
+def keys_digest(rows: Sequence[RawRow], key_fn: KeyFn) -> str:
+    """The keys of a page in order, as a digest another process computes alike (``hash()`` is salted
+    per process): a resumed read compares the page before its resume point with what the dead run saw."""
+    return hashlib.sha256(repr(tuple(_token(key_fn(r[0], r[3])) for r in rows)).encode()).hexdigest()
+
+
 def _fingerprint(row: RawRow) -> Hashable:
     """A row read again is "the same" only with the same data and tombstone flag, not just its version:
     a second-granular source can rewrite a row, or delete it, within its version's second."""
@@ -218,12 +233,15 @@ class PageStream:
         key_fn: KeyFn,
         rowversion_gt: str | None = None,
         keyset: bool = False,
+        first_page: int = 1,
     ) -> None:
         self.client = client
         self.slug = slug
         self.page_size = page_size
         self.key_fn = key_fn
         self.start = rowversion_gt
+        # A by-number read resumed by a later run starts here (the pages before it were loaded then).
+        self.first_page = first_page
         self.state = StreamState(keyset=keyset)
         self._stop = threading.Event()
         self._nbytes = 0
@@ -246,9 +264,19 @@ class PageStream:
             st.first_total = parsed[1]
         return parsed
 
-    def _page(self, rows: list[RawRow], keys: tuple[Hashable, ...] | None = None) -> Page:
+    def _page(
+        self,
+        rows: list[RawRow],
+        keys: tuple[Hashable, ...] | None = None,
+        *,
+        number: int = 0,
+        position: str | None = None,
+    ) -> Page:
         self._pass_on(rows, keys)
-        return Page(rows=rows, nbytes=self._nbytes)
+        st = self.state
+        if st.unstable or st.missing_rowversions or self._unordered:
+            position = None  # rows may be missing below any cursor: no safe checkpoint from here on
+        return Page(rows=rows, nbytes=self._nbytes, number=number, position=position)
 
     def _warn(self, message: str) -> None:
         if message not in self.state.warnings:
@@ -280,8 +308,8 @@ class PageStream:
         previous: tuple[Hashable, ...] | None = None
         query_total: int | None = None
         max_total = 0
-        page = 1
-        rows_read = 0
+        page = self.first_page
+        rows_read = (page - 1) * self.page_size  # what the pages before a resumed read's first held
         while True:
             if self._stop.is_set():
                 return
@@ -298,7 +326,7 @@ class PageStream:
                 max_total = max(max_total, total)
                 if rows_read > 2 * max_total + 2 * self.page_size:
                     raise self._ignores_page(page)
-            yield self._page(rows, keys)
+            yield self._page(rows, keys, number=page)
             rows_read += len(rows)
             if self._at_end(rows, has_more, total, total_pages, page, rows_read):
                 break
@@ -352,12 +380,13 @@ class PageStream:
             else:
                 fresh = rows
             st.rereads += len(rows) - len(fresh)
+            # Every row at or below this page's cursor came on earlier pages (the total just checked that).
             if not rows or self._at_end(rows, has_more, total, total_pages, 1, len(rows)):
-                yield self._page(fresh)
+                yield self._page(fresh, position=cursor)
                 break
             nxt = self._next_cursor(rows, cursor)
             if nxt is not None:
-                yield self._page(fresh)
+                yield self._page(fresh, position=cursor)
                 last = rows[-1][1]
                 tail = {(self._key(r), r[1], _fingerprint(r)) for r in rows if r[1] == last}
                 consumed = sum(1 for r in rows if r[1] is not None and compare_rowversions(r[1], nxt) <= 0)

@@ -63,6 +63,9 @@ class RunResult:
     http_seconds: float = 0.0
     # Outcomes of after_sync_sql by scope ("entity", "connector"); see syncflow.aftersync.
     after_sync: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A resumed first load: the dead run it continued, and the rows loaded before it began.
+    resumed_from: str | None = None
+    resumed_at_rows: int | None = None
 
     @property
     def after_sync_failed(self) -> bool:
@@ -91,6 +94,9 @@ class RunResult:
             "error_message": self.error_message,
             "warnings": self.warnings,
         }
+        if self.resumed_from is not None:
+            data["resumed_from"] = self.resumed_from
+            data["resumed_at_rows"] = self.resumed_at_rows
         if self.after_sync:
             data["after_sync"] = self.after_sync
         return data
@@ -135,6 +141,39 @@ def progress(conn: Conn, schema: str, run_uid: str, counts: Counts) -> None:
     )
 
 
+def save_resume(conn: Conn, schema: str, run_uid: str, resume: dict[str, Any]) -> None:
+    """The progress a running run has committed, in the batch's own transaction (see :func:`resumable`)."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET resume = %s WHERE uid = %s").format(_t(schema, "sync_runs")), [Jsonb(resume), run_uid]
+    )
+
+
+def advance_checkpoint(conn: Conn, schema: str, entity_uid: str, rowversion: str) -> None:
+    """Commit a keyset read's progress as the entity's checkpoint, with the batch it covers."""
+    conn.execute(
+        sql.SQL("UPDATE {} SET last_rowversion = %s, updated_at = now() WHERE uid = %s").format(_t(schema, "entities")),
+        [rowversion, entity_uid],
+    )
+
+
+# A run that ended so can have left committed progress behind it (``running``: dead, not yet marked).
+UNFINISHED = ("failed", "cancelled", "abandoned", "running")
+
+
+def resumable(conn: Conn, schema: str, entity_uid: str, run_uid: str) -> tuple[str, dict[str, Any]] | None:
+    """(run uid, its progress) when the entity's run before ``run_uid`` died with committed progress."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT uid::text, status, resume FROM {} WHERE entity_uid = %s AND uid <> %s"
+            " ORDER BY started_at DESC, created_at DESC LIMIT 1"
+        ).format(_t(schema, "sync_runs")),
+        [entity_uid, run_uid],
+    ).fetchone()
+    if row is None or row[1] not in UNFINISHED or not isinstance(row[2], dict):
+        return None
+    return str(row[0]), row[2]
+
+
 def add_rejects(conn: Conn, schema: str, run_uid: str, rejects: list[Reject]) -> None:
     if not rejects:
         return
@@ -170,7 +209,8 @@ def finish(
     conn.execute(
         sql.SQL(
             "UPDATE {} SET status = %s, completed_at = clock_timestamp(), rowversion_end = %s, duration_seconds = %s,"
-            " error_message = %s, error_details = %s, http_requests = %s, http_retries = %s, http_seconds = %s"
+            " error_message = %s, error_details = %s, http_requests = %s, http_retries = %s, http_seconds = %s,"
+            " resumed_from = %s, resumed_at_rows = %s"
             " WHERE uid = %s"
         ).format(_t(schema, "sync_runs")),
         [
@@ -182,6 +222,8 @@ def finish(
             result.http_requests,
             result.http_retries,
             result.http_seconds,
+            result.resumed_from,
+            result.resumed_at_rows,
             result.uid,
         ],
     )
@@ -218,7 +260,7 @@ def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sq
         " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
         " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
         " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid, r.http_requests, r.http_retries,"
-        " r.http_seconds"
+        " r.http_seconds, r.resumed_from::text AS resumed_from, r.resumed_at_rows"
         " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
         " {where} {tail}"
     ).format(

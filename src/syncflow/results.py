@@ -67,6 +67,9 @@ class Run:
     http_seconds: float
     after_sync: Mapping[str, Mapping[str, Any]]
     _json: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    # A resumed first load: the dead run it continued, and the rows loaded before it began.
+    resumed_from: str | None = None
+    resumed_at_rows: int | None = None
 
     @classmethod
     def of(cls, r: RunResult) -> Run:
@@ -100,6 +103,8 @@ class Run:
             http_seconds=r.http_seconds,
             after_sync=MappingProxyType(copy.deepcopy(r.after_sync)),
             _json=MappingProxyType(r.to_json()),
+            resumed_from=r.resumed_from,
+            resumed_at_rows=r.resumed_at_rows,
         )
 
     @property
@@ -278,7 +283,17 @@ class RunRecord:
     http_requests: int | None = None
     http_retries: int | None = None
     http_seconds: float | None = None
+    # A resumed first load: the dead run it continued, and the rows loaded before it began.
+    resumed_from: str | None = None
+    resumed_at_rows: int | None = None
     rejects: tuple[RejectedRow, ...] | None = None
+
+    @property
+    def resumed(self) -> str | None:
+        """``resumed from run X at N rows``, or None for a run that started from the beginning."""
+        if self.resumed_from is None:
+            return None
+        return f"resumed from run {self.resumed_from[:8]} at {self.resumed_at_rows or 0} rows"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> RunRecord:

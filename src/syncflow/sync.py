@@ -28,6 +28,7 @@ from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowErro
 from syncflow.models import ColumnPolicy, Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
 from syncflow.records import Reject, RunResult
+from syncflow.resume import Resume
 from syncflow.stage import Row, Stage
 from syncflow.store import Conn, one
 
@@ -228,6 +229,11 @@ class _Loader:
         self.pages = 0
         self.bytes = 0
         self.reads = 0
+        # Called with each page as the loader takes it (True: check it, do not load it), and with the last
+        # page taken before each batch commits (in its transaction): how a run checks and records the
+        # progress a later run resumes from.
+        self.on_page: Callable[[Page], bool] | None = None
+        self.on_commit: Callable[[Page, PageStream], None] | None = None
 
     def start_tracking(self) -> None:
         """Record seen keys from now on (see :meth:`Stage.start_seen`)."""
@@ -285,13 +291,16 @@ class _Loader:
         for page, tuples, bad in prefetch(stream, self.options.prefetch_pages, cancel=cancel, prepare=prepare):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{self.entity.ref}: cancelled by a signal")
-            self.rejects += bad
-            stage.add(tuples, self.rejects)
-            self.rows_seen += len(page.rows)
+            if self.on_page is None or not self.on_page(page):
+                self.rejects += bad
+                stage.add(tuples, self.rejects)
+                self.rows_seen += len(page.rows)
             counts.pages, counts.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
             if stage.queued >= self.options.batch_rows:
                 self.flush()
                 records.progress(self.conn, self.schema, self.result.uid, counts)
+                if self.on_commit is not None:
+                    self.on_commit(page, stream)
                 self.conn.commit()
             if on_progress is not None:
                 total = stream.state.first_total
@@ -325,10 +334,16 @@ class _Run:
     on_progress: ProgressFn | None
     cancel: threading.Event | None
     started: float
+    resume: Resume | None = None
 
     @property
     def rowversion(self) -> bool:
         return self.entity.delta_strategy == "rowversion"
+
+    @property
+    def stored(self) -> str | None:
+        """The entity's checkpoint as committed: batches of a keyset read move it as they commit."""
+        return self.resume.stored if self.resume is not None else self.entity.last_rowversion
 
     def execute(self) -> None:
         entity, options, counts = self.entity, self.options, self.result.counts
@@ -339,8 +354,21 @@ class _Run:
         reconcile = not backfill and (options.full_refresh or not self.rowversion or self.start_rv is None)
         target = sql.Identifier(entity.target_schema, entity.target_table)
         row = self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target)).fetchone()
+        empty = not (row and row[0])
+        resume = self.resume = Resume.plan(
+            self.conn,
+            self.schema,
+            entity,
+            self.result,
+            page_size=options.page_size,
+            full_refresh=options.full_refresh,
+            backfill=backfill,
+            empty=empty,
+            reconcile=reconcile,
+        )
         # An empty target has nothing to delete and nothing to compare: skip the seen-key bookkeeping.
-        track_seen = bool(row and row[0])
+        # So for a resumed first load: its table holds only the rows of the load it continues.
+        track_seen = not empty and not (resume.resuming and not self.rowversion)
         history_table = history.ensure(self.conn, entity) if options.history else None
         loader = _Loader(
             self.conn,
@@ -351,21 +379,31 @@ class _Run:
             track_seen=track_seen,
             history_table=history_table,
         )
+        self._watch(loader, resume)
         self.conn.commit()
-        stream = self._stream(loader)
+        stream = self._stream(loader, first_page=resume.first_page)
         loader.load(stream, cancel=self.cancel, on_progress=self.on_progress)
+        resume.record = resume.record and self.rowversion  # verification reads record nothing to resume
+        resume.after_read(stream)
         st = stream.state
         hold: list[str] = []
         stable, total = not st.unstable, st.first_total
         if not self.rowversion:
             stable, hold, total = _confirm(
-                loader, stream, lambda: self._stream(loader), cancel=self.cancel, on_progress=self.on_progress
+                loader,
+                stream,
+                lambda: self._stream(loader),
+                cancel=self.cancel,
+                on_progress=self.on_progress,
+                moved=resume.moved,
             )
         if loader.track_seen:
             staged, distinct = loader.stage.seen_counts(analyze=True)
             if track_seen:  # a first load counted its distinct rows as it inserted them (see _confirm)
                 counts.duplicates += staged - distinct  # keys that came in more than one batch: once
                 counts.fetched = loader.stage.distinct_seen_all() + counts.rejected
+            elif resume.resuming:  # read again whole: its rows were fetched, not only those it inserted
+                counts.fetched = max(counts.fetched, loader.stage.distinct_seen_all() + counts.rejected)
         self._note_warnings(st.warnings, loader.stage.drift)
         held = False
         if reconcile and loader.track_seen:
@@ -374,11 +412,27 @@ class _Run:
                     "the source kept changing while it was read, so rows missing from the fetch may still exist"
                 )
             held = self._reconcile_deletes(loader.stage, total, hold, history_table)
-        self._record(st.checkpoint(None if options.full_refresh else entity.last_rowversion), stable, deletes_held=held)
+        elif reconcile and resume.resuming and not self.rowversion:
+            self.result.warnings.append(
+                f"deleted nothing: this run resumed a load at page {resume.first_page + 1} and did not read the"
+                " pages before it; the next complete read soft-deletes rows gone from the source since"
+            )
+        self._record(st.checkpoint(None if options.full_refresh else resume.stored), stable, deletes_held=held)
         loader.stage.close()
         self.conn.commit()
 
-    def _stream(self, loader: _Loader) -> PageStream:
+    def _watch(self, loader: _Loader, resume: Resume) -> None:
+        """Hook the resume checks and progress records into the loader."""
+        key_fn = loader.stage.raw_key
+        loader.on_page = lambda page: resume.on_page(page, key_fn)
+
+        def commit(page: Page, stream: PageStream) -> None:
+            moved = stream.state.total_changed or not loader.fresh or stream.state.unstable
+            resume.commit(page, stream, rows=loader.rows_seen, key_fn=key_fn, moved=moved)
+
+        loader.on_commit = commit
+
+    def _stream(self, loader: _Loader, *, first_page: int = 1) -> PageStream:
         """A read of the entity: by keyset from the checkpoint (rowversion) or every page by number."""
         request_rv = self.start_rv
         if self.rowversion and self.start_rv is not None and self.options.backfill_from is None:
@@ -392,6 +446,7 @@ class _Run:
             key_fn=loader.stage.raw_key,
             rowversion_gt=request_rv if self.rowversion else None,
             keyset=self.rowversion,
+            first_page=first_page,
         )
 
     def _note_warnings(self, stream_warnings: list[str], drift: set[str]) -> None:
@@ -446,7 +501,7 @@ class _Run:
             full_refresh=options.full_refresh,
             rejected=counts.rejected,
             stable=stable,
-            stored=entity.last_rowversion,
+            stored=self.stored,
             earned=earned,
             backfill_from=options.backfill_from,
             deletes_held=deletes_held,
@@ -460,7 +515,7 @@ class _Run:
                 f" {MAX_PASSES} reads); rows may be missing, so the checkpoint stays and the next run reads them"
                 " again"
             )
-        result.rowversion_end = verdict.checkpoint if verdict.set_checkpoint else entity.last_rowversion
+        result.rowversion_end = verdict.checkpoint if verdict.set_checkpoint else self.stored
         result.duration = time.monotonic() - self.started
         if result.warnings:
             result.error_details["warnings"] = result.warnings
@@ -483,6 +538,7 @@ def _confirm(
     *,
     cancel: threading.Event | None,
     on_progress: ProgressFn | None,
+    moved: list[str] | None = None,
 ) -> tuple[bool, list[str], int | None]:
     """Full / hash: read the entity again when the first read may have missed rows.
 
@@ -493,7 +549,9 @@ def _confirm(
     until two consecutive reads return the same keys in the same order — a
     moment when nothing moved, so every live row was read. The delete step
     then compares the table with that last read alone (its keys and its
-    total): a row an earlier read saw before it was deleted is gone. Returns
+    total): a row an earlier read saw before it was deleted is gone. A
+    resumed read whose source ``moved`` between the two runs (see
+    syncflow.resume) is read again the same way. Returns
     (stable, reasons to hold deletions back, the total the delete step checks).
     """
     st = stream.state
@@ -505,7 +563,7 @@ def _confirm(
         unseen = loader.stage.unseen_counts()[1]
     elif not loader.fresh:
         repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
-    signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats)
+    signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats) + list(moved or ())
     if (not signs and not unseen) or loader.result.counts.rejected:
         return True, [], st.first_total  # with rejects, deletions are held anyway; a second read would not change that
     counts = loader.result.counts

@@ -251,6 +251,7 @@ def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
     sync = runtime.config.settings.sync
     options = SyncOptions(
         page_size=eff.page_size,
+        batch_rows=sync.batch_rows,
         history=eff.history,
         full_refresh=job.full_refresh,
         max_delete_fraction=sync.max_delete_fraction if job.max_delete_fraction is None else job.max_delete_fraction,

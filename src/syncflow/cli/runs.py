@@ -153,6 +153,9 @@ def runs_list(
         "Sync runs", cols, cells, caption="'syncflow runs show RUN' shows one run (a prefix of its id will do)"
     )
     out.print(table)
+    for record in records:
+        if record.resumed:
+            out.print(f"run {record.uid[:8]} {record.resumed}")
 
 
 @runs_app.command("show", epilog="Example: syncflow runs show 3f2a9c1e  (a prefix of the id will do)")
@@ -172,9 +175,11 @@ def _show_run(run: dict[str, Any], as_json: bool) -> None:
         emit_json(run)
         return
     for key, value in run.items():
-        if key in ("rejects", "error_details"):
+        if key in ("rejects", "error_details", "resumed_from", "resumed_at_rows"):
             continue
         out.print(f"[bold]{key}[/]: {escape(plain(value))}")
+    if run.get("resumed_from"):
+        out.print(f"[bold]resumed[/]: resumed from run {run['resumed_from'][:8]} at {run['resumed_at_rows'] or 0} rows")
     if run["error_details"]:
         out.print(f"[bold]error_details[/]: {escape(json.dumps(run['error_details'], default=str))}")
     if run["rejects"]:

@@ -401,7 +401,10 @@ def sync(
     ] = None,
     ping_url: PingUrlOpt = None,
 ) -> None:
-    """Sync entities with their delta strategy (full, rowversion or hash)."""
+    """Sync entities with their delta strategy (full, rowversion or hash).
+
+    A first load killed part-way resumes at its last committed batch ('runs' says where).
+    """
     if where_key:
         raise UsageError(WHERE_KEY_UNSUPPORTED)
     request = SyncRequest(
@@ -437,7 +440,10 @@ def full_refresh(
     pushgateway: PushgatewayOpt = None,
     ping_url: PingUrlOpt = None,
 ) -> None:
-    """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint."""
+    """Fetch everything ignoring the checkpoint, reconcile deletes, then reset the checkpoint.
+
+    Never resumes a dead run's load: it reads every page again.
+    """
     request = SyncRequest(
         refs=tuple(refs),
         full_refresh=True,

@@ -1,0 +1,189 @@
+"""Resumable first loads (issue 17 part 1): a load killed part-way continues where its committed progress ends.
+
+Each test kills a real ``syncflow sync`` process (SIGKILL, as the OOM killer or a lost node would)
+at about 60 % of a first load, then runs ``sync`` again and counts the data pages it asks for:
+the target is at most 45 % of the pages again, no row lost, no row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from demo_apismith import DemoServer, DemoState
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, query, spawn, wait_for
+
+ROWS = 1000
+PAGE = 20
+KILL_AT = 31  # the data request that never gets an answer: ~60 % of the ~50 pages
+
+
+@pytest.fixture
+def server() -> Iterator[DemoServer]:
+    state = DemoState({}, token=DEMO_TOKEN)
+    with DemoServer(state) as s:
+        yield s
+
+
+def _api(strategy: str) -> dict[str, Any]:
+    return {
+        "slug": "items",
+        "delta_strategy": strategy,
+        "columns": [
+            {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
+            {"name": "VAL", "output_alias": "val", "data_type": "VARCHAR2(40)"},
+            {"name": "ROWVER", "output_alias": "erp_rowversion", "data_type": "VARCHAR2(50)"},
+        ],
+    }
+
+
+def _setup(cli: Cli, server: DemoServer, strategy: str) -> DemoState:
+    st = server.state
+    st.set_api("items", _api(strategy))
+    if strategy == "rowversion":
+        for i in range(ROWS):  # one row version each: keyset pages, no tie filling a page
+            st.put_rows("items", [{"id": i, "val": f"v{i}"}])
+    else:
+        st.put_rows("items", [{"id": i, "val": f"v{i}"} for i in range(ROWS)])
+    cli.config.write_text(
+        f"[sync]\nretry_backoff_seconds = 0\npage_size = {PAGE}\nbatch_rows = {PAGE}\n\n"
+        f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n',
+        encoding="utf-8",
+    )
+    assert cli("discover").exit_code == 0
+    return st
+
+
+class Pages:
+    """Counts the data requests for ``items``; ``hold_at`` blocks that request until released."""
+
+    def __init__(self, hold_at: int | None = None) -> None:
+        self.count = 0
+        self.hold_at = hold_at
+        self.release = threading.Event()
+
+    def __call__(self, slug: str, page: int, params: dict[str, str]) -> None:
+        if slug != "items":
+            return
+        self.count += 1
+        if self.count == self.hold_at:
+            self.release.wait(60)
+
+
+def _kill_at_sixty_percent(cli: Cli, st: DemoState, db_url: str) -> Pages:
+    pages = Pages(hold_at=KILL_AT)
+    st.before_page = pages
+    proc = spawn(cli, "sync", "erp.items")
+    try:
+        # The loader merges and commits every page before the one held back; then the process dies.
+        wait_for(
+            lambda: query(db_url, "SELECT records_fetched FROM bridge.sync_runs") >= [((KILL_AT - 2) * PAGE,)],
+            timeout=60,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        pages.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    st.before_page = None
+    return pages
+
+
+def _live(db_url: str) -> dict[int, str]:
+    return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
+
+
+@pytest.mark.parametrize("strategy", ["rowversion", "full", "hash"])
+def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
+    cli: Cli, server: DemoServer, db_url: str, strategy: str
+) -> None:
+    st = _setup(cli, server, strategy)
+    _kill_at_sixty_percent(cli, st, db_url)
+    stored = query(db_url, "SELECT count(*) FROM erp.items")[0][0]
+    assert stored >= (KILL_AT - 2) * PAGE  # the committed batches survived the kill
+
+    again = Pages()
+    st.before_page = again
+    r = cli("sync", "erp.items", "--json")
+    st.before_page = None
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)[0]
+    assert run["status"] == "success", run
+    assert _live(db_url) == {i: f"v{i}" for i in range(ROWS)}
+    assert query(db_url, "SELECT count(*) FROM erp.items") == [(ROWS,)]  # no row twice, none soft-deleted
+
+    # The reference: a whole read of the same data, page by page.
+    whole = Pages()
+    st.before_page = whole
+    assert cli("full-refresh", "erp.items").exit_code == 0
+    st.before_page = None
+    assert 0.55 * whole.count <= KILL_AT  # the kill really was past half-way
+    assert again.count <= 0.45 * whole.count, (
+        again.count,
+        whole.count,
+        json.dumps(run),
+        query(db_url, "SELECT resume::text FROM bridge.sync_runs"),
+    )
+
+    # The record says where it resumed, and `runs` shows it.
+    first_uid = query(db_url, "SELECT uid::text FROM bridge.sync_runs ORDER BY started_at LIMIT 1")[0][0]
+    assert run["resumed_from"] == first_uid
+    assert run["resumed_at_rows"] >= (KILL_AT - 2) * PAGE
+    shown = cli("runs", "show", run["uid"])
+    assert f"resumed from run {first_uid[:8]}" in shown.stdout, shown.stdout
+    listed = cli("runs", "erp.items")
+    assert "resumed" in listed.stdout, listed.stdout
+
+
+@pytest.mark.parametrize("strategy", ["full", "hash"])
+def test_a_source_that_moved_between_the_runs_is_read_again_before_success(
+    cli: Cli, server: DemoServer, db_url: str, strategy: str
+) -> None:
+    """Rows deleted before the resume point shift the rest towards the front: a resumed read would skip
+    rows across the resume point. The page before it is read again first; it differs, so the run reads the
+    whole entity (until two reads agree) before it may end ``success``."""
+    st = _setup(cli, server, strategy)
+    _kill_at_sixty_percent(cli, st, db_url)
+    st.delete("items", keys=[(1,), (2,), (3,)])  # on page 1, long committed
+    r = cli("sync", "erp.items", "--json")
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)[0]
+    assert run["status"] == "success", run
+    assert _live(db_url) == {i: f"v{i}" for i in range(ROWS) if i not in (1, 2, 3)}, json.dumps(run)
+    assert run["records_deleted"] == 3
+
+
+def test_a_column_added_between_the_runs_starts_the_load_over(cli: Cli, server: DemoServer, db_url: str) -> None:
+    """Rows loaded before the kill lack a column discovery added since: resuming would leave it empty there."""
+    st = _setup(cli, server, "full")
+    _kill_at_sixty_percent(cli, st, db_url)
+    api = _api("full")
+    api["columns"].append({"name": "QTY", "output_alias": "qty", "data_type": "NUMBER(9)"})
+    st.set_api("items", api)
+    st.put_rows("items", [{"id": i, "val": f"v{i}", "qty": i} for i in range(ROWS)])
+    assert cli("discover").exit_code == 0
+    r = cli("sync", "erp.items", "--json")
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)[0]
+    assert run.get("resumed_from") is None
+    assert query(db_url, "SELECT count(*) FROM erp.items WHERE qty IS NULL") == [(0,)]
+
+
+def test_full_refresh_does_not_resume(cli: Cli, server: DemoServer, db_url: str) -> None:
+    """``full-refresh`` reads everything again, as it says: a dead run's progress is not used."""
+    st = _setup(cli, server, "hash")
+    _kill_at_sixty_percent(cli, st, db_url)
+    again = Pages()
+    st.before_page = again
+    r = cli("full-refresh", "erp.items", "--json")
+    st.before_page = None
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)[0].get("resumed_from") is None
+    assert again.count >= ROWS // PAGE
+    assert _live(db_url) == {i: f"v{i}" for i in range(ROWS)}
