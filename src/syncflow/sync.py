@@ -1,7 +1,8 @@
 """One sync run of one entity: page stream → stage (COPY) → merge → run record.
 
 Transactions: each batch (pages staged up to ``batch_rows``, merged) commits
-on its own, so a crash keeps what was loaded; the checkpoint, the delete
+on its own, with the run's progress and what a later run may resume from
+(syncflow.resume), so a crash keeps what was loaded; the checkpoint, the delete
 reconciliation and the run's final record are written in the transaction of
 the last batch, so they are never ahead of the rows stored. A failed run
 rolls back its open batch, records the failure and leaves the checkpoint
@@ -260,6 +261,11 @@ class _Loader:
     def flush(self) -> None:
         """Stage what is queued and merge it (the caller commits)."""
         stage, counts = self.stage, self.result.counts
+        if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # Open the batch's transaction now: the COPY's and the merge's transaction() blocks are then
+            # savepoints in it, so the merged rows commit with the run's progress, its resume record and
+            # (last batch) its checkpoint, never before them.
+            self.conn.execute("SELECT 1")
         stage.send(self.rejects)
         if stage.staged:
             stage.record_seen()
@@ -571,6 +577,7 @@ def _confirm(
     total = st.first_total
     stable = False
     first_load = not loader.track_seen
+    loader.conn.commit()  # the first read's last batch is kept even if a verification read fails
     # Into a table that was empty, the first read may have stored a row deleted since: the reads that
     # follow record their keys, so that the delete step can compare the table with the one that proves stable.
     loader.start_tracking()
