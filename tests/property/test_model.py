@@ -186,8 +186,10 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             page_size=st.integers(1, 7),
             history=st.booleans(),
             as_strings=st.booleans(),
+            concurrency=st.sampled_from([2, 4, 8]),
         )
-        def configure(self, strategy: str, page_size: int, history: bool, as_strings: bool) -> None:
+        def configure(self, strategy: str, page_size: int, history: bool, as_strings: bool, concurrency: int) -> None:
+            """Pages are fetched ahead in parallel (max_concurrent_requests > 1): the invariant must hold."""
             self.strategy = strategy
             self.as_strings = as_strings
             self.history = history
@@ -195,7 +197,8 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             entity = f"\n[connectors.erp.entities.things]\npage_size = {page_size}\nhistory = {str(history).lower()}\n"
             cli.config.write_text(
                 "[sync]\nretry_backoff_seconds = 0\nretry_attempts = 3\n"
-                f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n{entity}',
+                f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
+                f"max_concurrent_requests = {concurrency}\n{entity}",
                 encoding="utf-8",
             )
             self._discover()
