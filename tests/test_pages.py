@@ -1121,3 +1121,15 @@ def test_repeats_and_total_changes_are_seen_in_page_order(httpx_mock: HTTPXMock)
     assert keys(s) == ["a", "b", "b", "c", "d", "e", "f"]
     assert s.state.total_changed
     assert s.state.complete
+
+
+def test_a_read_resuming_at_a_later_page_fetches_ahead_from_there(httpx_mock: HTTPXMock) -> None:
+    """The resume position (``first_page``, being added to the stream) is where parallel fetching starts."""
+    server = Overlap(40)
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(4, page_size=3)
+    s.__dict__["first_page"] = 5  # as the resume position will set it
+    assert keys(s) == server.keys[12:]
+    assert server.pages[0] == 5
+    assert sorted(server.pages) == list(range(5, 15))  # nothing before it, nothing past the end
+    assert server.peak > 1

@@ -321,7 +321,7 @@ class PageStream:
                     raise self._ignores_page(page)
             ahead.note(len(rows), self._nbytes)
             if not self._at_end(rows, has_more, total, total_pages, page, rows_read + len(rows)):
-                self._plan(ahead, page, rows_read + len(rows), total, total_pages)
+                self._plan(ahead, page, total, total_pages)
             yield self._page(rows, keys)
             rows_read += len(rows)
             if self._at_end(rows, has_more, total, total_pages, page, rows_read):
@@ -330,7 +330,7 @@ class PageStream:
         ahead.close()
         st.complete = True
 
-    def _plan(self, ahead: _Ahead, page: int, read: int, total: int | None, total_pages: int | None) -> None:
+    def _plan(self, ahead: _Ahead, page: int, total: int | None, total_pages: int | None) -> None:
         """Start fetching the pages after ``page`` that the counts announce, as many as may be in flight.
 
         The connector's concurrency, fewer when pages are large (``AHEAD_BYTES``); with one,
@@ -338,7 +338,7 @@ class PageStream:
         """
         width = max(1, min(self.client.concurrency, AHEAD_BYTES // max(ahead.largest, 1)))
         if width > 1:
-            ahead.plan(page + 1, min(_last_page(page, read, ahead.served, total, total_pages), page + width))
+            ahead.plan(page + 1, min(_last_page(page, ahead.served, total, total_pages), page + width))
 
     @staticmethod
     def _at_end(
@@ -497,16 +497,17 @@ class PageStream:
         return None
 
 
-def _last_page(page: int, read: int, served: int, total: int | None, total_pages: int | None) -> int:
-    """The last page number the counts announce after ``page`` (``page`` itself when they announce none).
+def _last_page(page: int, served: int, total: int | None, total_pages: int | None) -> int:
+    """The last page number the counts announce (``page`` itself when they announce none).
 
-    ``served`` is the most rows a page has had: a server may cap the page size below the one asked for.
+    ``served`` is the most rows a page has had: a server may cap the page size below the one asked
+    for. Page numbers count from the query's first row, whatever page a read starts at.
     """
     last = page
     if total_pages is not None:
         last = max(last, total_pages)
     if total is not None and served > 0:
-        last = max(last, page + -(-max(total - read, 0) // served))
+        last = max(last, -(-total // served))
     return last
 
 
