@@ -10,8 +10,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +114,64 @@ def entity_state(db_url: str, slug: str) -> dict[str, Any]:
 def sync_json(cli: Cli, *args: str) -> tuple[int, list[dict[str, Any]], str]:
     r = cli("sync", *args, "--json")
     return r.exit_code, list(json.loads(r.stdout)) if r.stdout.strip() else [], r.stderr
+
+
+@dataclass
+class Throttle:
+    """What a throttling APISmith saw: requests in flight when each arrived, and the 429s it sent."""
+
+    max_in_flight: int
+    latency: float
+    retry_after: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    arrivals: list[int] = field(default_factory=list)
+    throttled: int = 0
+
+
+@contextmanager
+def throttling_server(state: Any, throttle: Throttle) -> Iterator[str]:
+    """The demo APISmith answering 429 to a request that arrives while ``max_in_flight`` others are in
+    flight, and taking ``latency`` seconds over every other one; yields its URL.
+
+    Built here, over the demo server's handler, so that the demo itself stays as it is.
+    """
+    from demo_apismith import Handler
+
+    class Throttling(Handler):
+        def do_GET(self) -> None:
+            with throttle.lock:
+                throttle.in_flight += 1
+                throttle.arrivals.append(throttle.in_flight)
+                over = throttle.in_flight > throttle.max_in_flight
+                throttle.throttled += over
+            try:
+                if over:
+                    self.send_response(429)
+                    if throttle.retry_after is not None:
+                        self.send_header("Retry-After", throttle.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                time.sleep(throttle.latency)
+                super().do_GET()
+            finally:
+                with throttle.lock:
+                    throttle.in_flight -= 1
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def __init__(self) -> None:
+            super().__init__(("127.0.0.1", 0), Throttling)
+            self.state, self.prefix, self.verbose = state, "", False
+
+    httpd = Server()
+    thread = threading.Thread(target=httpd.serve_forever, name="throttling-apismith", daemon=True)
+    thread.start()
+    try:
+        host, port = httpd.server_address[:2]
+        yield f"http://{host!s}:{port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -226,3 +226,31 @@ def test_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
     assert info.value.exit_code == 2
     assert str(missing) in str(info.value)
     assert "verify_tls" in str(info.value)
+
+
+def test_pushback_reaches_the_connector_s_limiter(httpx_mock: HTTPXMock, sleeps: list[float]) -> None:
+    """429, 503 and timeouts cut the shared limit; a 500 says nothing of load; Retry-After holds everyone."""
+    from syncflow.limiter import ConnectorLimiter
+
+    limiter = ConnectorLimiter("erp", max_concurrent=8)
+    one = APISmithClient(connector="erp", base_url=BASE, attempts=6, sleep=sleeps.append, limiter=limiter)
+    other = APISmithClient(connector="erp", base_url=BASE, attempts=1, limiter=limiter)
+    url = f"{BASE}/api/v1/apis"
+    httpx_mock.add_response(url=url, status_code=429, headers={"Retry-After": "0.3"})
+    httpx_mock.add_response(url=url, status_code=500)
+    httpx_mock.add_response(url=url, status_code=503)
+    httpx_mock.add_exception(httpx.ReadTimeout("slow"), url=url)
+    httpx_mock.add_response(url=url, json=[])
+    httpx_mock.add_response(url=url, json=[])
+    assert one.list_apis()[0] == []
+    assert (one.stats.requests, one.stats.retries, one.stats.throttled) == (5, 4, 3)
+    assert (limiter.lowest, limiter.throttled) == (1, 3)  # 8 → 4 → 2 → 1
+    assert limiter.current == 2  # the answer at 1 was a round of answers: one more
+    assert (one.stats.limit_max, one.stats.in_flight_max) == (8, 1)
+    assert one.stats.limit_avg is not None
+    assert 1 <= one.stats.limit_avg < 8
+    assert sleeps[0] == pytest.approx(0.3)
+    assert limiter.not_before > 0
+    assert other.list_apis()[0] == []
+    assert other.stats.throttled == 0
+    assert other.concurrency == 2

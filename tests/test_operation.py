@@ -208,6 +208,10 @@ def test_metrics_file_parses(demo_cli: Cli, tmp_path: Path) -> None:
         "syncflow_consecutive_failures",
         "syncflow_http_retries",
         "syncflow_apismith_latency_seconds",
+        "syncflow_http_throttled",
+        "syncflow_concurrency_limit_max",
+        "syncflow_concurrency_limit_avg",
+        "syncflow_http_in_flight_max",
     ):
         assert name in families
     assert DEMO_TOKEN not in path.read_text()

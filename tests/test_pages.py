@@ -15,7 +15,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from syncflow.client import APISmithClient
-from syncflow.errors import Cancelled, SourceProtocolError
+from syncflow.errors import Cancelled, SourceNotFound, SourceProtocolError
 from syncflow.pages import (
     Page,
     PageStream,
@@ -1001,3 +1001,135 @@ def test_an_abandoned_prefetch_fetches_no_further_and_runs_in_a_daemon_thread() 
     assert s.stopped
     assert s.produced == 3
     assert daemon == [True] * 3
+
+
+# -- pages fetched ahead in parallel (full / hash) ---------------------------------------------
+
+
+class Overlap:
+    """A slow APISmith over keys k000..: counts requests in flight at once; ``fail`` pages answer 404."""
+
+    def __init__(self, n: int, *, delay: float = 0.05, cap: int | None = None, counts: bool = True) -> None:
+        self.keys = [f"k{i:03d}" for i in range(n)]
+        self.delay, self.cap, self.counts = delay, cap, counts
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = 0
+        self.pages: list[int] = []
+        self.fail: set[int] = set()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        q = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        page, size = int(q["page"]), min(int(q["page_size"]), self.cap or 10**9)
+        with self.lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.pages.append(page)
+        try:
+            time.sleep(self.delay)
+            if page in self.fail:
+                return httpx.Response(404, json={"detail": "gone"})
+            chunk = self.keys[(page - 1) * size : page * size]
+            body: dict[str, Any] = {"rows": [{"row_version": "1", "data": {"id": k}} for k in chunk]}
+            body["has_more"] = page * size < len(self.keys)
+            if self.counts:
+                body["total"] = len(self.keys)
+            return httpx.Response(200, json=body)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def parallel(concurrency: int, **kw: Any) -> PageStream:
+    from syncflow.limiter import ConnectorLimiter
+
+    limiter = ConnectorLimiter("erp", max_concurrent=concurrency)
+    client = APISmithClient(connector="erp", base_url=BASE, attempts=1, limiter=limiter)
+    return PageStream(client, "items", key_fn=lambda data, _okeys: data.get("id"), **kw)
+
+
+def test_pages_after_the_first_are_fetched_in_parallel_and_taken_in_order(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(40)
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(4, page_size=3)
+    got = keys(s)
+    assert got == server.keys  # every row, in page order
+    assert 1 < server.peak <= 4
+    assert server.pages[0] == 1
+    assert sorted(server.pages) == list(range(1, 15))  # the 14 pages, none past the end
+    one_by_one = stream(page_size=3)
+    server.peak = 0
+    assert keys(one_by_one) == got
+    assert one_by_one.state.digest == s.state.digest  # the same read, as the comparison of reads sees it
+    assert (one_by_one.state.pages, one_by_one.state.complete) == (s.state.pages, s.state.complete)
+    assert server.peak == 1  # without a limiter: one page after another
+
+
+def test_without_counts_nothing_is_fetched_ahead(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(12, delay=0.01, counts=False)
+    httpx_mock.add_callback(server, is_reusable=True)
+    assert keys(parallel(4, page_size=3)) == server.keys
+    assert server.peak == 1
+
+
+def test_a_server_capping_the_page_size_is_read_ahead_by_the_size_it_serves(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(30, cap=2)
+    httpx_mock.add_callback(server, is_reusable=True)
+    assert keys(parallel(4, page_size=10)) == server.keys
+    assert sorted(server.pages) == list(range(1, 16))  # 15 pages of 2: nothing asked past them
+    assert server.peak > 1
+
+
+def test_a_failed_page_ahead_fails_the_read_in_its_turn(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(30, delay=0.01)
+    server.fail = {5}
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(4, page_size=3)
+    seen: list[str] = []
+
+    def read() -> None:
+        for page in s:
+            seen.extend(r[0]["id"] for r in page.rows)
+
+    with pytest.raises(SourceNotFound):
+        read()
+    assert seen == server.keys[:12]  # pages 1-4 were passed on, in order, before page 5's failure
+    assert not s.state.complete
+
+
+def test_a_stopped_parallel_read_ends_without_waiting_for_its_fetches(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(60, delay=0.3)
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(8, page_size=3)
+    it = iter(s)
+    next(it)
+    started = time.monotonic()
+    s.stop()
+    assert list(it) == []
+    assert time.monotonic() - started < 1.0
+    assert not s.state.complete
+
+
+def test_repeats_and_total_changes_are_seen_in_page_order(httpx_mock: HTTPXMock) -> None:
+    bodies = {
+        "1": page_of(["a", "b"], total=6, has_more=True),
+        "2": page_of(["b", "c"], total=7, has_more=True),  # b again, the total moved
+        "3": page_of(["d", "e"], total=7, has_more=True),
+        "4": page_of(["f"], total=7, has_more=False),
+    }
+    scripted(httpx_mock, lambda q: bodies[q["page"]])
+    s = parallel(4, page_size=2)
+    assert keys(s) == ["a", "b", "b", "c", "d", "e", "f"]
+    assert s.state.total_changed
+    assert s.state.complete
+
+
+def test_a_read_resuming_at_a_later_page_fetches_ahead_from_there(httpx_mock: HTTPXMock) -> None:
+    """The resume position (``first_page``, being added to the stream) is where parallel fetching starts."""
+    server = Overlap(40)
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(4, page_size=3)
+    s.__dict__["first_page"] = 5  # as the resume position will set it
+    assert keys(s) == server.keys[12:]
+    assert server.pages[0] == 5
+    assert sorted(server.pages) == list(range(5, 15))  # nothing before it, nothing past the end
+    assert server.peak > 1

@@ -624,6 +624,8 @@ class SyncFlow:
             after_sync_sql=c.after_sync_sql,
             after_sync_when=c.after_sync_when,
             entities={slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
+            max_concurrent_requests=c.max_concurrent_requests,
+            max_requests_per_second=c.max_requests_per_second,
         )
 
     def test_connector(self, name: str) -> ConnectorCheck:

@@ -53,11 +53,14 @@ from syncflow.errors import (
     SourceTransientError,
     SourceUnreachable,
 )
+from syncflow.limiter import ConnectorLimiter, Ticket
 
 APIS_PATH = "/api/v1/apis"
 DATA_PATH = "/api/v1/data/{slug}"
 BODY_PREVIEW_BYTES = 200
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+# Answers that mean "too much": the connector's limiter cuts its concurrency (with timeouts).
+_PUSHBACK_STATUSES = frozenset({429, 503, 504})
 _MAX_RETRY_AFTER = 300.0
 # No single wait between attempts is longer, whatever the backoff or Retry-After says.
 MAX_RETRY_WAIT = 300.0
@@ -133,11 +136,23 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 @dataclass
 class ClientStats:
-    """What the client did, for run records and metrics."""
+    """What the client did, for run records and metrics (updated under the client's lock: pages are
+    fetched by several threads)."""
 
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
+    # The source pushing back: 429, 503, 504 or a timed-out request.
+    throttled: int = 0
+    # The connector's effective concurrency limit when each request was admitted (see syncflow.limiter).
+    admitted: int = 0
+    limit_max: int = 0
+    limit_sum: int = 0
+    in_flight_max: int = 0
+
+    @property
+    def limit_avg(self) -> float | None:
+        return self.limit_sum / self.admitted if self.admitted else None
 
 
 @dataclass(frozen=True)
@@ -381,9 +396,12 @@ class APISmithClient:
     token_env: str | None = None
     # Set by a signal handler: waits and reads stop and raise Cancelled.
     cancel: threading.Event | None = None
+    # Shared by every client of the connector in this invocation; None: no limit (one request at a time).
+    limiter: ConnectorLimiter | None = None
 
     def __post_init__(self) -> None:
         self._own_http = self.http is None
+        self._stats_lock = threading.Lock()
         if self.http is None:
             transport, mounts = _transports(self._ssl_context(), _BoundedBackend(self.connector, self._cancelled))
             self.http = httpx.Client(
@@ -423,6 +441,11 @@ class APISmithClient:
             time.sleep(seconds)
         self._check_cancel()
 
+    @property
+    def concurrency(self) -> int:
+        """How many requests this connector may have in flight now (1 without a limiter)."""
+        return self.limiter.current if self.limiter is not None else 1
+
     def close(self) -> None:
         """Close the underlying client if this object created it."""
         if self._own_http and self.http is not None:
@@ -447,7 +470,8 @@ class APISmithClient:
             return min(float(base + random.uniform(0, self.backoff)), MAX_RETRY_WAIT)  # noqa: S311 - jitter
 
         def before_sleep(state: RetryCallState) -> None:  # noqa: ARG001 - tenacity's callback signature
-            self.stats.retries += 1
+            with self._stats_lock:
+                self.stats.retries += 1
 
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
@@ -461,13 +485,44 @@ class APISmithClient:
         return result
 
     def _get_once(self, path: str, params: Mapping[str, str | int] | None) -> Response:
+        """One attempt, admitted by the connector's limiter, which learns from how it ended."""
+        if self.limiter is None:
+            return self._request(path, params)
+        self._check_cancel()
+        ticket = self.limiter.acquire(self._cancelled)
+        self._admitted(ticket)
+        latency: float | None = None
+        pushback, retry_after = False, None
+        try:
+            resp = self._request(path, params)
+            latency = resp.elapsed
+            return resp
+        except SourceTransientError as exc:
+            pushback, retry_after = _is_pushback(exc), exc.retry_after
+            if pushback:
+                with self._stats_lock:
+                    self.stats.throttled += 1
+            raise
+        finally:
+            self.limiter.release(ticket, throttled=pushback, latency=latency, retry_after=retry_after)
+
+    def _admitted(self, ticket: Ticket) -> None:
+        with self._stats_lock:
+            st = self.stats
+            st.admitted += 1
+            st.limit_sum += ticket.limit
+            st.limit_max = max(st.limit_max, ticket.limit)
+            st.in_flight_max = max(st.in_flight_max, ticket.in_flight)
+
+    def _request(self, path: str, params: Mapping[str, str | int] | None) -> Response:
         if self.http is None:
             raise RuntimeError("the APISmith client was used after it was closed")
         self._check_cancel()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.http.build_request("GET", path, params=params).url
         shown = safe_url(url)
-        self.stats.requests += 1
+        with self._stats_lock:
+            self.stats.requests += 1
         started = time.monotonic()
         deadline = started + self.timeout
         deadline_token = _DEADLINE.set(deadline)
@@ -506,7 +561,8 @@ class APISmithClient:
         finally:
             _DEADLINE.reset(deadline_token)
         elapsed = time.monotonic() - started
-        self.stats.seconds += elapsed
+        with self._stats_lock:
+            self.stats.seconds += elapsed
         self._check_status(resp, body, shown)
         try:
             data = decode_json(body)
@@ -636,6 +692,12 @@ class APISmithClient:
         if rowversion_gt is not None:
             params["rowversion_gt"] = rowversion_gt
         return self.get_json(DATA_PATH.format(slug=_quote_slug(slug)), params)
+
+
+def _is_pushback(exc: SourceTransientError) -> bool:
+    """429, 503, 504 or a timeout: the source is overloaded (a refused connection or a 500 says nothing of load)."""
+    status, error = exc.details.get("status"), str(exc.details.get("error", ""))
+    return status in _PUSHBACK_STATUSES or error.endswith("Timeout") or error == "deadline"
 
 
 def _quote_slug(slug: str) -> str:

@@ -143,6 +143,10 @@ class ConnectorConfig(_Strict):
     # SQL run once per invocation after this connector's entities, when one of their runs qualifies.
     after_sync_sql: str | None = None
     after_sync_when: AfterSyncWhen = "changed"
+    # Requests in flight to this APISmith at once, across all workers of an invocation (the most the
+    # adaptive limit reaches; see syncflow.limiter), and optionally at most this many started per second.
+    max_concurrent_requests: int = Field(default=4, ge=1, le=64)
+    max_requests_per_second: float | None = Field(default=None, gt=0)
     entities: dict[str, EntityOverride] = Field(default_factory=dict)
 
     @field_validator("after_sync_sql")

@@ -205,6 +205,8 @@ def settings_with_sources(
             ("token_env", conn.token_env),
             ("target_schema", conn.target_schema or name),
             ("verify_tls", conn.verify_tls),
+            ("max_concurrent_requests", conn.max_concurrent_requests),
+            ("max_requests_per_second", conn.max_requests_per_second),
         ):
             out.append(Setting(f"connectors.{name}.{key}", value, "file" if key in raw else "default"))
         for slug, override in sorted(conn.entities.items()):

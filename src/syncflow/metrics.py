@@ -45,6 +45,30 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
     latency = Gauge(
         "syncflow_apismith_latency_seconds", "Mean APISmith response time during this pass", ["connector"], registry=reg
     )
+    throttled = Gauge(
+        "syncflow_http_throttled",
+        "Requests the source pushed back on (429, 503, 504, timeouts) during this pass",
+        ["connector"],
+        registry=reg,
+    )
+    limit_max = Gauge(
+        "syncflow_concurrency_limit_max",
+        "Highest adaptive concurrency limit the connector's requests were admitted at during this pass",
+        ["connector"],
+        registry=reg,
+    )
+    limit_avg = Gauge(
+        "syncflow_concurrency_limit_avg",
+        "Mean adaptive concurrency limit over the connector's requests during this pass",
+        ["connector"],
+        registry=reg,
+    )
+    in_flight = Gauge(
+        "syncflow_http_in_flight_max",
+        "Most requests to the connector in flight at once during this pass",
+        ["connector"],
+        registry=reg,
+    )
     held = Gauge(
         "syncflow_delete_guard_held",
         "Soft-deletes the delete guard held back in the entity's last run (0: none)",
@@ -52,6 +76,7 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
         registry=reg,
     )
     per_connector: dict[str, tuple[int, int, float]] = {}
+    concurrency: dict[str, _Concurrency] = {}
     for r in results:
         c = r.counts
         duration.labels(r.entity).set(r.duration)
@@ -70,6 +95,7 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
         connector = r.entity.split(".", 1)[0]
         req, ret, secs = per_connector.get(connector, (0, 0, 0.0))
         per_connector[connector] = (req + r.http_requests, ret + r.http_retries, secs + r.http_seconds)
+        concurrency.setdefault(connector, _Concurrency()).add(r)
     for ref, e in entities.items():
         consecutive.labels(ref).set(e.consecutive_failures)
         if e.last_success_at is not None:
@@ -78,7 +104,30 @@ def build_registry(results: Iterable[RunResult], entities: dict[str, Entity]) ->
         retries.labels(connector).set(ret)
         if req:
             latency.labels(connector).set(secs / req)
+    for connector, conc in concurrency.items():
+        throttled.labels(connector).set(conc.throttled)
+        if conc.weight:
+            limit_max.labels(connector).set(conc.limit_max)
+            limit_avg.labels(connector).set(conc.limit_sum / conc.weight)
+            in_flight.labels(connector).set(conc.in_flight_max)
     return reg
+
+
+class _Concurrency:
+    """One connector's concurrency over the pass's runs: the mean weighted by each run's requests."""
+
+    def __init__(self) -> None:
+        self.throttled = self.limit_max = self.in_flight_max = self.weight = 0
+        self.limit_sum = 0.0
+
+    def add(self, r: RunResult) -> None:
+        self.throttled += r.http_throttled
+        if r.concurrency_max is None or r.concurrency_avg is None or not r.http_requests:
+            return
+        self.limit_max = max(self.limit_max, r.concurrency_max)
+        self.in_flight_max = max(self.in_flight_max, r.in_flight_max or 0)
+        self.limit_sum += r.concurrency_avg * r.http_requests
+        self.weight += r.http_requests
 
 
 def publish(reg: CollectorRegistry, *, textfile: Path | None, pushgateway: str | None) -> list[str]:

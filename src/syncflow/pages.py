@@ -35,12 +35,15 @@ from typing import Any, TypeVar
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceProtocolError
 
+AHEAD_BYTES = 16 * 2**20  # JSON bytes of the pages one read fetches ahead in parallel (from the largest page seen)
 MAX_PASSES = 3  # reads of one page-number segment before the run gives up on it (status partial)
 JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread before abandoning it
 
 # (data, row_version, is_tombstone, oracle_keys, problem): ``problem`` says why the row must be
 # rejected (a row version that is no version); such rows never steer paging or the checkpoint.
 RawRow = tuple[dict[str, Any], str | None, bool, dict[str, Any] | None, str | None]
+# rows, total, has_more, total_pages of one page
+Parsed = tuple[list[RawRow], int | None, bool | None, int | None]
 # The business key of a raw row, as the loader reads it (by alias, by source name, from oracle_keys).
 KeyFn = Callable[[dict[str, Any], dict[str, Any] | None], Hashable]
 
@@ -253,13 +256,21 @@ class PageStream:
     def _key(self, row: RawRow) -> Hashable:
         return _token(self.key_fn(row[0], row[3]))
 
-    def _fetch(self, page: int, cursor: str | None) -> tuple[list[RawRow], int | None, bool | None, int | None]:
+    def _fetch(self, page: int, cursor: str | None) -> Parsed:
+        return self._took(*self._get(page, cursor))
+
+    def _get(self, page: int, cursor: str | None) -> tuple[Parsed, int]:
+        """One page requested and decoded, and its size; touches no stream state (runs in fetch threads)."""
         resp = self.client.get_page(self.slug, page=page, page_size=self.page_size, rowversion_gt=cursor)
         parsed = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)
+        return parsed, resp.nbytes
+
+    def _took(self, parsed: Parsed, nbytes: int) -> Parsed:
+        """A page taken in page order: counted, and its total noted."""
         st = self.state
         st.pages += 1
-        st.bytes += resp.nbytes
-        self._nbytes = resp.nbytes
+        st.bytes += nbytes
+        self._nbytes = nbytes
         if st.first_total is None:
             st.first_total = parsed[1]
         return parsed
@@ -303,17 +314,27 @@ class PageStream:
     # -- page numbers: full / hash entities ----------------------------------------------------
 
     def _by_number(self, cursor: str | None) -> Iterator[Page]:
-        """Every page of one query by number; repeats and total changes are noted."""
+        """Every page of one query by number; repeats and total changes are noted.
+
+        Once a page announces how many rows or pages there are, the pages after it are fetched
+        ahead, up to the connector's concurrency at once (:class:`_Ahead`); they are taken here
+        strictly in page order, so the checks, the digest and what the loader sees are those
+        of a read page after page.
+        """
         st = self.state
         previous: tuple[Hashable, ...] | None = None
         query_total: int | None = None
         max_total = 0
         page = self.first_page
         rows_read = (page - 1) * self.page_size  # what the pages before a resumed read's first held
+        ahead = _Ahead(functools.partial(self._get, cursor=cursor), self._stop, f"fetch-{self.slug}")
         while True:
             if self._stop.is_set():
                 return
-            rows, total, has_more, total_pages = self._fetch(page, cursor)
+            got = ahead.take(page)
+            if got is None:
+                return
+            rows, total, has_more, total_pages = self._took(*got)
             keys = tuple(self._key(r) for r in rows)
             if rows and keys == previous:
                 raise self._ignores_page(page)
@@ -326,12 +347,26 @@ class PageStream:
                 max_total = max(max_total, total)
                 if rows_read > 2 * max_total + 2 * self.page_size:
                     raise self._ignores_page(page)
+            ahead.note(len(rows), self._nbytes)
+            if not self._at_end(rows, has_more, total, total_pages, page, rows_read + len(rows)):
+                self._plan(ahead, page, total, total_pages)
             yield self._page(rows, keys, number=page)
             rows_read += len(rows)
             if self._at_end(rows, has_more, total, total_pages, page, rows_read):
                 break
             page += 1
+        ahead.close()
         st.complete = True
+
+    def _plan(self, ahead: _Ahead, page: int, total: int | None, total_pages: int | None) -> None:
+        """Start fetching the pages after ``page`` that the counts announce, as many as may be in flight.
+
+        The connector's concurrency, fewer when pages are large (``AHEAD_BYTES``); with one,
+        nothing is fetched ahead and the next page is fetched when its turn comes.
+        """
+        width = max(1, min(self.client.concurrency, AHEAD_BYTES // max(ahead.largest, 1)))
+        if width > 1:
+            ahead.plan(page + 1, min(_last_page(page, ahead.served, total, total_pages), page + width))
 
     @staticmethod
     def _at_end(
@@ -489,6 +524,82 @@ class PageStream:
                     return v
                 return None
         return None
+
+
+def _last_page(page: int, served: int, total: int | None, total_pages: int | None) -> int:
+    """The last page number the counts announce (``page`` itself when they announce none).
+
+    ``served`` is the most rows a page has had: a server may cap the page size below the one asked
+    for. Page numbers count from the query's first row, whatever page a read starts at.
+    """
+    last = page
+    if total_pages is not None:
+        last = max(last, total_pages)
+    if total is not None and served > 0:
+        last = max(last, -(-total // served))
+    return last
+
+
+class _Ahead:
+    """The pages of one query fetched ahead, each in a daemon thread, handed over in page order.
+
+    At most the pages planned are in flight (the caller bounds them by the connector's
+    concurrency and by bytes), and a result waits here only until its turn, so memory stays
+    bounded. A page never planned is fetched by :meth:`take` itself, in the caller's thread:
+    with a concurrency of one, the read is the sequential one. A stop, a close, an error or
+    an abandoned stream leaves the threads still fetching to end with their request (its
+    deadline, the cancel event); their pages are dropped (with the stream, at the latest).
+    """
+
+    def __init__(self, fetch: Callable[[int], tuple[Parsed, int]], stop: threading.Event, name: str) -> None:
+        self.fetch, self.stop, self.name = fetch, stop, name
+        self.cond = threading.Condition()
+        self.started: set[int] = set()
+        self.done: dict[int, tuple[tuple[Parsed, int] | None, BaseException | None]] = {}
+        self.closed = False
+        self.served = self.largest = 0  # the most rows and JSON bytes one page had
+
+    def note(self, rows: int, nbytes: int) -> None:
+        """A page taken: the server's page size (it may cap the one asked for) and the largest page."""
+        self.served, self.largest = max(self.served, rows), max(self.largest, nbytes)
+
+    def plan(self, first: int, last: int) -> None:
+        """Start fetching the pages ``first`` .. ``last`` not yet started."""
+        for number in range(first, last + 1):
+            if number not in self.started and not self.closed:
+                self.started.add(number)
+                threading.Thread(target=self._run, args=(number,), name=f"{self.name}-{number}", daemon=True).start()
+
+    def _run(self, number: int) -> None:
+        result: tuple[tuple[Parsed, int] | None, BaseException | None]
+        try:
+            result = (self.fetch(number), None)
+        except BaseException as exc:  # handed to the reader with the page, in its turn
+            result = (None, exc)
+        with self.cond:
+            if not self.closed:
+                self.done[number] = result
+            self.cond.notify_all()
+
+    def take(self, number: int) -> tuple[Parsed, int] | None:
+        """Page ``number`` once fetched (raising what its fetch raised), or None when the stream stopped."""
+        if number not in self.started:
+            return self.fetch(number)
+        with self.cond:
+            while number not in self.done:
+                if self.stop.is_set() or self.closed:
+                    return None
+                self.cond.wait(0.2)
+            got, exc = self.done.pop(number)
+        if exc is not None:
+            raise exc
+        return got
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.done.clear()
+            self.cond.notify_all()
 
 
 _END = object()

@@ -61,6 +61,11 @@ class RunResult:
     http_requests: int = 0
     http_retries: int = 0
     http_seconds: float = 0.0
+    # The connector pushing back, and the concurrency the run's requests were admitted at (syncflow.limiter).
+    http_throttled: int = 0
+    concurrency_max: int | None = None
+    concurrency_avg: float | None = None
+    in_flight_max: int | None = None
     # Outcomes of after_sync_sql by scope ("entity", "connector"); see syncflow.aftersync.
     after_sync: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A resumed first load: the dead run it continued, and the rows loaded before it began.
@@ -91,6 +96,10 @@ class RunResult:
             "duration_seconds": round(self.duration, 3),
             "http_requests": self.http_requests,
             "http_retries": self.http_retries,
+            "http_throttled": self.http_throttled,
+            "concurrency_max": self.concurrency_max,
+            "concurrency_avg": self.concurrency_avg,
+            "in_flight_max": self.in_flight_max,
             "error_message": self.error_message,
             "warnings": self.warnings,
         }
@@ -210,7 +219,8 @@ def finish(
         sql.SQL(
             "UPDATE {} SET status = %s, completed_at = clock_timestamp(), rowversion_end = %s, duration_seconds = %s,"
             " error_message = %s, error_details = %s, http_requests = %s, http_retries = %s, http_seconds = %s,"
-            " resumed_from = %s, resumed_at_rows = %s"
+            " resumed_from = %s, resumed_at_rows = %s,"
+            " http_throttled = %s, concurrency_max = %s, concurrency_avg = %s, in_flight_max = %s"
             " WHERE uid = %s"
         ).format(_t(schema, "sync_runs")),
         [
@@ -224,6 +234,10 @@ def finish(
             result.http_seconds,
             result.resumed_from,
             result.resumed_at_rows,
+            result.http_throttled,
+            result.concurrency_max,
+            result.concurrency_avg,
+            result.in_flight_max,
             result.uid,
         ],
     )
@@ -260,7 +274,8 @@ def _select_runs(schema: str, where: sql.Composable, tail: sql.Composable) -> sq
         " r.completed_at, r.records_fetched, r.records_inserted, r.records_updated, r.records_unchanged,"
         " r.records_deleted, r.records_rejected, r.rowversion_start, r.rowversion_end, r.pages, r.bytes,"
         " r.duration_seconds, r.error_message, r.error_details, r.hostname, r.pid, r.http_requests, r.http_retries,"
-        " r.http_seconds, r.resumed_from::text AS resumed_from, r.resumed_at_rows"
+        " r.http_seconds, r.resumed_from::text AS resumed_from, r.resumed_at_rows,"
+        " r.http_throttled, r.concurrency_max, r.concurrency_avg, r.in_flight_max"
         " FROM {runs} r JOIN {entities} e ON e.uid = r.entity_uid JOIN {connectors} c ON c.uid = e.connector_uid"
         " {where} {tail}"
     ).format(

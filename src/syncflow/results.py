@@ -65,6 +65,10 @@ class Run:
     http_requests: int
     http_retries: int
     http_seconds: float
+    http_throttled: int
+    concurrency_max: int | None
+    concurrency_avg: float | None
+    in_flight_max: int | None
     after_sync: Mapping[str, Mapping[str, Any]]
     _json: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     # A resumed first load: the dead run it continued, and the rows loaded before it began.
@@ -101,6 +105,10 @@ class Run:
             http_requests=r.http_requests,
             http_retries=r.http_retries,
             http_seconds=r.http_seconds,
+            http_throttled=r.http_throttled,
+            concurrency_max=r.concurrency_max,
+            concurrency_avg=r.concurrency_avg,
+            in_flight_max=r.in_flight_max,
             after_sync=MappingProxyType(copy.deepcopy(r.after_sync)),
             _json=MappingProxyType(r.to_json()),
             resumed_from=r.resumed_from,
@@ -286,6 +294,10 @@ class RunRecord:
     # A resumed first load: the dead run it continued, and the rows loaded before it began.
     resumed_from: str | None = None
     resumed_at_rows: int | None = None
+    http_throttled: int | None = None
+    concurrency_max: int | None = None
+    concurrency_avg: float | None = None
+    in_flight_max: int | None = None
     rejects: tuple[RejectedRow, ...] | None = None
 
     @property
@@ -415,6 +427,8 @@ class ConnectorInfo:
     after_sync_sql: str | None
     after_sync_when: str
     entities: Mapping[str, Mapping[str, Any]]
+    max_concurrent_requests: int = 4
+    max_requests_per_second: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from syncflow import db, store
 from syncflow.client import APISmithClient
 from syncflow.config import CONFIG_ENV, LoadedConfig, resolve
 from syncflow.errors import ConfigError, SourceError
+from syncflow.limiter import ConnectorLimiter
 from syncflow.store import Conn
 
 
@@ -29,6 +30,9 @@ class Runtime:
     config: LoadedConfig
     # The database clock when this invocation first reached PostgreSQL: "since we began".
     started_at: datetime | None = None
+    # One per connector, shared by all of this invocation's clients of it (every worker thread).
+    _limiters: dict[str, ConnectorLimiter] = field(default_factory=dict, init=False, repr=False)
+    _limiters_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
     def load(
@@ -97,10 +101,24 @@ class Runtime:
             statement_timeout=sync.statement_timeout_seconds,
         )
 
+    def limiter(self, name: str) -> ConnectorLimiter:
+        """The connector's request limiter for this invocation (created on first use)."""
+        conn_cfg = self.config.connector(name)
+        with self._limiters_lock:
+            found = self._limiters.get(name)
+            if found is None:
+                found = self._limiters[name] = ConnectorLimiter(
+                    name,
+                    max_concurrent=conn_cfg.max_concurrent_requests,
+                    max_per_second=conn_cfg.max_requests_per_second,
+                )
+            return found
+
     def client(self, name: str, *, cancel: threading.Event | None = None) -> APISmithClient:
         """An APISmith client for the connector, with its token from the environment.
 
-        ``cancel`` (a signal handler's event) interrupts its retry waits and reads.
+        ``cancel`` (a signal handler's event) interrupts its retry waits and reads. Every
+        client of one connector shares its :meth:`limiter`.
         """
         conn_cfg = self.config.connector(name)
         sync = self.config.settings.sync
@@ -116,6 +134,7 @@ class Runtime:
             max_response_bytes=sync.max_response_bytes,
             token_env=conn_cfg.token_env,
             cancel=cancel,
+            limiter=self.limiter(name),
         )
 
 

@@ -147,6 +147,12 @@ def note_http(result: RunResult, client: APISmithClient) -> None:
     result.http_requests = client.stats.requests
     result.http_retries = client.stats.retries
     result.http_seconds = round(client.stats.seconds, 3)
+    result.http_throttled = client.stats.throttled
+    if client.stats.admitted:
+        result.concurrency_max = client.stats.limit_max
+        avg = client.stats.limit_avg
+        result.concurrency_avg = None if avg is None else round(avg, 2)
+        result.in_flight_max = client.stats.in_flight_max
 
 
 def _refuse_unsyncable(entity: Entity) -> None:

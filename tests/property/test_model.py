@@ -187,8 +187,12 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             history=st.booleans(),
             as_strings=st.booleans(),
             batch_rows=st.integers(1, 12),
+            concurrency=st.sampled_from([2, 4, 8]),
         )
-        def configure(self, strategy: str, page_size: int, history: bool, as_strings: bool, batch_rows: int) -> None:
+        def configure(
+            self, strategy: str, page_size: int, history: bool, as_strings: bool, batch_rows: int, concurrency: int
+        ) -> None:
+            """Pages are fetched ahead in parallel (max_concurrent_requests > 1): the invariant must hold."""
             self.strategy = strategy
             self.as_strings = as_strings
             self.history = history
@@ -196,7 +200,8 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             entity = f"\n[connectors.erp.entities.things]\npage_size = {page_size}\nhistory = {str(history).lower()}\n"
             cli.config.write_text(
                 f"[sync]\nretry_backoff_seconds = 0\nretry_attempts = 3\nbatch_rows = {batch_rows}\n"
-                f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n{entity}',
+                f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
+                f"max_concurrent_requests = {concurrency}\n{entity}",
                 encoding="utf-8",
             )
             self._discover()

@@ -121,7 +121,16 @@ def connector_show(
     if as_json:
         emit_json(data)
         return
-    for key in ("name", "base_url", "token_env", "token_set", "target_schema", "verify_tls"):
+    for key in (
+        "name",
+        "base_url",
+        "token_env",
+        "token_set",
+        "target_schema",
+        "verify_tls",
+        "max_concurrent_requests",
+        "max_requests_per_second",
+    ):
         out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}")
     if data["after_sync_sql"] is not None:
         out.print(f"[bold]after_sync_sql[/] ({data['after_sync_when']}): {escape(data['after_sync_sql'])}")
