@@ -13,6 +13,9 @@ ERP view would be. Data changes between runs through::
 
     POST /_demo/mutate?entity=items&update=10&insert=5&delete=2
 
+and the latency and throttling modes (below) through
+``POST /_demo/settings?latency_ms=50&jitter_ms=10&max_concurrent=4`` (0: no limit).
+
 Every mutation gives all the rows it touches one new row version (ties, as
 an Oracle SCN would), and deleted rows of ``rowversion`` entities come back
 as tombstones (``"deleted": true``) to incremental requests. Tests import
@@ -470,6 +473,28 @@ class DemoState:
         with self.lock:
             return self.faults.pop(0) if self.faults else None
 
+    def configure(self, values: dict[str, str]) -> None:
+        """Change the latency and throttling modes between runs (``POST /_demo/settings?latency_ms=50``)."""
+        with self.lock:
+            for name in ("latency_ms", "jitter_ms", "retry_after"):
+                if name in values:
+                    setattr(self, name, float(values[name]))
+            if "max_concurrent" in values:
+                self.max_concurrent = int(values["max_concurrent"]) or None
+
+    def settings(self) -> dict[str, Any]:
+        """The modes and the in-flight counters."""
+        with self.lock:
+            return {
+                "latency_ms": self.latency_ms,
+                "jitter_ms": self.jitter_ms,
+                "max_concurrent": self.max_concurrent,
+                "retry_after": self.retry_after,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "throttled": self.throttled,
+            }
+
     # -- serving -----------------------------------------------------------------------------------
 
     def page_delay(self) -> float:
@@ -661,6 +686,14 @@ class Handler(BaseHTTPRequestHandler):
                 "deleted": len(state.delete(slug, int(params.get("delete", 0)))),
             }
             self._send(200, dumps({"entity": slug, **done}))
+            return
+        if path == "/_demo/settings":  # latency_ms, jitter_ms, max_concurrent (0: no limit), retry_after
+            try:
+                state.configure(params)
+            except ValueError as exc:
+                self._send(400, dumps({"detail": str(exc)}))
+                return
+            self._send(200, dumps(state.settings()))
             return
         self._send(404, dumps({"detail": "not found"}))
 

@@ -93,3 +93,13 @@ def test_the_command_line_sets_the_modes() -> None:
     assert len(state.snapshot("items")) == 3
     defaults = state_from_args(build_parser().parse_args([]))
     assert (defaults.latency_ms, defaults.jitter_ms, defaults.max_concurrent) == (0, 0, None)
+
+
+def test_the_modes_change_between_runs_over_http() -> None:
+    with DemoServer(DemoState({"items": 5})) as server, httpx.Client(base_url=server.url) as http:
+        answer = http.post("/_demo/settings", params={"latency_ms": 20, "jitter_ms": 5, "max_concurrent": 3})
+        assert answer.status_code == 200
+        assert answer.json()["latency_ms"] == 20
+        assert (server.state.latency_ms, server.state.jitter_ms, server.state.max_concurrent) == (20, 5, 3)
+        assert http.post("/_demo/settings", params={"max_concurrent": 0}).json()["max_concurrent"] is None
+        assert http.post("/_demo/settings", params={"latency_ms": "soon"}).status_code == 400
