@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: see syncflow/__init__.py
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
     from syncflow.cli.app import app
