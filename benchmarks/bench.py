@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """SyncFlow's benchmark suite: the real CLI against the demo APISmith and the local PostgreSQL.
 
-    nox -s bench                      # 100k and 1M rows, 3 runs each (about 10 minutes)
+    nox -s bench                      # 100k and 1M rows, 3 runs each (10 minutes idle, plus the latency waits)
     nox -s bench -- --sizes 20000 --repeat 1 --no-wide   # a quick smoke run
+    nox -s bench -- --skip zero,workers,latency          # start-up only
 
 Workloads (protocol items entity, 12 columns, ~20 % nulls, pages of 1,000):
   a  first full sync into an empty table
@@ -50,7 +51,8 @@ from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-DB = "syncflow_bench"
+# Dropped and created again by every part: two checkouts benchmarking on one server each name their own.
+DB = os.environ.get("SYNCFLOW_BENCH_DB", "syncflow_bench")
 # The console script cron runs (``python -m syncflow`` when it is not installed next to this Python).
 SYNCFLOW = [str(Path(PY).parent / "syncflow")] if (Path(PY).parent / "syncflow").exists() else [PY, "-m", "syncflow"]
 PYCACHE = Path(tempfile.mkdtemp(prefix="syncflow-bench-pyc-"))
