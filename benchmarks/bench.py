@@ -30,6 +30,7 @@ would compile SyncFlow's modules again (PYTHONDONTWRITEBYTECODE is set on some m
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -56,6 +57,7 @@ DB = os.environ.get("SYNCFLOW_BENCH_DB", "syncflow_bench")
 # The console script cron runs (``python -m syncflow`` when it is not installed next to this Python).
 SYNCFLOW = [str(Path(PY).parent / "syncflow")] if (Path(PY).parent / "syncflow").exists() else [PY, "-m", "syncflow"]
 PYCACHE = Path(tempfile.mkdtemp(prefix="syncflow-bench-pyc-"))
+atexit.register(shutil.rmtree, PYCACHE, ignore_errors=True)
 
 
 @dataclass
