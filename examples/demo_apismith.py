@@ -13,11 +13,21 @@ ERP view would be. Data changes between runs through::
 
     POST /_demo/mutate?entity=items&update=10&insert=5&delete=2
 
+and the latency and throttling modes (below) through
+``POST /_demo/settings?latency_ms=50&jitter_ms=10&max_concurrent=4`` (0: no limit).
+
 Every mutation gives all the rows it touches one new row version (ties, as
 an Oracle SCN would), and deleted rows of ``rowversion`` entities come back
 as tombstones (``"deleted": true``) to incremental requests. Tests import
 :class:`DemoServer` and change :class:`DemoState` directly, including between
 two page requests (``state.before_page``).
+
+Like a real ERP it can be slow and push back (issue 16): ``--latency-ms N``
+delays every data page by N ms (``--jitter-ms J``: by N +/- J, uniformly), and
+``--max-concurrent K`` answers ``429`` with ``Retry-After`` (``--retry-after``
+seconds, default 1) to a data request that would make more than K in flight.
+Tests set the same as :class:`DemoState` attributes and read ``in_flight``,
+``peak_in_flight`` and ``throttled``.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -289,7 +300,7 @@ class Entity:
 class DemoState:
     """All demo data, guarded by one lock; tests may change it between requests."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings of the demo, each with a default
         self,
         rows: dict[str, int] | None = None,
         *,
@@ -297,8 +308,25 @@ class DemoState:
         seed: int = 42,
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
         strategies: dict[str, str] | None = None,
+        latency_ms: float = 0,
+        jitter_ms: float = 0,
+        max_concurrent: int | None = None,
+        retry_after: float = 1,
     ) -> None:
         self.lock = threading.RLock()
+        # A slow source: each data page waits latency_ms +/- jitter_ms (uniform, never below 0) before it is
+        # read, outside the lock, so that concurrent requests overlap as they would at a real ERP.
+        self.latency_ms = latency_ms
+        self.jitter_ms = jitter_ms
+        # Its own generator: the data stay the same with or without jitter.
+        self.jitter_rng = random.Random(seed)
+        # A source that pushes back: a data request that would make more than max_concurrent in flight is
+        # answered 429 with Retry-After: retry_after (seconds) at once, and never counts as in flight.
+        self.max_concurrent = max_concurrent
+        self.retry_after = retry_after
+        self.in_flight = 0  # data requests being answered now
+        self.peak_in_flight = 0  # the most ever answered at once
+        self.throttled = 0  # data requests answered 429 by max_concurrent
         self.token = token
         self.max_page_size = max_page_size
         self.rng = random.Random(seed)
@@ -445,7 +473,50 @@ class DemoState:
         with self.lock:
             return self.faults.pop(0) if self.faults else None
 
+    def configure(self, values: dict[str, str]) -> None:
+        """Change the latency and throttling modes between runs (``POST /_demo/settings?latency_ms=50``)."""
+        with self.lock:
+            for name in ("latency_ms", "jitter_ms", "retry_after"):
+                if name in values:
+                    setattr(self, name, float(values[name]))
+            if "max_concurrent" in values:
+                self.max_concurrent = int(values["max_concurrent"]) or None
+
+    def settings(self) -> dict[str, Any]:
+        """The modes and the in-flight counters."""
+        with self.lock:
+            return {
+                "latency_ms": self.latency_ms,
+                "jitter_ms": self.jitter_ms,
+                "max_concurrent": self.max_concurrent,
+                "retry_after": self.retry_after,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "throttled": self.throttled,
+            }
+
     # -- serving -----------------------------------------------------------------------------------
+
+    def page_delay(self) -> float:
+        """Seconds the next data page waits: ``latency_ms`` +/- ``jitter_ms``, uniformly, never below 0."""
+        with self.lock:
+            jitter = self.jitter_rng.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
+        return max(self.latency_ms + jitter, 0.0) / 1000
+
+    def admit(self) -> bool:
+        """Count a data request in flight, or refuse it (False) when that would pass ``max_concurrent``."""
+        with self.lock:
+            if self.max_concurrent is not None and self.in_flight >= self.max_concurrent:
+                self.throttled += 1
+                return False
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            return True
+
+    def release(self) -> None:
+        """A data request admitted by :meth:`admit` is answered."""
+        with self.lock:
+            self.in_flight -= 1
 
     def apis_body(self) -> Any:
         with self.lock:
@@ -573,11 +644,26 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, dumps(state.apis_body()))
             return
         if path.startswith("/api/v1/data/"):
-            page = state.page_body(unquote(path[len("/api/v1/data/") :]), params)
-            if page is None:
-                self._send(404, dumps({"detail": "no such API"}))
-            else:
-                self._send(200, dumps(page))
+            if not state.admit():
+                self.send_response(429)
+                self.send_header("Retry-After", f"{state.retry_after:g}")
+                body = dumps({"detail": f"more than {state.max_concurrent} concurrent requests"})
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            try:
+                delay = state.page_delay()
+                if delay:
+                    time.sleep(delay)
+                page = state.page_body(unquote(path[len("/api/v1/data/") :]), params)
+                if page is None:
+                    self._send(404, dumps({"detail": "no such API"}))
+                else:
+                    self._send(200, dumps(page))
+            finally:
+                state.release()
             return
         self._send(404, dumps({"detail": "not found"}))
 
@@ -600,6 +686,14 @@ class Handler(BaseHTTPRequestHandler):
                 "deleted": len(state.delete(slug, int(params.get("delete", 0)))),
             }
             self._send(200, dumps({"entity": slug, **done}))
+            return
+        if path == "/_demo/settings":  # latency_ms, jitter_ms, max_concurrent (0: no limit), retry_after
+            try:
+                state.configure(params)
+            except ValueError as exc:
+                self._send(400, dumps({"detail": str(exc)}))
+                return
+            self._send(200, dumps(state.settings()))
             return
         self._send(404, dumps({"detail": "not found"}))
 
@@ -626,8 +720,18 @@ class DemoServer:
         port: int = 0,
         prefix: str = "",
         tls: tuple[str, str] | None = None,
+        latency_ms: float | None = None,
+        jitter_ms: float | None = None,
+        max_concurrent: int | None = None,
     ) -> None:
         self.state = state or DemoState()
+        # Shortcuts for the state's modes (see DemoState): set only when given.
+        if latency_ms is not None:
+            self.state.latency_ms = latency_ms
+        if jitter_ms is not None:
+            self.state.jitter_ms = jitter_ms
+        if max_concurrent is not None:
+            self.state.max_concurrent = max_concurrent
         self.httpd = DemoHTTPServer((host, port), self.state, prefix=prefix)
         self.scheme = "http"
         if tls is not None:  # (certificate file, key file)
@@ -671,7 +775,8 @@ def _parse_strategies(text: str) -> dict[str, str]:
     return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8007, help="0 picks a free port")
@@ -685,13 +790,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-page-size", type=int, default=DEFAULT_MAX_PAGE_SIZE)
     parser.add_argument("--strategy", default="", help="override delta strategies, e.g. items=full")
     parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--latency-ms", type=float, default=0, help="delay every data page by this many ms")
+    parser.add_argument("--jitter-ms", type=float, default=0, help="vary that delay by up to +/- this many ms")
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="answer 429 to a data request that would make more than this many in flight",
+    )
+    parser.add_argument("--retry-after", type=float, default=1, help="the Retry-After (seconds) of those 429s")
+    return parser
+
+
+def state_from_args(args: argparse.Namespace) -> DemoState:
+    """The demo data and modes the command line asks for."""
     rows = _parse_rows(args.rows)
     strategies = _parse_strategies(args.strategy)
     for slug in list(strategies):
         if slug not in rows:  # items=full applies to the copies items_1 ... too
             strategies.update({s: strategies[slug] for s in rows if s.rsplit("_", 1)[0] == slug})
-    state = DemoState(rows, token=args.token, max_page_size=args.max_page_size, strategies=strategies)
+    return DemoState(
+        rows,
+        token=args.token,
+        max_page_size=args.max_page_size,
+        strategies=strategies,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        max_concurrent=args.max_concurrent,
+        retry_after=args.retry_after,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    state = state_from_args(args)
     httpd = DemoHTTPServer((args.host, args.port), state, prefix=args.prefix, verbose=args.verbose)
     host, port = httpd.server_address[:2]
     print(f"demo APISmith listening on http://{host!s}:{port}{httpd.prefix}", flush=True)

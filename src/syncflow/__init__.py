@@ -15,15 +15,18 @@ Names are imported on first use, so ``import syncflow`` (and ``syncflow --versio
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("syncflow")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+local"
+# Not typing.TYPE_CHECKING: importing typing is most of what ``syncflow --version`` would import (issue 16);
+# type checkers treat any constant of this name as true.
+TYPE_CHECKING = False
+
+# The one place the version is written (pyproject.toml reads it from here): a literal, because looking it
+# up with importlib.metadata costs more than the rest of ``syncflow --version`` (issue 16).
+__version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from syncflow.api import SyncFlow, SyncObserver, SyncRequest, add_connector, open, remove_connector
     from syncflow.errors import (
         Cancelled,

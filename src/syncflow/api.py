@@ -30,19 +30,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import psycopg
 from pydantic import ValidationError
 
-from syncflow import claims, db, history, inflight, metrics, ping, records, store, tomledit
-from syncflow.aftersync import HookOutcome
+from syncflow import claims, db, history, inflight, ping, records, store, tomledit
 from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
-from syncflow.discovery import DiscoveryReport, discover_connector
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
 from syncflow.health import entity_health
 from syncflow.models import Entity
-from syncflow.records import RunResult
 from syncflow.results import (
     ConnectorCheck,
     ConnectorFailure,
@@ -62,8 +59,16 @@ from syncflow.results import (
 from syncflow.runtime import Runtime, check_connector
 from syncflow.schedule import check_policies, due_entities, effective_settings
 from syncflow.store import Conn
-from syncflow.sync import Progress, ProgressFn, check_backfill
-from syncflow.workers import Outcome, run_entities
+
+# The engine (the HTTP client, paging, staging, the worker pool), discovery and the metrics exporter are
+# imported where they are used: a command that does not reach them (a nothing-due ``sync --all``, every
+# read-only command) does not pay their imports (issue 16).
+if TYPE_CHECKING:
+    from syncflow.aftersync import HookOutcome
+    from syncflow.discovery import DiscoveryReport
+    from syncflow.records import RunResult
+    from syncflow.sync import Progress, ProgressFn
+    from syncflow.workers import Outcome
 
 log = logging.getLogger("syncflow")
 
@@ -310,6 +315,8 @@ class SyncFlow:
             raise UsageError(f"{runtime.config.path}: no connectors configured; add one with 'syncflow connector add'")
         for n in names:
             runtime.config.connector(n)
+        from syncflow.discovery import discover_connector
+
         reports: list[DiscoveryReport] = []
         failures: list[ConnectorFailure] = []
         # A dry run writes nothing once the metadata schema exists (on a new database it creates it first).
@@ -487,6 +494,8 @@ class SyncFlow:
             pings.after_sync(h)
             watcher.after_sync(h)
 
+        from syncflow.workers import run_entities
+
         return run_entities(
             runtime,
             entities,
@@ -516,6 +525,8 @@ class SyncFlow:
         for entity in entities:
             runtime.config.connector(entity.connector)  # naming an entity whose connector is gone: usage
             if request.from_rowversion is not None:
+                from syncflow.sync import check_backfill
+
                 check_backfill(entity)
         check_policies(runtime, entities)
         return entities
@@ -537,6 +548,8 @@ class SyncFlow:
         """Write/push the call's metrics; what failed comes back as warnings (never a failure)."""
         if textfile is None and not gateway:
             return []
+        from syncflow import metrics  # prometheus_client: only for a call that writes or pushes metrics
+
         problems: list[str] = []
         entities: dict[str, Entity] = {}
         try:
@@ -864,6 +877,15 @@ def open(
             require_file=require_file,
         )
     )
+
+
+def __getattr__(name: str) -> Any:
+    """``syncflow.api.Progress`` (a page's progress, what an observer's callback receives), from the engine."""
+    if name == "Progress":
+        from syncflow.sync import Progress
+
+        return Progress
+    raise AttributeError(f"module 'syncflow.api' has no attribute {name!r}")
 
 
 __all__ = [

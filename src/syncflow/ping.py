@@ -22,8 +22,6 @@ import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import httpx
-
 PING_TIMEOUT = 5.0
 PING_ATTEMPTS = 2
 PAUSE_BETWEEN_ATTEMPTS = 0.5
@@ -121,6 +119,8 @@ class Pinger:
         timeout: float,
         attempts: int,
     ) -> str | None:
+        import httpx  # here, not at the top: the configuration imports this module and most runs never ping
+
         where = f"ping to {describe(self.url)} ({suffix.lstrip('/') or 'success'})"
         problems: list[str] = []
         done = threading.Event()

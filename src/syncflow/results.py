@@ -12,13 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from syncflow.aftersync import HookOutcome
-from syncflow.discovery import DiscoveryReport
 from syncflow.errors import EXIT_CLAIMED, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
-from syncflow.records import RunResult
-from syncflow.workers import Outcome, outcome_document
+
+if TYPE_CHECKING:  # the engine's types: importing the engine is for the commands that run it (issue 16)
+    from syncflow.aftersync import HookOutcome
+    from syncflow.discovery import DiscoveryReport
+    from syncflow.records import RunResult
+    from syncflow.workers import Outcome
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -147,6 +149,8 @@ class EntityResult:
         )
 
     def to_json(self) -> dict[str, Any]:
+        from syncflow.workers import outcome_document
+
         return outcome_document(self.entity, self.result.to_json() if self.result else None, self.error, self.skipped)
 
 

@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncflow import db, store
-from syncflow.client import APISmithClient
 from syncflow.config import CONFIG_ENV, LoadedConfig, resolve
 from syncflow.errors import ConfigError, SourceError
 from syncflow.limiter import ConnectorLimiter
 from syncflow.store import Conn
+
+if TYPE_CHECKING:
+    from syncflow.client import APISmithClient
 
 
 @dataclass
@@ -120,6 +122,9 @@ class Runtime:
         ``cancel`` (a signal handler's event) interrupts its retry waits and reads. Every
         client of one connector shares its :meth:`limiter`.
         """
+        # Imported here: httpx is a tenth of a second that a nothing-due ``sync --all`` never needs.
+        from syncflow.client import APISmithClient
+
         conn_cfg = self.config.connector(name)
         sync = self.config.settings.sync
         token = self.config.token(name)

@@ -330,11 +330,3 @@ def main_callback(
 
 def _local_zone() -> tzinfo:
     return datetime.now().astimezone().tzinfo or UTC
-
-
-# -- connectors -----------------------------------------------------------------------------
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

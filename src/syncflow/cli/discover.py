@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -20,7 +20,9 @@ from syncflow.cli.render import (
     note,
     out,
 )
-from syncflow.discovery import DiscoveryReport, EntityOutcome
+
+if TYPE_CHECKING:  # the types only: discovery (and its HTTP client) is imported by the core when it runs
+    from syncflow.discovery import DiscoveryReport, EntityOutcome
 
 
 def _changes(o: EntityOutcome) -> list[str]:

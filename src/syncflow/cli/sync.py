@@ -7,13 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from syncflow.aftersync import HookOutcome
 from syncflow.api import (
     WHERE_KEY_UNSUPPORTED,
     SyncFlow,
@@ -32,8 +30,13 @@ from syncflow.cli.render import (
 from syncflow.errors import (
     UsageError,
 )
-from syncflow.sync import Progress as SyncProgress
-from syncflow.workers import Outcome
+
+if TYPE_CHECKING:  # the engine's types only: a command line that syncs nothing does not import the engine
+    from rich.progress import Progress, TaskID
+
+    from syncflow.aftersync import HookOutcome
+    from syncflow.sync import Progress as SyncProgress
+    from syncflow.workers import Outcome
 
 
 def _clock(seconds: float) -> str:
@@ -101,7 +104,9 @@ class _Display:
         self.stop = threading.Event()
         self.ticker: threading.Thread | None = None
         self.bar: Progress | None = None
-        if live and not quiet:
+        if live and not quiet:  # a terminal: only then is rich's live display imported
+            from rich.progress import BarColumn, Progress, TextColumn
+
             self.bar = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(bar_width=24),
