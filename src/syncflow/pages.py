@@ -22,7 +22,6 @@ each mode keeps the invariant is argued in ``docs/correctness.md``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import math
 import threading
@@ -203,12 +202,6 @@ def _token(key: Hashable) -> Hashable:
     return (type(key).__name__, str(key))
 
 
-def keys_digest(rows: Sequence[RawRow], key_fn: KeyFn) -> str:
-    """The keys of a page in order, as a digest another process computes alike (``hash()`` is salted
-    per process): a resumed read compares the page before its resume point with what the dead run saw."""
-    return hashlib.sha256(repr(tuple(_token(key_fn(r[0], r[3])) for r in rows)).encode()).hexdigest()
-
-
 def _fingerprint(row: RawRow) -> Hashable:
     """A row read again is "the same" only with the same data and tombstone flag, not just its version:
     a second-granular source can rewrite a row, or delete it, within its version's second."""
@@ -237,6 +230,7 @@ class PageStream:
         rowversion_gt: str | None = None,
         keyset: bool = False,
         first_page: int = 1,
+        rows_before: int = 0,
     ) -> None:
         self.client = client
         self.slug = slug
@@ -245,6 +239,7 @@ class PageStream:
         self.start = rowversion_gt
         # A by-number read resumed by a later run starts here (the pages before it were loaded then).
         self.first_page = first_page
+        self.rows_before = rows_before  # the rows the pages before first_page served (a server may cap a page)
         self.state = StreamState(keyset=keyset)
         self._stop = threading.Event()
         self._nbytes = 0
@@ -326,7 +321,7 @@ class PageStream:
         query_total: int | None = None
         max_total = 0
         page = self.first_page
-        rows_read = (page - 1) * self.page_size  # what the pages before a resumed read's first held
+        rows_read = self.rows_before  # what the pages before a resumed read's first served
         ahead = _Ahead(functools.partial(self._get, cursor=cursor), self._stop, f"fetch-{self.slug}")
         while True:
             if self._stop.is_set():

@@ -170,13 +170,16 @@ UNFINISHED = ("failed", "cancelled", "abandoned", "running")
 
 
 def resumable(conn: Conn, schema: str, entity_uid: str, run_uid: str) -> tuple[str, dict[str, Any]] | None:
-    """(run uid, its progress) when the entity's run before ``run_uid`` died with committed progress."""
+    """(run uid, its progress): the latest run that died with committed progress since the entity's last
+    finished run; runs that died before committing anything (a source still down) do not hide it."""
     row = conn.execute(
         sql.SQL(
-            "SELECT uid::text, status, resume FROM {} WHERE entity_uid = %s AND uid <> %s"
+            "SELECT uid::text, status, resume FROM {runs} WHERE entity_uid = %s AND uid <> %s AND resume IS NOT NULL"
+            " AND started_at > coalesce((SELECT max(started_at) FROM {runs} WHERE entity_uid = %s"
+            " AND status IN ('success', 'partial')), '-infinity')"
             " ORDER BY started_at DESC, created_at DESC LIMIT 1"
-        ).format(_t(schema, "sync_runs")),
-        [entity_uid, run_uid],
+        ).format(runs=_t(schema, "sync_runs")),
+        [entity_uid, run_uid, entity_uid],
     ).fetchone()
     if row is None or row[1] not in UNFINISHED or not isinstance(row[2], dict):
         return None

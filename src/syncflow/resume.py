@@ -9,15 +9,15 @@ every batch it committed. What the next run may skip depends on the read:
   tombstones included. Only where no delete step is due: an incremental run,
   or a load into a table that was empty when it began (a read from the start
   into a non-empty table must see every row before it may delete).
-- **full / hash** (page numbers): each committed batch records the next page
-  number and a digest of the keys of the page before it. The next ``sync``
-  (not ``full-refresh``) of the same table form and page size starts at that
-  page before and compares it: a page that differs, a total that moved, or a
-  dead run that saw rows move, means rows may have shifted across the resume
-  point, so the run reads the whole entity again until two reads agree before
-  it may end ``success``; otherwise the pages before are trusted as loaded.
-  Deletes wait for the next complete read (the table then holds rows the
-  source may have deleted since; no live source row is missing).
+- **full / hash** (page numbers): each committed batch of a first load
+  records the next page number and how many rows the pages before it served.
+  The next ``sync`` (not ``full-refresh``) with the same table form and page
+  size fetches the pages from there (the table is complete sooner), then reads
+  the whole entity once more, as an ordinary sync of a non-empty table does,
+  before it may end ``success``: the pages the dead run read may have changed
+  since (updated in place, rows inserted or deleted before the resume point),
+  and only a complete read sees that. That read writes only what differs, and
+  is followed by the usual delete step.
 
 Why each choice keeps the invariant: ``docs/correctness.md``, "Resumed loads".
 """
@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from syncflow import records
 from syncflow.models import Entity
-from syncflow.pages import KeyFn, Page, PageStream, compare_rowversions, keys_digest
+from syncflow.pages import Page, PageStream, compare_rowversions
 from syncflow.records import RunResult
 from syncflow.store import Conn
 
@@ -53,10 +53,9 @@ class Resume:
     page_size: int
     stored: str | None  # the entity's checkpoint as committed (moves with each keyset batch)
     record: bool = False  # whether this run records progress for a later one
-    first_page: int = 1  # a by-number read starts here: the page before the resume point
-    boundary: str | None = None  # the digest of first_page's keys as the dead run saw them
-    total: int | None = None  # the total the dead run saw
-    moved: list[str] = field(default_factory=list)  # signs that rows moved between the two runs
+    first_page: int = 1  # a by-number read starts here: the page before the resume point (not loaded again)
+    rows_before: int = 0  # the rows the pages before first_page served
+    read: int = 0  # the rows the pages before this run's first loaded page served
 
     @property
     def resuming(self) -> bool:
@@ -92,22 +91,20 @@ class Resume:
             ):
                 plan._resumed(uid, state)
             return plan
-        page = state.get("page")
+        page, read, last = state.get("page"), state.get("read"), state.get("last_rows")
         if (
             state.get("mode") == "pages"
             and not full_refresh
             and not empty
             and isinstance(page, int)
             and page > 1
+            and isinstance(read, int)
+            and isinstance(last, int)
             and state.get("page_size") == page_size
             and state.get("form") == table_form(entity)
         ):
             plan._resumed(uid, state)
-            plan.first_page = page - 1
-            plan.boundary = state.get("boundary")
-            plan.total = state.get("total")
-            if state.get("moved"):
-                plan.moved.append("rows moved while the run it resumes was reading")
+            plan.first_page, plan.rows_before, plan.read = page - 1, read - last, read
         plan.record = empty or plan.resuming
         return plan
 
@@ -116,26 +113,13 @@ class Resume:
         self.result.resumed_from = uid
         self.result.resumed_at_rows = rows if isinstance(rows, int) else 0
 
-    def on_page(self, page: Page, key_fn: KeyFn) -> bool:
-        """The page before the resume point must be as the dead run saw it (its keys, in order).
+    def on_page(self, page: Page) -> bool:
+        """True for the page before the resume point: fetched so the page numbers line up, not loaded
+        again (its rows are in the table), so the rest of the load is plain inserts, as in any first load.
+        Only in the resumed read (while it records progress): the complete read after it loads every page."""
+        return bool(self.resuming and self.first_page > 1 and page.number == self.first_page and self.record)
 
-        True: the page is that check only, not loaded (its rows are in the table), so the rest of
-        the load is plain inserts into rows it lacks, and a key that comes again is a sign, as in
-        any first load.
-        """
-        if self.boundary is None or page.number != self.first_page:
-            return False
-        if keys_digest(page.rows, key_fn) != self.boundary:
-            self.moved.append("the page before the resume point changed since the resumed run read it")
-        self.boundary = None
-        return True
-
-    def after_read(self, stream: PageStream) -> None:
-        """A total that moved between the two runs is a sign too."""
-        if self.resuming and self.first_page > 1 and self.total is not None and stream.state.first_total != self.total:
-            self.moved.append("the source's row count changed between the two runs")
-
-    def commit(self, page: Page, stream: PageStream, *, rows: int, key_fn: KeyFn, moved: bool) -> None:
+    def commit(self, page: Page, stream: PageStream, *, rows: int) -> None:
         """Record the progress of the batch about to commit (in its transaction)."""
         if not self.record or self.result.counts.rejected:
             return  # a rejected row must be read again: no checkpoint may pass it
@@ -160,10 +144,9 @@ class Resume:
                 "mode": "pages",
                 "page": page.number + 1,
                 "page_size": self.page_size,
-                "total": stream.state.first_total,
-                "boundary": keys_digest(page.rows, key_fn),
+                "read": self.read + rows,  # the rows pages 1 .. page.number served
+                "last_rows": len(page.rows),
                 "rows": loaded,
                 "form": table_form(self.entity),
-                "moved": moved or bool(self.moved),
             },
         )

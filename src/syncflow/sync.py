@@ -395,8 +395,15 @@ class _Run:
         self.conn.commit()
         stream = self._stream(loader, first_page=resume.first_page)
         loader.load(stream, cancel=self.cancel, on_progress=self.on_progress)
-        resume.record = resume.record and self.rowversion  # verification reads record nothing to resume
-        resume.after_read(stream)
+        resume.record = resume.record and self.rowversion  # later reads record nothing to resume
+        if resume.resuming and not self.rowversion:
+            # The pages before the resume point were read by the dead run, before whatever changed since:
+            # the table is complete now, and a complete read (an ordinary sync's) decides what is live and
+            # current before the run may end success (docs/correctness.md, "Resumed loads").
+            self.conn.commit()
+            loader.start_tracking()
+            stream = self._stream(loader)
+            loader.load(stream, cancel=self.cancel, on_progress=self.on_progress)
         st = stream.state
         hold: list[str] = []
         stable, total = not st.unstable, st.first_total
@@ -407,7 +414,6 @@ class _Run:
                 lambda: self._stream(loader),
                 cancel=self.cancel,
                 on_progress=self.on_progress,
-                moved=resume.moved,
             )
         if loader.track_seen:
             staged, distinct = loader.stage.seen_counts(analyze=True)
@@ -424,23 +430,16 @@ class _Run:
                     "the source kept changing while it was read, so rows missing from the fetch may still exist"
                 )
             held = self._reconcile_deletes(loader.stage, total, hold, history_table)
-        elif reconcile and resume.resuming and not self.rowversion:
-            self.result.warnings.append(
-                f"deleted nothing: this run resumed a load at page {resume.first_page + 1} and did not read the"
-                " pages before it; the next complete read soft-deletes rows gone from the source since"
-            )
         self._record(st.checkpoint(None if options.full_refresh else resume.stored), stable, deletes_held=held)
         loader.stage.close()
         self.conn.commit()
 
     def _watch(self, loader: _Loader, resume: Resume) -> None:
         """Hook the resume checks and progress records into the loader."""
-        key_fn = loader.stage.raw_key
-        loader.on_page = lambda page: resume.on_page(page, key_fn)
+        loader.on_page = resume.on_page
 
         def commit(page: Page, stream: PageStream) -> None:
-            moved = stream.state.total_changed or not loader.fresh or stream.state.unstable
-            resume.commit(page, stream, rows=loader.rows_seen, key_fn=key_fn, moved=moved)
+            resume.commit(page, stream, rows=loader.rows_seen)
 
         loader.on_commit = commit
 
@@ -459,6 +458,7 @@ class _Run:
             rowversion_gt=request_rv if self.rowversion else None,
             keyset=self.rowversion,
             first_page=first_page,
+            rows_before=self.resume.rows_before if self.resume is not None and first_page > 1 else 0,
         )
 
     def _note_warnings(self, stream_warnings: list[str], drift: set[str]) -> None:
@@ -550,7 +550,6 @@ def _confirm(
     *,
     cancel: threading.Event | None,
     on_progress: ProgressFn | None,
-    moved: list[str] | None = None,
 ) -> tuple[bool, list[str], int | None]:
     """Full / hash: read the entity again when the first read may have missed rows.
 
@@ -561,9 +560,7 @@ def _confirm(
     until two consecutive reads return the same keys in the same order — a
     moment when nothing moved, so every live row was read. The delete step
     then compares the table with that last read alone (its keys and its
-    total): a row an earlier read saw before it was deleted is gone. A
-    resumed read whose source ``moved`` between the two runs (see
-    syncflow.resume) is read again the same way. Returns
+    total): a row an earlier read saw before it was deleted is gone. Returns
     (stable, reasons to hold deletions back, the total the delete step checks).
     """
     st = stream.state
@@ -575,7 +572,7 @@ def _confirm(
         unseen = loader.stage.unseen_counts()[1]
     elif not loader.fresh:
         repeats = max(repeats, 1)  # the plain INSERT of a first load met a key twice
-    signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats) + list(moved or ())
+    signs = guard.movement_signs(total_changed=st.total_changed, repeats=repeats)
     if (not signs and not unseen) or loader.result.counts.rejected:
         return True, [], st.first_total  # with rejects, deletions are held anyway; a second read would not change that
     counts = loader.result.counts
