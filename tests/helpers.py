@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -175,3 +175,41 @@ def throttling_server(state: Any, throttle: Throttle) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def items_api(strategy: str, *, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``items`` API of the resume tests: a numeric key, a value and the row version as a column."""
+    return {
+        "slug": "items",
+        "delta_strategy": strategy,
+        "columns": [
+            {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
+            {"name": "VAL", "output_alias": "val", "data_type": "VARCHAR2(40)"},
+            {"name": "ROWVER", "output_alias": "erp_rowversion", "data_type": "VARCHAR2(50)"},
+            *(extra or []),
+        ],
+    }
+
+
+class PageRequests:
+    """A ``before_page`` hook: counts the data requests for ``items`` (and their page numbers), runs
+    ``on[n]`` before the n-th, and holds the ``hold_at``-th until ``release`` is set (``held`` says it is)."""
+
+    def __init__(self, hold_at: int | None = None, on: dict[int, Callable[[], None]] | None = None) -> None:
+        self.count = 0
+        self.numbers: list[int] = []
+        self.hold_at = hold_at
+        self.on = on or {}
+        self.release = threading.Event()
+        self.held = threading.Event()
+
+    def __call__(self, slug: str, page: int, params: dict[str, str]) -> None:
+        if slug != "items":
+            return
+        self.count += 1
+        self.numbers.append(page)
+        if self.count in self.on:
+            self.on[self.count]()
+        if self.count == self.hold_at:
+            self.held.set()
+            self.release.wait(60)

@@ -12,13 +12,12 @@ import json
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 
 from demo_apismith import DemoServer, DemoState
-from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, query, spawn, wait_for
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, PageRequests, items_api, query, spawn, wait_for
 
 ROWS = 1000
 PAGE = 20
@@ -32,21 +31,9 @@ def server() -> Iterator[DemoServer]:
         yield s
 
 
-def _api(strategy: str) -> dict[str, Any]:
-    return {
-        "slug": "items",
-        "delta_strategy": strategy,
-        "columns": [
-            {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
-            {"name": "VAL", "output_alias": "val", "data_type": "VARCHAR2(40)"},
-            {"name": "ROWVER", "output_alias": "erp_rowversion", "data_type": "VARCHAR2(50)"},
-        ],
-    }
-
-
 def _setup(cli: Cli, server: DemoServer, strategy: str) -> DemoState:
     st = server.state
-    st.set_api("items", _api(strategy))
+    st.set_api("items", items_api(strategy))
     if strategy == "rowversion":
         for i in range(ROWS):  # one row version each: keyset pages, no tie filling a page
             st.put_rows("items", [{"id": i, "val": f"v{i}"}])
@@ -61,26 +48,8 @@ def _setup(cli: Cli, server: DemoServer, strategy: str) -> DemoState:
     return st
 
 
-class Pages:
-    """Counts the data requests for ``items``; ``hold_at`` blocks that request until released."""
-
-    def __init__(self, hold_at: int | None = None) -> None:
-        self.count = 0
-        self.numbers: list[int] = []
-        self.hold_at = hold_at
-        self.release = threading.Event()
-
-    def __call__(self, slug: str, page: int, params: dict[str, str]) -> None:
-        if slug != "items":
-            return
-        self.count += 1
-        self.numbers.append(page)
-        if self.count == self.hold_at:
-            self.release.wait(60)
-
-
-def _kill_at_sixty_percent(cli: Cli, st: DemoState, db_url: str) -> Pages:
-    pages = Pages(hold_at=KILL_AT)
+def _kill_at_sixty_percent(cli: Cli, st: DemoState, db_url: str) -> PageRequests:
+    pages = PageRequests(hold_at=KILL_AT)
     st.before_page = pages
     proc = spawn(cli, "sync", "erp.items")
     try:
@@ -112,7 +81,7 @@ def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
     stored = query(db_url, "SELECT count(*) FROM erp.items")[0][0]
     assert stored >= (KILL_AT - 2) * PAGE  # the committed batches survived the kill
 
-    again = Pages()
+    again = PageRequests()
     st.before_page = again
     r = cli("sync", "erp.items", "--json")
     st.before_page = None
@@ -123,7 +92,7 @@ def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
     assert query(db_url, "SELECT count(*) FROM erp.items") == [(ROWS,)]  # no row twice, none soft-deleted
 
     # The reference: a whole read of the same data, page by page.
-    whole = Pages()
+    whole = PageRequests()
     st.before_page = whole
     assert cli("full-refresh", "erp.items").exit_code == 0
     st.before_page = None
@@ -170,7 +139,7 @@ def test_a_column_added_between_the_runs_starts_the_load_over(cli: Cli, server: 
     """Rows loaded before the kill lack a column discovery added since: resuming would leave it empty there."""
     st = _setup(cli, server, "full")
     _kill_at_sixty_percent(cli, st, db_url)
-    api = _api("full")
+    api = items_api("full")
     api["columns"].append({"name": "QTY", "output_alias": "qty", "data_type": "NUMBER(9)"})
     st.set_api("items", api)
     st.put_rows("items", [{"id": i, "val": f"v{i}", "qty": i} for i in range(ROWS)])
@@ -186,7 +155,7 @@ def test_full_refresh_does_not_resume(cli: Cli, server: DemoServer, db_url: str)
     """``full-refresh`` reads everything again, as it says: a dead run's progress is not used."""
     st = _setup(cli, server, "hash")
     _kill_at_sixty_percent(cli, st, db_url)
-    again = Pages()
+    again = PageRequests()
     st.before_page = again
     r = cli("full-refresh", "erp.items", "--json")
     st.before_page = None

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from demo_apismith import DemoServer, DemoState
-from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, query, spawn, wait_for
+from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, PageRequests, items_api, query, spawn, wait_for
 
 ROWS = 400
 PAGE = 20
@@ -45,19 +44,6 @@ def server() -> Iterator[DemoServer]:
         yield s
 
 
-def _api(strategy: str, *, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "slug": "items",
-        "delta_strategy": strategy,
-        "columns": [
-            {"name": "ID", "output_alias": "id", "data_type": "NUMBER(9)", "is_business_key": True},
-            {"name": "VAL", "output_alias": "val", "data_type": "VARCHAR2(40)"},
-            {"name": "ROWVER", "output_alias": "erp_rowversion", "data_type": "VARCHAR2(50)"},
-            *(extra or []),
-        ],
-    }
-
-
 def _config(cli: Cli, server: DemoServer, *, page: int = PAGE, batch: int = PAGE, extra: str = "") -> None:
     cli.config.write_text(
         f"[sync]\nretry_backoff_seconds = 0\npage_size = {page}\nbatch_rows = {batch}\n{extra}\n"
@@ -68,7 +54,7 @@ def _config(cli: Cli, server: DemoServer, *, page: int = PAGE, batch: int = PAGE
 
 def _setup(cli: Cli, server: DemoServer, strategy: str, *, rows: int = ROWS, page: int = PAGE) -> DemoState:
     st = server.state
-    st.set_api("items", _api(strategy))
+    st.set_api("items", items_api(strategy))
     if strategy == "rowversion":
         for i in range(rows):  # one row version each: keyset pages
             st.put_rows("items", [{"id": i, "val": f"v{i}"}])
@@ -77,27 +63,6 @@ def _setup(cli: Cli, server: DemoServer, strategy: str, *, rows: int = ROWS, pag
     _config(cli, server, page=page)
     assert cli("discover").exit_code == 0
     return st
-
-
-class Pages:
-    """Counts the data requests for ``items``; ``hold_at`` blocks that request until released."""
-
-    def __init__(self, hold_at: int | None = None, on: dict[int, Callable[[], None]] | None = None) -> None:
-        self.count = 0
-        self.hold_at = hold_at
-        self.on = on or {}
-        self.release = threading.Event()
-        self.held = threading.Event()
-
-    def __call__(self, slug: str, page: int, params: dict[str, str]) -> None:
-        if slug != "items":
-            return
-        self.count += 1
-        if self.count in self.on:
-            self.on[self.count]()
-        if self.count == self.hold_at:
-            self.held.set()
-            self.release.wait(60)
 
 
 def _fetched(db_url: str) -> int:
@@ -115,9 +80,9 @@ def _kill(
     sig: int = signal.SIGKILL,
     on: dict[int, Callable[[], None]] | None = None,
     command: str = "sync",
-) -> Pages:
+) -> PageRequests:
     """Run ``syncflow <command> erp.items`` in a process and kill it while data request ``at`` is held."""
-    pages = Pages(hold_at=at, on=on)
+    pages = PageRequests(hold_at=at, on=on)
     st.before_page = pages
     proc = spawn(cli, command, *(args or ("erp.items",)))
     try:
@@ -289,7 +254,7 @@ def test_a_server_that_caps_page_size_and_sends_no_has_more_loads_the_rest(cli: 
     ``total`` rows, and ends ``success`` with 40 % of the rows never loaded."""
     st = NoHasMore({}, token=DEMO_TOKEN, max_page_size=PAGE)
     with DemoServer(st) as srv:
-        st.set_api("items", _api("full"))
+        st.set_api("items", items_api("full"))
         st.put_rows("items", [{"id": i, "val": f"v{i}"} for i in range(ROWS)])
         _config(cli, srv, page=2 * PAGE, batch=PAGE)
         assert cli("discover").exit_code == 0
@@ -309,7 +274,7 @@ def test_a_server_that_caps_page_size_resumes(cli: Cli, db_url: str) -> None:
     fails with a protocol error about a source that is fine (and its failure then discards the progress)."""
     st = DemoState({}, token=DEMO_TOKEN, max_page_size=PAGE)
     with DemoServer(st) as srv:
-        st.set_api("items", _api("full"))
+        st.set_api("items", items_api("full"))
         st.put_rows("items", [{"id": i, "val": f"v{i}"} for i in range(ROWS)])
         _config(cli, srv, page=5 * PAGE, batch=PAGE)
         assert cli("discover").exit_code == 0
