@@ -53,9 +53,9 @@ class Resume:
     page_size: int
     stored: str | None  # the entity's checkpoint as committed (moves with each keyset batch)
     record: bool = False  # whether this run records progress for a later one
-    first_page: int = 1  # a by-number read starts here: the page before the resume point (not loaded again)
-    rows_before: int = 0  # the rows the pages before first_page served
-    read: int = 0  # the rows the pages before this run's first loaded page served
+    first_page: int = 1  # a by-number read starts here: the first page the dead run did not commit
+    read: int = 0  # the rows the pages before first_page served (a server may serve fewer than page_size)
+    form: str = ""  # table_form(entity), recorded with the progress
 
     @property
     def resuming(self) -> bool:
@@ -76,7 +76,7 @@ class Resume:
         reconcile: bool,
     ) -> Resume:
         """What this run resumes (if anything) and whether it records its own progress."""
-        plan = cls(conn, schema, entity, result, page_size, stored=entity.last_rowversion)
+        plan = cls(conn, schema, entity, result, page_size, stored=entity.last_rowversion, form=table_form(entity))
         if backfill:
             return plan  # a backfill never moves the checkpoint, and resumes nothing
         found = records.resumable(conn, schema, entity.uid, result.uid)
@@ -91,7 +91,7 @@ class Resume:
             ):
                 plan._resumed(uid, state)
             return plan
-        page, read, last = state.get("page"), state.get("read"), state.get("last_rows")
+        page, read = state.get("page"), state.get("read")
         if (
             state.get("mode") == "pages"
             and not full_refresh
@@ -99,12 +99,11 @@ class Resume:
             and isinstance(page, int)
             and page > 1
             and isinstance(read, int)
-            and isinstance(last, int)
             and state.get("page_size") == page_size
-            and state.get("form") == table_form(entity)
+            and state.get("form") == plan.form
         ):
             plan._resumed(uid, state)
-            plan.first_page, plan.rows_before, plan.read = page - 1, read - last, read
+            plan.first_page, plan.read = page, read
         plan.record = empty or plan.resuming
         return plan
 
@@ -112,12 +111,6 @@ class Resume:
         rows = state.get("rows")
         self.result.resumed_from = uid
         self.result.resumed_at_rows = rows if isinstance(rows, int) else 0
-
-    def on_page(self, page: Page) -> bool:
-        """True for the page before the resume point: fetched so the page numbers line up, not loaded
-        again (its rows are in the table), so the rest of the load is plain inserts, as in any first load.
-        Only in the resumed read (while it records progress): the complete read after it loads every page."""
-        return bool(self.resuming and self.first_page > 1 and page.number == self.first_page and self.record)
 
     def commit(self, page: Page, stream: PageStream, *, rows: int) -> None:
         """Record the progress of the batch about to commit (in its transaction)."""
@@ -145,8 +138,7 @@ class Resume:
                 "page": page.number + 1,
                 "page_size": self.page_size,
                 "read": self.read + rows,  # the rows pages 1 .. page.number served
-                "last_rows": len(page.rows),
                 "rows": loaded,
-                "form": table_form(self.entity),
+                "form": self.form,
             },
         )

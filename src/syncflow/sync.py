@@ -236,10 +236,8 @@ class _Loader:
         self.pages = 0
         self.bytes = 0
         self.reads = 0
-        # Called with each page as the loader takes it (True: check it, do not load it), and with the last
-        # page taken before each batch commits (in its transaction): how a run checks and records the
-        # progress a later run resumes from.
-        self.on_page: Callable[[Page], bool] | None = None
+        # Called with the last page taken before each batch commits (in its transaction): how a run
+        # records the progress a later run resumes from.
         self.on_commit: Callable[[Page, PageStream], None] | None = None
 
     def start_tracking(self) -> None:
@@ -303,10 +301,9 @@ class _Loader:
         for page, tuples, bad in prefetch(stream, self.options.prefetch_pages, cancel=cancel, prepare=prepare):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{self.entity.ref}: cancelled by a signal")
-            if self.on_page is None or not self.on_page(page):
-                self.rejects += bad
-                stage.add(tuples, self.rejects)
-                self.rows_seen += len(page.rows)
+            self.rejects += bad
+            stage.add(tuples, self.rejects)
+            self.rows_seen += len(page.rows)
             counts.pages, counts.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
             if stage.queued >= self.options.batch_rows:
                 self.flush()
@@ -391,7 +388,8 @@ class _Run:
             track_seen=track_seen,
             history_table=history_table,
         )
-        self._watch(loader, resume)
+        # Each committed batch records the progress a later run resumes from (syncflow.resume).
+        loader.on_commit = lambda page, stream: resume.commit(page, stream, rows=loader.rows_seen)
         self.conn.commit()
         stream = self._stream(loader, first_page=resume.first_page)
         loader.load(stream, cancel=self.cancel, on_progress=self.on_progress)
@@ -434,15 +432,6 @@ class _Run:
         loader.stage.close()
         self.conn.commit()
 
-    def _watch(self, loader: _Loader, resume: Resume) -> None:
-        """Hook the resume checks and progress records into the loader."""
-        loader.on_page = resume.on_page
-
-        def commit(page: Page, stream: PageStream) -> None:
-            resume.commit(page, stream, rows=loader.rows_seen)
-
-        loader.on_commit = commit
-
     def _stream(self, loader: _Loader, *, first_page: int = 1) -> PageStream:
         """A read of the entity: by keyset from the checkpoint (rowversion) or every page by number."""
         request_rv = self.start_rv
@@ -458,7 +447,7 @@ class _Run:
             rowversion_gt=request_rv if self.rowversion else None,
             keyset=self.rowversion,
             first_page=first_page,
-            rows_before=self.resume.rows_before if self.resume is not None and first_page > 1 else 0,
+            rows_before=self.resume.read if self.resume is not None and first_page > 1 else 0,
         )
 
     def _note_warnings(self, stream_warnings: list[str], drift: set[str]) -> None:
