@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from demo_apismith import DemoServer, DemoState
+from demo_apismith import RV_BASE, DemoServer, DemoState
 from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, PageRequests, items_api, query, spawn, wait_for
 
 ROWS = 1000
 PAGE = 20
-KILL_AT = 31  # the data request that never gets an answer: ~60 % of the ~50 pages
+KILL_AT = 31  # the data request that never gets an answer: ~60 % of the 50 pages of a by-number read
+KEYSET_KILL_AT = 33  # ~60 % of the 53 pages of a keyset read (a keyset page moves on by PAGE - 1 rows)
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def server() -> Iterator[DemoServer]:
         yield s
 
 
-def _setup(cli: Cli, server: DemoServer, strategy: str) -> DemoState:
+def _setup(cli: Cli, server: DemoServer, strategy: str, *, concurrency: int = 4) -> DemoState:
     st = server.state
     st.set_api("items", items_api(strategy))
     if strategy == "rowversion":
@@ -41,21 +43,24 @@ def _setup(cli: Cli, server: DemoServer, strategy: str) -> DemoState:
         st.put_rows("items", [{"id": i, "val": f"v{i}"} for i in range(ROWS)])
     cli.config.write_text(
         f"[sync]\nretry_backoff_seconds = 0\npage_size = {PAGE}\nbatch_rows = {PAGE}\n\n"
-        f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n',
+        f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
+        f"max_concurrent_requests = {concurrency}\n",
         encoding="utf-8",
     )
     assert cli("discover").exit_code == 0
     return st
 
 
-def _kill_at_sixty_percent(cli: Cli, st: DemoState, db_url: str) -> PageRequests:
-    pages = PageRequests(hold_at=KILL_AT)
+def _kill_at_sixty_percent(
+    cli: Cli, st: DemoState, db_url: str, kill_at: int = KILL_AT, *, per_page: int = PAGE
+) -> PageRequests:
+    pages = PageRequests(hold_at=kill_at)
     st.before_page = pages
     proc = spawn(cli, "sync", "erp.items")
     try:
         # The loader merges and commits every page before the one held back; then the process dies.
         wait_for(
-            lambda: query(db_url, "SELECT records_fetched FROM bridge.sync_runs") >= [((KILL_AT - 2) * PAGE,)],
+            lambda: query(db_url, "SELECT records_fetched FROM bridge.sync_runs") >= [((kill_at - 2) * per_page,)],
             timeout=60,
         )
         proc.send_signal(signal.SIGKILL)
@@ -68,6 +73,14 @@ def _kill_at_sixty_percent(cli: Cli, st: DemoState, db_url: str) -> PageRequests
     return pages
 
 
+def _settled(db_url: str) -> int:
+    """The rows the run has committed, once that number held for half a second (else 0)."""
+    before = query(db_url, "SELECT records_fetched FROM bridge.sync_runs")
+    time.sleep(0.5)
+    after = query(db_url, "SELECT records_fetched FROM bridge.sync_runs")
+    return int(after[0][0]) if after == before and after else 0
+
+
 def _live(db_url: str) -> dict[int, str]:
     return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
 
@@ -76,10 +89,14 @@ def _live(db_url: str) -> dict[int, str]:
 def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
     cli: Cli, server: DemoServer, db_url: str, strategy: str
 ) -> None:
-    st = _setup(cli, server, strategy)
-    _kill_at_sixty_percent(cli, st, db_url)
+    # One request at a time: the rowversion read is the sequential keyset read (the next test splits it).
+    st = _setup(cli, server, strategy, concurrency=1 if strategy == "rowversion" else 4)
+    kill_at = KEYSET_KILL_AT if strategy == "rowversion" else KILL_AT
+    # A keyset page moves on by PAGE - 1 rows (its last row is asked for again, for ties).
+    per_page = PAGE - 1 if strategy == "rowversion" else PAGE
+    _kill_at_sixty_percent(cli, st, db_url, kill_at, per_page=per_page)
     stored = query(db_url, "SELECT count(*) FROM erp.items")[0][0]
-    assert stored >= (KILL_AT - 2) * PAGE  # the committed batches survived the kill
+    assert stored >= (kill_at - 2) * per_page  # the committed batches survived the kill
 
     again = PageRequests()
     st.before_page = again
@@ -96,7 +113,7 @@ def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
     st.before_page = whole
     assert cli("full-refresh", "erp.items").exit_code == 0
     st.before_page = None
-    assert 0.55 * whole.count <= KILL_AT  # the kill really was past half-way
+    assert 0.55 * whole.count <= kill_at <= 0.65 * whole.count  # the kill really was at about 60 %
     if strategy == "rowversion":
         assert again.count <= 0.45 * whole.count, (again.count, whole.count, stored, run["warnings"])
     else:
@@ -110,11 +127,69 @@ def test_a_killed_first_load_resumes_where_its_committed_progress_ends(
     # The record says where it resumed, and `runs` shows it.
     first_uid = query(db_url, "SELECT uid::text FROM bridge.sync_runs ORDER BY started_at LIMIT 1")[0][0]
     assert run["resumed_from"] == first_uid
-    assert run["resumed_at_rows"] >= (KILL_AT - 2) * PAGE
+    assert run["resumed_at_rows"] >= (kill_at - 2) * per_page
     shown = cli("runs", "show", run["uid"])
     assert f"resumed from run {first_uid[:8]}" in shown.stdout, shown.stdout
     listed = cli("runs", "erp.items")
     assert "resumed" in listed.stdout, listed.stdout
+
+
+def test_a_killed_range_parallel_first_load_resumes_without_its_finished_ranges(
+    cli: Cli, server: DemoServer, db_url: str
+) -> None:
+    """Four workers read row-version ranges at once. The lowest range's third page never gets an answer
+    while the other ranges finish; then the process dies. The checkpoint stays below the held range and
+    the finished ranges above it are recorded with it: the next run reads the rest of the held range
+    (and whatever was never read), not the finished ranges — at most 45 % of the pages of a whole read."""
+    st = _setup(cli, server, "rowversion")
+    whole = PageRequests()  # the reference: a whole range-parallel read of the same data
+    st.before_page = whole
+    assert cli("sync", "erp.items").exit_code == 0
+    st.before_page = None
+    with psycopg.connect(db_url) as conn:
+        conn.execute("TRUNCATE erp.items")
+        conn.execute("DELETE FROM bridge.sync_runs")
+        conn.execute("UPDATE bridge.entities SET last_rowversion = NULL")
+    # Row i carries version RV_BASE + i + 1; a keyset page of 20 rows moves the cursor by 19 (to the
+    # version below its last row's): the second page is asked for above RV_BASE + 19, the third above + 38.
+    second, third = str(RV_BASE + PAGE - 1), str(RV_BASE + 2 * (PAGE - 1))
+    release = threading.Event()
+
+    def hold(slug: str, page: int, params: dict[str, str]) -> None:
+        if params.get("rowversion_gt") == third and params.get("page_size") == str(PAGE):
+            release.wait(60)
+
+    st.before_page = hold
+    proc = spawn(cli, "sync", "erp.items")
+    try:
+        # Every range but the held one is read: what the run committed stops growing.
+        wait_for(lambda: _settled(db_url) >= ROWS // 2, timeout=60)
+        assert "done" in query(db_url, "SELECT resume FROM bridge.sync_runs")[0][0]
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+    st.before_page = None
+    # The checkpoint: the cursor of the last page the lowest range passed on.
+    assert query(db_url, "SELECT last_rowversion FROM bridge.entities")[0][0] == second
+    stored = query(db_url, "SELECT count(*) FROM erp.items")[0][0]
+    assert stored >= ROWS // 2  # the finished ranges' batches survived the kill
+
+    again = PageRequests()
+    st.before_page = again
+    r = cli("sync", "erp.items", "--json")
+    st.before_page = None
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)[0]
+    assert run["status"] == "success", run
+    assert run["resumed_from"] is not None
+    assert _live(db_url) == {i: f"v{i}" for i in range(ROWS)}
+    assert query(db_url, "SELECT count(*) FROM erp.items") == [(ROWS,)]
+    assert again.count <= 0.45 * whole.count, (again.count, whole.count, stored)
+    # Every row was read (by the dead run or this one): the checkpoint is the highest row version.
+    assert query(db_url, "SELECT last_rowversion FROM bridge.entities")[0][0] == str(st.rv)
 
 
 @pytest.mark.parametrize("strategy", ["full", "hash"])

@@ -442,6 +442,11 @@ class APISmithClient:
         self._check_cancel()
 
     @property
+    def max_concurrency(self) -> int:
+        """The most requests this connector may ever have in flight (``max_concurrent_requests``)."""
+        return self.limiter.max_concurrent if self.limiter is not None else 1
+
+    @property
     def concurrency(self) -> int:
         """How many requests this connector may have in flight now (1 without a limiter)."""
         return self.limiter.current if self.limiter is not None else 1

@@ -115,6 +115,25 @@ def seen_insert(keys: Sequence[str]) -> sql.Composed:
     )
 
 
+def newer(a: sql.Composable, b: sql.Composable) -> sql.Composed:
+    """SQL: row version ``a`` is above ``b`` as the source orders them (digit strings as integers,
+    else as strings by code point, as :func:`syncflow.pages.compare_rowversions`); never NULL."""
+    return sql.SQL(
+        "coalesce(CASE WHEN {a} ~ '^[0-9]+$' AND {b} ~ '^[0-9]+$'"
+        " THEN (length(ltrim({a}, '0')), ltrim({a}, '0') COLLATE \"C\")"
+        " > (length(ltrim({b}, '0')), ltrim({b}, '0') COLLATE \"C\")"
+        ' ELSE {a} COLLATE "C" > {b} COLLATE "C" END, false)'
+    ).format(a=a, b=b)
+
+
+def _version_order(column: sql.Composable) -> sql.Composed:
+    """ORDER BY terms that put a key's highest row version first (digit strings as integers)."""
+    return sql.SQL(
+        "CASE WHEN {c} ~ '^[0-9]+$' THEN length(ltrim({c}, '0')) END DESC NULLS LAST,"
+        " CASE WHEN {c} ~ '^[0-9]+$' THEN ltrim({c}, '0') ELSE {c} END COLLATE \"C\" DESC NULLS LAST"
+    ).format(c=column)
+
+
 def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     schema: str,
     table: str,
@@ -127,6 +146,7 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     history: str | None = None,
     run_uid: str | None = None,
     since: datetime | None = None,
+    versioned: bool = False,
 ) -> sql.Composed:
     """Upsert and tombstone one batch; returns (distinct, tombstones, inserted, updated, deleted).
 
@@ -145,6 +165,11 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     earlier batch or read of the same run, so rewriting it is not another
     update (a verification read that meets a row changed since the first read
     wrote it). Without ``prefilter`` only rows *inserted* since are known.
+
+    ``versioned`` (a range-parallel read, whose pages arrive out of row-version
+    order) never lets a row this run wrote be overwritten or deleted by an
+    older row version of the same key, and keeps a batch's highest version of
+    a key rather than its last occurrence.
     """
     names = [c.pg_name for c in columns]
     non_keys = [n for n in names if n not in keys]
@@ -165,14 +190,30 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
 
     source = (
         sql.SQL(
-            "SELECT DISTINCT ON ({keys}) s.*, {hash} AS _bridge_h FROM {stage} s ORDER BY {keys}, s._bridge_seq DESC"
+            "SELECT DISTINCT ON ({keys}) s.*, {hash} AS _bridge_h FROM {stage} s ORDER BY {keys}, {order}"
+            "s._bridge_seq DESC"
         )
         if dedup
         else sql.SQL("SELECT s.*, {hash} AS _bridge_h FROM {stage} s")
-    ).format(keys=_ids(keys), hash=hash_expr(columns, "s"), stage=sql.Identifier(STAGE))
+    ).format(
+        keys=_ids(keys),
+        hash=hash_expr(columns, "s"),
+        stage=sql.Identifier(STAGE),
+        order=sql.SQL("{}, ").format(_version_order(sql.SQL("s._bridge_rv"))) if versioned else sql.SQL(""),
+    )
     # The lateral LIMIT 1 makes PostgreSQL probe the key index once per staged row; a plain
     # join may be planned as a hash join that scans the whole target for every batch.
     since_sql = sql.Literal(since) if since is not None else sql.SQL("NULL::timestamptz")
+
+    def kept(incoming: str, column: str = "_bridge_rv") -> sql.Composable:
+        """This run wrote the stored row, from a higher row version than the incoming one: keep it."""
+        if not versioned or since is None:
+            return sql.SQL("")
+        return sql.SQL(" AND NOT (t._bridge_updated_at >= {since} AND {newer})").format(
+            since=since_sql,
+            newer=newer(sql.SQL("t._bridge_rowversion"), sql.Identifier(incoming, column)),
+        )
+
     changed = (
         sql.SQL(
             "SELECT s.*, t._bridge_deleted AS _bridge_was_deleted,"
@@ -181,14 +222,14 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
             " t._bridge_rowversion, t._bridge_updated_at, t._bridge_created_at"
             " FROM {target} t WHERE {match_ts} LIMIT 1) t ON true"
             " WHERE NOT s._bridge_tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._bridge_h"
-            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv)"
+            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv){stale_s}"
         )
         if prefilter
         else sql.SQL(
             "SELECT s.*, NULL::boolean AS _bridge_was_deleted, false AS _bridge_again FROM src s"
             " WHERE NOT s._bridge_tomb"
         )
-    ).format(target=target, match_ts=match("t", "s"), since=since_sql)
+    ).format(target=target, match_ts=match("t", "s"), since=since_sql, stale_s=kept("s"))
     returning: sql.Composable = sql.SQL("")
     history_ctes: sql.Composable = sql.SQL("")
     if history is not None:
@@ -227,7 +268,7 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
         " coalesce(t._bridge_created_at >= {since}, false) AS _bridge_born{returning}),"
         " del AS ("
         " UPDATE {target} t SET _bridge_deleted = true, _bridge_updated_at = now(), _bridge_rowversion = s._bridge_rv"
-        " FROM src s WHERE s._bridge_tomb AND {match_ts} AND NOT t._bridge_deleted RETURNING 1{returning}),"
+        " FROM src s WHERE s._bridge_tomb AND {match_ts} AND NOT t._bridge_deleted{stale_s} RETURNING 1{returning}),"
         "{history_ctes}"
         " counts AS (SELECT count(*) FILTER (WHERE _bridge_inserted) AS ins,"
         " count(*) FILTER (WHERE NOT _bridge_inserted AND NOT _bridge_born)"
@@ -243,15 +284,16 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
         if plain_insert
         else sql.SQL(
             "ON CONFLICT ({keys}) DO UPDATE SET {sets}"
-            " WHERE t._bridge_hash IS DISTINCT FROM EXCLUDED._bridge_hash OR t._bridge_deleted"
-            " OR t._bridge_rowversion IS DISTINCT FROM EXCLUDED._bridge_rowversion"
-        ).format(keys=_ids(keys), sets=sql.SQL(", ").join(sets)),
+            " WHERE (t._bridge_hash IS DISTINCT FROM EXCLUDED._bridge_hash OR t._bridge_deleted"
+            " OR t._bridge_rowversion IS DISTINCT FROM EXCLUDED._bridge_rowversion){stale_x}"
+        ).format(keys=_ids(keys), sets=sql.SQL(", ").join(sets), stale_x=kept("excluded", "_bridge_rowversion")),
         keys=_ids(keys),
         target=target,
         match_ts=match("t", "s"),
         cols=_ids(names),
         src_cols=_ids(names, "s"),
         since=since_sql,
+        stale_s=kept("s"),
     )
 
 

@@ -94,6 +94,13 @@ class Page:
     nbytes: int
     number: int = 0
     position: str | None = None
+    # Range reads (syncflow.ranges): version ranges (lo, hi] above ``position`` read whole by this page.
+    done: tuple[tuple[str, str], ...] = ()
+
+
+class Degrade(Exception):
+    """A range of a range-parallel read met a source it cannot split safely (rows out of row-version
+    order, rows without a usable row version): the whole read falls back to one sequential keyset read."""
 
 
 def _as_rowversion(value: Any) -> tuple[str | None, str | None]:
@@ -220,7 +227,7 @@ class PageStream:
     number throughout; their ``digest`` lets the loader compare two passes.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the query, then keyword-only facts about where a read starts and ends
         self,
         client: APISmithClient,
         slug: str,
@@ -231,6 +238,9 @@ class PageStream:
         keyset: bool = False,
         first_page: int = 1,
         rows_before: int = 0,
+        upper: str | None = None,
+        ranged: bool = False,
+        first: tuple[Parsed, int] | None = None,
     ) -> None:
         self.client = client
         self.slug = slug
@@ -240,6 +250,11 @@ class PageStream:
         # A by-number read resumed by a later run starts here (the pages before it were loaded then).
         self.first_page = first_page
         self.rows_before = rows_before  # the rows the pages before first_page served (a server may cap a page)
+        # A range of a range-parallel read (syncflow.ranges): only rows up to ``upper`` (None: all);
+        # what a split read cannot handle raises Degrade instead of the sequential read's remedies.
+        self.upper = upper
+        self.ranged = ranged
+        self._first = first  # the first keyset page, already fetched by whoever planned the read
         self.state = StreamState(keyset=keyset)
         self._stop = threading.Event()
         self._nbytes = 0
@@ -393,8 +408,10 @@ class PageStream:
         while True:
             if self._stop.is_set():
                 return
-            rows, total, has_more, total_pages = self._fetch(1, cursor)
+            rows, total, has_more, total_pages = self._keyset_page(cursor)
             if expect is not None and total is not None and total < expect and not self._unordered:
+                if self.ranged:
+                    raise Degrade("rows out of row-version order")
                 # Rows at or below the cursor existed beyond the page just read: the server does not
                 # order by row version (it only seemed to on that page). Read that query again, whole.
                 self._unordered = True
@@ -410,6 +427,11 @@ class PageStream:
             else:
                 fresh = rows
             st.rereads += len(rows) - len(fresh)
+            if self.upper is not None and self._past_upper(rows):
+                # In version order, the page reaches past the range: the range's last rows are on it.
+                upper = self.upper
+                yield self._page([r for r in fresh if compare_rowversions(r[1] or "", upper) <= 0], position=cursor)
+                break
             # Every row at or below this page's cursor came on earlier pages (the total just checked that).
             if not rows or self._at_end(rows, has_more, total, total_pages, 1, len(rows)):
                 yield self._page(fresh, position=cursor)
@@ -432,6 +454,16 @@ class PageStream:
                 break  # the query ended inside the segment
             cursor, tail, expect = outcome[0], set(), None
         st.complete = True
+
+    def _keyset_page(self, cursor: str | None) -> Parsed:
+        """Page 1 of ``rowversion_gt=cursor`` (the first one may have come with the stream)."""
+        if self._first is not None:
+            parsed, self._first = self._took(*self._first), None
+        else:
+            parsed = self._fetch(1, cursor)
+        if self.ranged and any(r[4] is not None for r in parsed[0]):
+            raise Degrade("a row without a usable row version")
+        return parsed
 
     def _segment(
         self,
@@ -474,9 +506,13 @@ class PageStream:
                     raise self._ignores_page(page)
                 read += len(rows)
                 end = self._at_end(rows, has_more, total, total_pages, page, read)
+                if self.upper is not None and self._past_upper(rows):
+                    end = True  # the range ends on this page; the rows above it are the next range's
                 nxt = None if end else self._next_cursor(rows, cursor)
                 # Rows above the resume cursor are read again by keyset paging: not part of the segment.
                 inside = rows if nxt is None else [r for r in rows if compare_rowversions(r[1] or "", nxt) <= 0]
+                if self.upper is not None:
+                    inside = [r for r in inside if compare_rowversions(r[1] or "", self.upper) <= 0]
                 sequence = hash((sequence, tuple((self._key(r), r[1]) for r in inside)))
                 fresh = [r for r in inside if (self._key(r), r[1], _fingerprint(r)) not in passed]
                 passed.update((self._key(r), r[1], _fingerprint(r)) for r in fresh)
@@ -499,15 +535,28 @@ class PageStream:
             )
         outcome.append(resume)
 
+    def _past_upper(self, rows: list[RawRow]) -> bool:
+        """The page's rows are in row-version order and the last is above the range's upper bound."""
+        rvs = [r[1] for r in rows]
+        if not rvs or any(v is None for v in rvs) or self.upper is None:
+            return False
+        if not all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(rvs)):  # type: ignore[arg-type]
+            raise Degrade("rows out of row-version order")
+        return compare_rowversions(rvs[-1], self.upper) > 0  # type: ignore[arg-type]
+
     def _next_cursor(self, rows: list[RawRow], cursor: str | None) -> str | None:
         """The greatest row version below the page's last one, if it moves the cursor forward."""
         st = self.state
         rvs = [r[1] for r in rows if r[4] is None]
+        if self.ranged and (not rvs or any(v is None for v in rvs)):
+            raise Degrade("rows without row versions")
         if not rvs or any(v is None for v in rvs):
             self._warn("rows carry no row_version; paging by page number, reading twice, keeping the checkpoint")
             st.missing_rowversions = True
             return None
         ordered = all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(rvs))  # type: ignore[arg-type]
+        if self.ranged and not ordered:
+            raise Degrade("rows out of row-version order")
         if not ordered or self._unordered:
             self._warn("the server does not order rows by row version; paging by page number and reading twice")
             return None

@@ -56,6 +56,9 @@ class Resume:
     first_page: int = 1  # a by-number read starts here: the first page the dead run did not commit
     read: int = 0  # the rows the pages before first_page served (a server may serve fewer than page_size)
     form: str = ""  # table_form(entity), recorded with the progress
+    # Row-version ranges (lo, hi] above the checkpoint that the dead run's range-parallel read finished.
+    skip: tuple[tuple[str, str], ...] = ()
+    done: tuple[tuple[str, str], ...] = ()  # the finished ranges this run last recorded
 
     @property
     def resuming(self) -> bool:
@@ -90,6 +93,7 @@ class Resume:
                 and state.get("rowversion") == entity.last_rowversion
             ):
                 plan._resumed(uid, state)
+                plan.skip = _ranges(state.get("done"), above=entity.last_rowversion)
             return plan
         page, read = state.get("page"), state.get("read")
         if (
@@ -119,13 +123,18 @@ class Resume:
         loaded = (self.result.resumed_at_rows or 0) + rows
         if stream.state.keyset:
             position = page.position
-            if position is None or (self.stored is not None and compare_rowversions(position, self.stored) <= 0):
+            if position is None:
                 return
-            records.advance_checkpoint(self.conn, self.schema, self.entity.uid, position)
-            self.stored = position
-            records.save_resume(
-                self.conn, self.schema, self.result.uid, {"mode": "keyset", "rowversion": position, "rows": loaded}
-            )
+            if self.stored is None or compare_rowversions(position, self.stored) > 0:
+                records.advance_checkpoint(self.conn, self.schema, self.entity.uid, position)
+                self.stored = position
+            elif position != self.stored or page.done == self.done:
+                return  # nothing new: the checkpoint stays, no range above it finished since
+            self.done = page.done
+            state: dict[str, Any] = {"mode": "keyset", "rowversion": position, "rows": loaded}
+            if page.done:
+                state["done"] = [list(r) for r in page.done]
+            records.save_resume(self.conn, self.schema, self.result.uid, state)
             return
         if page.number < 1:
             return
@@ -142,3 +151,18 @@ class Resume:
                 "form": self.form,
             },
         )
+
+
+def _ranges(value: Any, *, above: str | None) -> tuple[tuple[str, str], ...]:
+    """The finished ranges of a resume record, if they are well formed and above the checkpoint."""
+    if not isinstance(value, list):
+        return ()
+    found: list[tuple[str, str]] = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
+            return ()
+        lo, hi = item
+        if compare_rowversions(lo, hi) >= 0 or (above is not None and compare_rowversions(lo, above) < 0):
+            return ()
+        found.append((lo, hi))
+    return tuple(found)

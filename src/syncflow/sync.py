@@ -28,6 +28,7 @@ from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
 from syncflow.models import ColumnPolicy, Entity
 from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
+from syncflow.ranges import RangeStream
 from syncflow.records import Reject, RunResult
 from syncflow.resume import Resume
 from syncflow.stage import Row, Stage
@@ -226,10 +227,9 @@ class _Loader:
             target = (entity.target_schema, entity.target_table)
             return merge.merge(*target, columns, keys, history=history_table, run_uid=result.uid, since=since, **kw)
 
-        self.merge_plain = build(dedup=False, prefilter=track_seen)
-        self.merge_dedup = build(dedup=True, prefilter=track_seen)
-        # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
-        self.merge_fresh = build(dedup=False, prefilter=False, plain_insert=True)
+        self._build = build
+        self.versioned = False
+        self._statements(versioned=False)
         self.fresh = not track_seen
         self.rejects: list[Reject] = []
         self.rows_seen = 0
@@ -239,6 +239,14 @@ class _Loader:
         # Called with the last page taken before each batch commits (in its transaction): how a run
         # records the progress a later run resumes from.
         self.on_commit: Callable[[Page, PageStream], None] | None = None
+
+    def _statements(self, *, versioned: bool) -> None:
+        build, track_seen = self._build, self.track_seen
+        self.versioned = versioned
+        self.merge_plain = build(dedup=False, prefilter=track_seen, versioned=versioned)
+        self.merge_dedup = build(dedup=True, prefilter=track_seen, versioned=versioned)
+        # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
+        self.merge_fresh = build(dedup=False, prefilter=False, plain_insert=True, versioned=versioned)
 
     def start_tracking(self) -> None:
         """Record seen keys from now on (see :meth:`Stage.start_seen`)."""
@@ -293,6 +301,8 @@ class _Loader:
         counts, stage = self.result.counts, self.stage
         pages0, bytes0, rows0 = self.pages, self.bytes, self.rows_seen
         self.reads += 1
+        if isinstance(stream, RangeStream) and not self.versioned:
+            self._statements(versioned=True)  # its pages come out of row-version order
 
         def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
             bad: list[Reject] = []
@@ -439,6 +449,16 @@ class _Run:
             # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
             # carries it too. The rows read again unchanged are not written (the merge compares hashes).
             request_rv = rowversion_before(self.start_rv) or self.start_rv
+        if self.rowversion and (self.client.max_concurrency > 1 or (self.resume is not None and self.resume.skip)):
+            return RangeStream(
+                self.client,
+                self.entity.slug,
+                page_size=self.options.page_size,
+                key_fn=loader.stage.raw_key,
+                rowversion_gt=request_rv,
+                workers=self.client.max_concurrency,
+                skip=self.resume.skip if self.resume is not None else (),
+            )
         return PageStream(
             self.client,
             self.entity.slug,

@@ -1,0 +1,429 @@
+"""Range-parallel keyset reads of rowversion entities.
+
+A keyset read asks for page 1 of ``rowversion_gt=<cursor>`` again and again:
+each request waits for the one before it. Against a source that answers a
+page in 100 ms that is the whole run. This module splits the read into
+row-version ranges ``(b0, b1], (b1, b2], ... (bk, open)`` and reads several
+ranges at once, each by the ordinary keyset paging of
+:class:`syncflow.pages.PageStream` bounded above.
+
+- **Boundaries** are sampled lazily, in order: the row at offset ``n*S - 1`` of
+  the query ``rowversion_gt=b0`` (a ``page_size=1`` request for page ``n*S``)
+  gives ``bn``, so a range holds about ``S`` rows (``S`` = a few pages, one row
+  short so that a range's last page shows where it ends). A boundary never
+  goes below the one before it (rows moving up can only raise the row at an
+  offset); a sample past the last row makes the range open-ended.
+- **Ranges are handed out in order** to as many workers as the connector may
+  have requests in flight, never more than a window ahead of the lowest
+  unfinished range.
+- **Rows that change during the read** get a row version above every version
+  that existed: they land in the open range. That range is read again, from
+  the highest version it saw, once every other range has finished, so a row
+  that left a range not yet read is still read by this run (as the
+  sequential read would).
+- **Pages are merged as they arrive**, so one row can be read in an old
+  version by one range after its new version was merged from another: the
+  merge of such a run never lets a version it wrote be overwritten by an
+  older one (:func:`syncflow.merge.merge` ``versioned``).
+- **The checkpoint** of a page is the cursor of the lowest unfinished range
+  (every row at or below it was passed on); the finished ranges above it are
+  recorded with it (``Page.done``), so a resumed run reads only the rest.
+- **A source that cannot be split** (rows out of row-version order, rows
+  without a usable row version) makes the whole read fall back to the
+  sequential keyset read from the start, with all of its remedies.
+
+Why this keeps the invariant: ``docs/correctness.md``, "Range-parallel reads".
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncflow.client import APISmithClient
+from syncflow.pages import (
+    Degrade,
+    KeyFn,
+    Page,
+    PageStream,
+    Parsed,
+    compare_rowversions,
+    max_rowversion,
+    parse_page,
+)
+
+RANGE_PAGES_MAX = 16  # pages in one range at most (one boundary request per range)
+RANGE_PAGES_MIN = 4  # fewer, and the boundary requests cost more than they save
+WINDOW = 2  # ranges handed out at most this many times the workers ahead of the lowest unfinished one
+
+
+@dataclass
+class _Range:
+    lo: str | None
+    hi: str | None  # None: open-ended
+    position: str | None = None  # every row of the range at or below it was passed on
+    done: bool = False
+    streams: list[PageStream] = field(default_factory=list)  # its read, and the open range's second one
+
+
+@dataclass
+class _Shared:
+    """The plan and the progress, under one condition shared by the workers and the reader."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    ranges: list[_Range] = field(default_factory=list)
+    planned: bool = False  # the last range is known
+    taken: int = 0  # ranges handed out
+    sampling: bool = False  # a worker is fetching the next boundary
+    # (range, Page | None | exception, last): ``last`` (no page) says every page of the range was queued;
+    # the finished range is recorded with the next page passed on.
+    items: list[tuple[int, Any, bool]] = field(default_factory=list)
+    lowest: int = 0  # the lowest unfinished range
+
+
+class RangeStream(PageStream):
+    """A rowversion read from ``rowversion_gt`` that reads row-version ranges concurrently.
+
+    ``skip`` holds ranges ``(lo, hi]`` a killed run already read whole (its
+    resume record): they are not read again. ``workers`` is the connector's
+    concurrency; with one worker and nothing to skip this is the sequential read.
+    """
+
+    versioned = True
+
+    def __init__(
+        self,
+        client: APISmithClient,
+        slug: str,
+        *,
+        page_size: int,
+        key_fn: KeyFn,
+        rowversion_gt: str | None,
+        workers: int,
+        skip: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(client, slug, page_size=page_size, key_fn=key_fn, rowversion_gt=rowversion_gt, keyset=True)
+        self.workers = max(1, workers)
+        self.skip = sorted(skip, key=lambda r: _Key(r[0]))
+        self.span = 0  # rows per range (one short of whole pages)
+        self._subs: list[PageStream] = []
+        self._lock = threading.Lock()
+        self._samples = 0
+        self._sample_bytes = 0
+        self._shared = _Shared()
+        self._halt = threading.Event()  # the parallel read ends (done, failed, or falling back)
+        self._split_base: str | None = None  # the query the open gap's boundaries are sampled from
+        self._split_lo: str | None = None  # the lower bound of the next range split from it
+        self._next_sample = 0
+        self._first_page: tuple[Parsed, int] | None = None
+
+    def stop(self) -> None:
+        super().stop()
+        self._halt_workers()
+
+    # -- planning ----------------------------------------------------------------------------------
+
+    def _sub(self, lo: str | None, hi: str | None, first: tuple[Parsed, int] | None = None) -> PageStream:
+        sub = PageStream(
+            self.client,
+            self.slug,
+            page_size=self.page_size,
+            key_fn=self.key_fn,
+            rowversion_gt=lo,
+            keyset=True,
+            upper=hi,
+            ranged=True,
+            first=first,
+        )
+        with self._lock:
+            self._subs.append(sub)
+        if self._stop.is_set():
+            sub.stop()
+        return sub
+
+    def __iter__(self) -> Iterator[Page]:
+        got = self._get(1, self.start)
+        rows, total = got[0][0], got[0][1]
+        self.state.first_total = total
+        versions = [r[1] for r in rows]
+        splittable = (
+            total is not None
+            and bool(rows)
+            and all(v is not None for v in versions)
+            and all(r[4] is None for r in rows)
+            and all(compare_rowversions(a, b) <= 0 for a, b in itertools.pairwise(versions))  # type: ignore[arg-type]
+        )
+        pages = max(1, (total or 0) // self.page_size)
+        per_range = max(RANGE_PAGES_MIN, min(RANGE_PAGES_MAX, pages // (2 * self.workers)))
+        # A keyset page moves the cursor by one row less than it holds (the last row is asked for again,
+        # for ties), and a range's last page must show a row above it: so many rows end on its last page.
+        self.span = per_range * max(self.page_size - 1, 1)
+        small = (total or 0) <= self.span + self.page_size
+        if not self.skip and (not splittable or self.workers == 1 or small):
+            yield from self._sequential(first=got)
+            return
+        try:
+            yield from self._parallel(_gaps(self.start, self.skip), got if not self.skip else None)
+        except Degrade as why:
+            self._halt_workers()
+            self.state.warnings.append(
+                f"{why}: the read of {self.slug!r} could not be split by row version; it was read again in order"
+            )
+            yield from self._sequential(first=None)
+
+    def _sequential(self, *, first: tuple[Parsed, int] | None) -> Iterator[Page]:
+        """The read as one keyset stream (what a PageStream would have done), counted with what came before."""
+        sub = PageStream(
+            self.client, self.slug, page_size=self.page_size, key_fn=self.key_fn, rowversion_gt=self.start, keyset=True
+        )
+        sub._first = first
+        with self._lock:
+            self._subs.append(sub)
+        self._count()
+        before = self.state
+        sub.state.pages += before.pages + (0 if first is None else -1)
+        sub.state.bytes += before.bytes
+        sub.state.first_total = before.first_total
+        sub.state.warnings[:0] = before.warnings
+        sub.state.rereads += before.rereads
+        self.state = sub.state
+        if self._stop.is_set():
+            sub.stop()
+        yield from sub
+
+    def _halt_workers(self) -> None:
+        self._halt.set()
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.stop()
+        with self._shared.cond:
+            self._shared.cond.notify_all()
+
+    # -- the parallel read -------------------------------------------------------------------------
+
+    def _parallel(self, gaps: list[tuple[str | None, str | None]], first: tuple[Parsed, int] | None) -> Iterator[Page]:
+        sh = self._shared
+        # The gaps a resumed read must still read, one range each; the last (open) gap is split as it goes.
+        for lo, hi in gaps[:-1]:
+            sh.ranges.append(_Range(lo, hi, position=lo))
+        self._split_base = self._split_lo = gaps[-1][0]
+        self._first_page = first
+        threads = [
+            threading.Thread(target=self._work, name=f"range-{self.slug}-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            yield from self._merge_pages()
+        finally:
+            self._halt_workers()
+
+    def _merge_pages(self) -> Iterator[Page]:
+        sh = self._shared
+        while True:
+            with sh.cond:
+                while not sh.items:
+                    if self._stop.is_set():
+                        return
+                    if sh.planned and sh.lowest >= len(sh.ranges):
+                        self._finish()
+                        return
+                    sh.cond.wait(0.2)
+                index, item, last = sh.items.pop(0)
+                sh.cond.notify_all()
+                if isinstance(item, BaseException):
+                    raise item
+                rng = sh.ranges[index]
+                page: Page | None = item
+                if page is not None and page.position is not None:
+                    rng.position = page.position
+                if last:  # every row of the range is passed on
+                    rng.done = True
+                    self._absorb(rng)
+                    while sh.lowest < len(sh.ranges) and sh.ranges[sh.lowest].done:
+                        sh.lowest += 1
+                if page is not None:
+                    page.position, page.done = self._progress()
+            self._count()
+            if page is not None:
+                self._note_max(page.rows)
+                yield page
+
+    def _progress(self) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+        """The position every row at or below which was passed on, and the finished ranges above it."""
+        sh = self._shared
+        if self.state.unstable or sh.lowest >= len(sh.ranges):
+            return None, ()
+        position = sh.ranges[sh.lowest].position
+        done: list[tuple[str, str]] = []
+        for r in sh.ranges[sh.lowest + 1 :]:
+            if r.done and r.lo is not None and r.hi is not None:
+                if done and done[-1][1] == r.lo:
+                    done[-1] = (done[-1][0], r.hi)
+                else:
+                    done.append((r.lo, r.hi))
+        return position, tuple(done)
+
+    def _absorb(self, rng: _Range) -> None:
+        """What a finished range's read learned, added to the whole read's state."""
+        st = self.state
+        for sub in rng.streams:
+            ss = sub.state
+            st.rereads += ss.rereads
+            # A range that stopped early (it never does unless the read stops) is no complete read.
+            st.unstable = st.unstable or ss.unstable or not ss.complete
+            for w in ss.warnings:
+                if w not in st.warnings:
+                    st.warnings.append(w)
+
+    def _count(self) -> None:
+        with self._lock:
+            subs = list(self._subs)
+            samples, sample_bytes = self._samples, self._sample_bytes
+        self.state.pages = samples + sum(s.state.pages for s in subs)
+        self.state.bytes = sample_bytes + sum(s.state.bytes for s in subs)
+
+    def _finish(self) -> None:
+        st = self.state
+        st.complete = not st.unstable and not self._stop.is_set()
+        if st.complete:
+            # Every row up to a skipped range's top was read (by the run that recorded it, or now).
+            st.max_rowversion = max_rowversion([st.max_rowversion, *(hi for _lo, hi in self.skip)])
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        sh = self._shared
+        try:
+            while not self._halted():
+                index = self._take()
+                if index is None:
+                    return
+                self._read(index)
+        except BaseException as exc:  # handed to the reader, which raises it (Degrade: falls back)
+            with sh.cond:
+                sh.items.insert(0, (-1, exc, False))
+                sh.cond.notify_all()
+
+    def _halted(self) -> bool:
+        return self._halt.is_set() or self._stop.is_set()
+
+    def _take(self) -> int | None:
+        """The next range to read, sampling its upper boundary first; None when there is none."""
+        sh = self._shared
+        with sh.cond:
+            while True:
+                if self._halted():
+                    return None
+                ahead = sh.taken - sh.lowest < WINDOW * self.workers
+                if sh.taken < len(sh.ranges) and ahead:
+                    sh.taken += 1
+                    return sh.taken - 1
+                if sh.planned and sh.taken >= len(sh.ranges):
+                    return None
+                if not sh.planned and not sh.sampling and ahead and sh.taken == len(sh.ranges):
+                    sh.sampling = True
+                    break
+                sh.cond.wait(0.2)
+        try:
+            lo = self._split_lo
+            hi = self._sample(lo)
+        except BaseException:
+            with sh.cond:
+                sh.sampling = False
+                sh.cond.notify_all()
+            raise
+        with sh.cond:
+            sh.sampling = False
+            sh.ranges.append(_Range(lo, hi, position=lo))
+            self._split_lo = hi
+            sh.planned = hi is None
+            sh.taken += 1
+            sh.cond.notify_all()
+            return sh.taken - 1
+
+    def _sample(self, lo: str | None) -> str | None:
+        """The upper boundary of the next range split from the open gap: None when it is the last one."""
+        while True:
+            self._next_sample += 1
+            page = self._next_sample * self.span
+            resp = self.client.get_page(self.slug, page=page, page_size=1, rowversion_gt=self._split_base)
+            rows = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)[0]
+            with self._lock:
+                self._samples += 1
+                self._sample_bytes += resp.nbytes
+            if not rows:
+                return None
+            rv, problem = rows[0][1], rows[0][4]
+            if rv is None or problem is not None:
+                raise Degrade("a row without a usable row version")
+            if lo is None or compare_rowversions(rv, lo) > 0:
+                return rv
+            # Rows moved up since (or one row version spans the offsets): try the next offset.
+
+    def _read(self, index: int) -> None:
+        sh = self._shared
+        rng = sh.ranges[index]
+        first = None
+        if self._first_page is not None and index == 0 and rng.lo == self.start:
+            first, self._first_page = self._first_page, None
+        sub = self._sub(rng.lo, rng.hi, first)
+        rng.streams.append(sub)
+        self._pump(index, sub)
+        if rng.hi is None and not self._halted():
+            # The open range ends the read: rows that changed while other ranges were read moved up here.
+            with sh.cond:
+                waited = False
+                while any(not r.done for i, r in enumerate(sh.ranges) if i != index) and not self._halted():
+                    waited = True
+                    sh.cond.wait(0.2)
+            if waited and not self._halted():
+                tail = self._sub(max_rowversion([sub.state.max_rowversion, rng.lo]), None)
+                rng.streams.append(tail)
+                self._pump(index, tail)
+        self._put(index, None, last=True)
+
+    def _pump(self, index: int, sub: PageStream) -> None:
+        """Queue a range's pages for the reader, a few at a time (the reader's pace)."""
+        for page in sub:
+            if not self._put(index, page, last=False):
+                return
+
+    def _put(self, index: int, page: Page | None, *, last: bool) -> bool:
+        sh = self._shared
+        with sh.cond:
+            while len(sh.items) >= 2 * self.workers and not self._halted():
+                sh.cond.wait(0.2)
+            if self._halted():
+                return False
+            sh.items.append((index, page, last))
+            sh.cond.notify_all()
+            return True
+
+
+class _Key:
+    """Sort key for row versions (digit strings as numbers)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Key) -> bool:
+        return compare_rowversions(self.value, other.value) < 0
+
+
+def _gaps(start: str | None, skip: Sequence[tuple[str, str]]) -> list[tuple[str | None, str | None]]:
+    """The ranges above ``start`` not in ``skip``; the last is open-ended."""
+    gaps: list[tuple[str | None, str | None]] = []
+    lo = start
+    for a, b in skip:
+        if lo is not None and compare_rowversions(b, lo) <= 0:
+            continue
+        if lo is None or compare_rowversions(a, lo) > 0:
+            gaps.append((lo, a))
+        lo = b
+    gaps.append((lo, None))
+    return gaps
