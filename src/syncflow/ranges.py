@@ -16,7 +16,7 @@ ranges at once, each by the ordinary keyset paging of
 - **Ranges are handed out in order** to as many workers as the connector may
   have requests in flight, never more than a window ahead of the lowest
   unfinished range; pages wait for the reader in a queue bounded in pages and
-  in bytes (``AHEAD_BYTES``).
+  in bytes (the stream's ``ahead_bytes``).
 - **Rows that change during the read** get a row version above every version
   that existed: they land in the open range. That range is read again, from
   the highest version it saw, once every other range has finished, so a row
@@ -47,7 +47,6 @@ from typing import Any
 
 from syncflow.client import APISmithClient
 from syncflow.pages import (
-    AHEAD_BYTES,
     Degrade,
     KeyFn,
     Page,
@@ -417,7 +416,9 @@ class RangeStream(PageStream):
     def _put(self, index: int, page: Page | None, *, last: bool) -> bool:
         sh = self._shared
         with sh.cond:
-            while sh.items and (len(sh.items) >= 2 * self.workers or sh.queued >= AHEAD_BYTES) and not self._halted():
+            while (
+                sh.items and (len(sh.items) >= 2 * self.workers or sh.queued >= self.ahead_bytes) and not self._halted()
+            ):
                 sh.cond.wait(0.2)
             if self._halted():
                 return False
