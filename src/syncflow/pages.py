@@ -35,6 +35,7 @@ from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceProtocolError
 
 AHEAD_BYTES = 16 * 2**20  # JSON bytes of the pages one read fetches ahead in parallel (from the largest page seen)
+PREFETCH_BYTES = 12 * 2**20  # JSON bytes of the pages waiting for the loader
 MAX_PASSES = 3  # reads of one page-number segment before the run gives up on it (status partial)
 JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread before abandoning it
 
@@ -255,6 +256,7 @@ class PageStream:
         self.upper = upper
         self.ranged = ranged
         self._first = first  # the first keyset page, already fetched by whoever planned the read
+        self.ahead_bytes = AHEAD_BYTES  # what may be fetched ahead in parallel (a share of it per entity at once)
         self.state = StreamState(keyset=keyset)
         self._stop = threading.Event()
         self._nbytes = 0
@@ -374,7 +376,7 @@ class PageStream:
         The connector's concurrency, fewer when pages are large (``AHEAD_BYTES``); with one,
         nothing is fetched ahead and the next page is fetched when its turn comes.
         """
-        width = max(1, min(self.client.concurrency, AHEAD_BYTES // max(ahead.largest, 1)))
+        width = max(1, min(self.client.concurrency, self.ahead_bytes // max(ahead.largest, 1)))
         if width > 1:
             ahead.plan(page + 1, min(_last_page(page, ahead.served, total, total_pages), page + width))
 
@@ -656,7 +658,7 @@ def prefetch(
     stream: PageStream,
     max_pages: int = 24,
     *,
-    max_bytes: int = 12 * 2**20,
+    max_bytes: int = PREFETCH_BYTES,
     cancel: threading.Event | None = None,
     prepare: Callable[[Page], T],
 ) -> Generator[T, None, None]:

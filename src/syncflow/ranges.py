@@ -7,7 +7,7 @@ row-version ranges ``(b0, b1], (b1, b2], ... (bk, open)`` and reads several
 ranges at once, each by the ordinary keyset paging of
 :class:`syncflow.pages.PageStream` bounded above.
 
-- **Boundaries** are sampled lazily, in order: the row at offset ``n*S - 1`` of
+- **Boundaries** are sampled ahead of the workers, in order: the row at offset ``n*S - 1`` of
   the query ``rowversion_gt=b0`` (a ``page_size=1`` request for page ``n*S``)
   gives ``bn``, so a range holds about ``S`` rows (``S`` = a few pages, one row
   short so that a range's last page shows where it ends). A boundary never
@@ -15,7 +15,8 @@ ranges at once, each by the ordinary keyset paging of
   offset); a sample past the last row makes the range open-ended.
 - **Ranges are handed out in order** to as many workers as the connector may
   have requests in flight, never more than a window ahead of the lowest
-  unfinished range.
+  unfinished range; pages wait for the reader in a queue bounded in pages and
+  in bytes (the stream's ``ahead_bytes``).
 - **Rows that change during the read** get a row version above every version
   that existed: they land in the open range. That range is read again, from
   the highest version it saw, once every other range has finished, so a row
@@ -40,6 +41,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,11 +79,11 @@ class _Shared:
     ranges: list[_Range] = field(default_factory=list)
     planned: bool = False  # the last range is known
     taken: int = 0  # ranges handed out
-    sampling: bool = False  # a worker is fetching the next boundary
     # (range, Page | None | exception, last): ``last`` (no page) says every page of the range was queued;
     # the finished range is recorded with the next page passed on.
     items: list[tuple[int, Any, bool]] = field(default_factory=list)
     lowest: int = 0  # the lowest unfinished range
+    queued: int = 0  # JSON bytes of the pages in ``items``
 
 
 class RangeStream(PageStream):
@@ -215,6 +217,7 @@ class RangeStream(PageStream):
         threads = [
             threading.Thread(target=self._work, name=f"range-{self.slug}-{i}", daemon=True) for i in range(self.workers)
         ]
+        threads.append(threading.Thread(target=self._sample_ahead, name=f"range-{self.slug}-plan", daemon=True))
         for t in threads:
             t.start()
         try:
@@ -234,6 +237,7 @@ class RangeStream(PageStream):
                         return
                     sh.cond.wait(0.2)
                 index, item, last = sh.items.pop(0)
+                sh.queued -= item.nbytes if isinstance(item, Page) else 0
                 sh.cond.notify_all()
                 if isinstance(item, BaseException):
                     raise item
@@ -297,7 +301,6 @@ class RangeStream(PageStream):
     # -- workers -----------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        sh = self._shared
         try:
             while not self._halted():
                 index = self._take()
@@ -305,65 +308,82 @@ class RangeStream(PageStream):
                     return
                 self._read(index)
         except BaseException as exc:  # handed to the reader, which raises it (Degrade: falls back)
-            with sh.cond:
-                sh.items.insert(0, (-1, exc, False))
-                sh.cond.notify_all()
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        sh = self._shared
+        with sh.cond:
+            sh.items.insert(0, (-1, exc, False))
+            sh.cond.notify_all()
+
+    def _sample_ahead(self) -> None:
+        """Sample the boundaries of the open gap ahead of the workers: the first round in parallel (one per
+        worker), then one at a time while fewer than a round of ranges waits to be read."""
+        sh = self._shared
+        try:
+            with ThreadPoolExecutor(self.workers, thread_name_prefix=f"range-{self.slug}-sample") as pool:
+                first = list(pool.map(self._sample_at, range(1, self.workers + 1)))
+            self._next_sample = self.workers
+            if self._add(first):
+                return
+            while not self._halted():
+                with sh.cond:
+                    while len(sh.ranges) - sh.taken >= self.workers and not self._halted():
+                        sh.cond.wait(0.2)
+                if self._halted():
+                    return
+                self._next_sample += 1
+                if self._add([self._sample_at(self._next_sample)]):
+                    return
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _add(self, samples: list[str | None]) -> bool:
+        """Ranges up to the sampled boundaries, in order; True once the open range is added."""
+        sh = self._shared
+        with sh.cond:
+            for rv in samples:
+                lo = self._split_lo
+                if rv is not None and lo is not None and compare_rowversions(rv, lo) <= 0:
+                    continue  # rows moved up since (or one row version spans the offsets): no range here
+                sh.ranges.append(_Range(lo, rv, position=lo))
+                self._split_lo = rv
+                if rv is None:
+                    sh.planned = True
+                    break
+            sh.cond.notify_all()
+            return sh.planned
 
     def _halted(self) -> bool:
         return self._halt.is_set() or self._stop.is_set()
 
     def _take(self) -> int | None:
-        """The next range to read, sampling its upper boundary first; None when there is none."""
+        """The next range to read, in order, within the window; None when there is none."""
         sh = self._shared
         with sh.cond:
-            while True:
-                if self._halted():
-                    return None
-                ahead = sh.taken - sh.lowest < WINDOW * self.workers
-                if sh.taken < len(sh.ranges) and ahead:
+            while not self._halted():
+                if sh.taken < len(sh.ranges) and sh.taken - sh.lowest < WINDOW * self.workers:
                     sh.taken += 1
+                    sh.cond.notify_all()
                     return sh.taken - 1
                 if sh.planned and sh.taken >= len(sh.ranges):
                     return None
-                if not sh.planned and not sh.sampling and ahead and sh.taken == len(sh.ranges):
-                    sh.sampling = True
-                    break
                 sh.cond.wait(0.2)
-        try:
-            lo = self._split_lo
-            hi = self._sample(lo)
-        except BaseException:
-            with sh.cond:
-                sh.sampling = False
-                sh.cond.notify_all()
-            raise
-        with sh.cond:
-            sh.sampling = False
-            sh.ranges.append(_Range(lo, hi, position=lo))
-            self._split_lo = hi
-            sh.planned = hi is None
-            sh.taken += 1
-            sh.cond.notify_all()
-            return sh.taken - 1
+        return None
 
-    def _sample(self, lo: str | None) -> str | None:
-        """The upper boundary of the next range split from the open gap: None when it is the last one."""
-        while True:
-            self._next_sample += 1
-            page = self._next_sample * self.span
-            resp = self.client.get_page(self.slug, page=page, page_size=1, rowversion_gt=self._split_base)
-            rows = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)[0]
-            with self._lock:
-                self._samples += 1
-                self._sample_bytes += resp.nbytes
-            if not rows:
-                return None
-            rv, problem = rows[0][1], rows[0][4]
-            if rv is None or problem is not None:
-                raise Degrade("a row without a usable row version")
-            if lo is None or compare_rowversions(rv, lo) > 0:
-                return rv
-            # Rows moved up since (or one row version spans the offsets): try the next offset.
+    def _sample_at(self, n: int) -> str | None:
+        """The row version at offset ``n * span - 1`` of the open gap's query (None: past its last row)."""
+        resp = self.client.get_page(self.slug, page=n * self.span, page_size=1, rowversion_gt=self._split_base)
+        rows = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)[0]
+        with self._lock:
+            self._samples += 1
+            self._sample_bytes += resp.nbytes
+        if not rows:
+            return None
+        rv, problem = rows[0][1], rows[0][4]
+        if rv is None or problem is not None:
+            raise Degrade("a row without a usable row version")
+        return rv
 
     def _read(self, index: int) -> None:
         sh = self._shared
@@ -396,11 +416,14 @@ class RangeStream(PageStream):
     def _put(self, index: int, page: Page | None, *, last: bool) -> bool:
         sh = self._shared
         with sh.cond:
-            while len(sh.items) >= 2 * self.workers and not self._halted():
+            while (
+                sh.items and (len(sh.items) >= 2 * self.workers or sh.queued >= self.ahead_bytes) and not self._halted()
+            ):
                 sh.cond.wait(0.2)
             if self._halted():
                 return False
             sh.items.append((index, page, last))
+            sh.queued += page.nbytes if page is not None else 0
             sh.cond.notify_all()
             return True
 

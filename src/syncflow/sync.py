@@ -27,7 +27,7 @@ from syncflow import guard, history, merge, records
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceError, SourceNotFound, SyncFlowError, UsageError
 from syncflow.models import ColumnPolicy, Entity
-from syncflow.pages import MAX_PASSES, Page, PageStream, prefetch, rowversion_before
+from syncflow.pages import AHEAD_BYTES, MAX_PASSES, PREFETCH_BYTES, Page, PageStream, prefetch, rowversion_before
 from syncflow.ranges import RangeStream
 from syncflow.records import Reject, RunResult
 from syncflow.resume import Resume
@@ -49,7 +49,12 @@ class SyncOptions:
     max_delete_fraction: float = 0.5
     history: bool = False
     batch_rows: int = BATCH_ROWS
+    # What one run may hold fetched ahead of its loader: pages and JSON bytes waiting for the loader, and
+    # JSON bytes of pages being fetched in parallel. An invocation syncing several entities at once shares
+    # them out (syncflow.workers), so that memory is bounded per process, not per entity.
     prefetch_pages: int = 24
+    prefetch_bytes: int = PREFETCH_BYTES
+    ahead_bytes: int = AHEAD_BYTES
     # A targeted backfill: re-read the rows above this row version (rowversion entities only).
     backfill_from: str | None = None
     # The file's column policies; None: not checked against what discovery applied.
@@ -308,7 +313,10 @@ class _Loader:
             bad: list[Reject] = []
             return page, stage.build(page.rows, bad), bad
 
-        for page, tuples, bad in prefetch(stream, self.options.prefetch_pages, cancel=cancel, prepare=prepare):
+        pages = prefetch(
+            stream, self.options.prefetch_pages, max_bytes=self.options.prefetch_bytes, cancel=cancel, prepare=prepare
+        )
+        for page, tuples, bad in pages:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{self.entity.ref}: cancelled by a signal")
             self.rejects += bad
@@ -449,8 +457,9 @@ class _Run:
             # Re-read the checkpoint's own version: a row written (or rewritten) later in the same second
             # carries it too. The rows read again unchanged are not written (the merge compares hashes).
             request_rv = rowversion_before(self.start_rv) or self.start_rv
+        stream: PageStream
         if self.rowversion and (self.client.max_concurrency > 1 or (self.resume is not None and self.resume.skip)):
-            return RangeStream(
+            stream = RangeStream(
                 self.client,
                 self.entity.slug,
                 page_size=self.options.page_size,
@@ -459,16 +468,19 @@ class _Run:
                 workers=self.client.max_concurrency,
                 skip=self.resume.skip if self.resume is not None else (),
             )
-        return PageStream(
-            self.client,
-            self.entity.slug,
-            page_size=self.options.page_size,
-            key_fn=loader.stage.raw_key,
-            rowversion_gt=request_rv if self.rowversion else None,
-            keyset=self.rowversion,
-            first_page=first_page,
-            rows_before=self.resume.read if self.resume is not None and first_page > 1 else 0,
-        )
+        else:
+            stream = PageStream(
+                self.client,
+                self.entity.slug,
+                page_size=self.options.page_size,
+                key_fn=loader.stage.raw_key,
+                rowversion_gt=request_rv if self.rowversion else None,
+                keyset=self.rowversion,
+                first_page=first_page,
+                rows_before=self.resume.read if self.resume is not None and first_page > 1 else 0,
+            )
+        stream.ahead_bytes = self.options.ahead_bytes
+        return stream
 
     def _note_warnings(self, stream_warnings: list[str], drift: set[str]) -> None:
         result = self.result

@@ -91,6 +91,7 @@ def run_entities(  # noqa: PLR0913 - keyword-only options of one call, passed on
         backfill_from=backfill_from,
         cancel=cancel or threading.Event(),
         progress=progress,
+        share=max(1, min(workers, len(entities))),
     )
     pool = _Pool(job, entities, on_outcome)
     pool.run(workers)
@@ -124,9 +125,8 @@ class _Pool:
             self.on_outcome(outcome)
 
     def run(self, workers: int) -> None:
-        threads = [
-            threading.Thread(target=self._work, name=f"sync-worker-{i}") for i in range(max(1, min(workers, self.size)))
-        ]
+        count = max(1, min(workers, self.size))
+        threads = [threading.Thread(target=self._work, name=f"sync-worker-{i}") for i in range(count)]
         for t in threads:
             t.start()
         for t in threads:
@@ -196,6 +196,7 @@ class _Job:
     backfill_from: str | None
     cancel: threading.Event
     progress: Callable[[str], ProgressFn | None] | None
+    share: int = 1  # entities synced at once: each gets this share of the memory a run may fetch ahead
 
 
 def _one(job: _Job, conn: Conn, entity: Entity) -> Outcome:
@@ -256,6 +257,10 @@ def _run_claimed(job: _Job, conn: Conn, entity: Entity) -> Outcome:
         full_refresh=job.full_refresh,
         max_delete_fraction=sync.max_delete_fraction if job.max_delete_fraction is None else job.max_delete_fraction,
         backfill_from=job.backfill_from,
+        # The bounds of what is fetched ahead hold for the process: each entity syncing at once gets a share.
+        prefetch_pages=max(4, SyncOptions.prefetch_pages // job.share),
+        prefetch_bytes=SyncOptions.prefetch_bytes // job.share,
+        ahead_bytes=SyncOptions.ahead_bytes // job.share,
     )
     try:
         policy, hash_key = sync_policy(runtime, fresh)
