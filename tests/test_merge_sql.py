@@ -122,6 +122,7 @@ def db(pg: Conn) -> Conn:
     pg.execute(ddl.create_table("erp", "items", COLUMNS, KEYS))
     pg.execute(merge.stage_ddl(COLUMNS, KEYS))
     pg.execute(merge.seen_ddl("erp", "items", KEYS))
+    pg.execute(merge.dead_ddl("erp", "items", KEYS))
     return pg
 
 
@@ -139,6 +140,8 @@ def run(conn: Conn, rows: list[Staged], **kw: Any) -> tuple[int, ...]:
     """Stage ``rows`` and merge them; returns (distinct, tombstones, inserted, updated, deleted)."""
     stage(conn, rows)
     conn.execute(merge.seen_insert(KEYS))
+    if kw.get("versioned"):
+        conn.execute(merge.dead_insert(KEYS))
     got = conn.execute(merge.merge("erp", "items", COLUMNS, KEYS, **kw)).fetchone()
     assert got is not None
     return tuple(int(v) for v in got)
@@ -338,10 +341,13 @@ def test_a_range_parallel_run_never_writes_an_older_version_over_a_newer_one(
     db.commit()
     kw: dict[str, Any] = {"since": since, "prefilter": prefilter, "versioned": versioned}
     # Row 1: the new version, then the old one in a later batch. Row 2: deleted at 25, then its older live
-    # version. Row 3: a batch holding its versions 7 and 30 in the wrong order (and 9 as a longer string).
+    # version. Row 3: a batch holding its versions 7 and 30 in the wrong order (and 7 as a longer string).
+    # Row 4: never stored; its tombstone comes first, then its older live version.
     run(db, [(3, "20", False, 1, "new", None, None), (4, "25", True, 2, None, None, None)], **kw)
+    run(db, [(7, "40", True, 4, None, None, None)], **kw)
     run(db, [(5, "10", False, 1, "old", None, None), (6, "10", False, 2, "two", None, None)], dedup=True, **kw)
     run(db, [(8, "30", False, 3, "thirty", None, None), (9, "0007", False, 3, "seven", None, None)], **kw)
+    run(db, [(10, "35", False, 4, "phantom", None, None)], **kw)
     got = {k: (v[0], v[3], v[4]) for k, v in table(db).items()}
     if versioned:
         assert got == {1: ("new", False, "20"), 2: ("two", True, "25"), 3: ("thirty", False, "30")}
@@ -351,7 +357,8 @@ def test_a_range_parallel_run_never_writes_an_older_version_over_a_newer_one(
     # The next run (a new ``since``) writes what the source says, even an older version.
     later = one_value(db, "SELECT clock_timestamp()")
     db.commit()
-    run(db, [(10, "5", False, 1, "restored", None, None)], since=later, prefilter=prefilter, versioned=versioned)
+    db.execute(psycopg.sql.SQL("TRUNCATE {}").format(psycopg.sql.Identifier(merge.DEAD)))  # a new run's own
+    run(db, [(11, "5", False, 1, "restored", None, None)], since=later, prefilter=prefilter, versioned=versioned)
     assert table(db)[1][0] == "restored"
 
 

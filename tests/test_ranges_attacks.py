@@ -3,7 +3,7 @@
 Each test drives the real CLI against the demo APISmith with several concurrent requests and checks
 the invariant: after a run that ends ``success`` every live source row is a live table row with the
 same values (and no row deleted at the source is live in the table), and the checkpoint never passes
-a row the table lacks. Tests marked ``xfail(strict=True)`` prove a defect.
+a row the table lacks. Each test here failed on the first version of the split read (fixed since).
 """
 
 from __future__ import annotations
@@ -105,11 +105,6 @@ def _late_old_page(st: DemoState, change: Any, *, top: int, second: str, victim:
     return changed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a tombstone merged before the older live version of a key the table lacks leaves nothing behind:"
-    " the old version is then inserted live (merge versioned guard needs a stored row)",
-)
 def test_a_row_deleted_during_a_first_load_is_not_left_live(cli: Cli, server: DemoServer, db_url: str) -> None:
     """Row 12 is deleted (tombstone) after range 0's page with its live version was computed; the open
     range reads and merges the tombstone first. The late live version must not resurrect the row."""
@@ -126,11 +121,6 @@ def test_a_row_deleted_during_a_first_load_is_not_left_live(cli: Cli, server: De
     assert _table(db_url) == _source(st)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="same as the first load: an incremental run that sees a new row's tombstone before its older"
-    " live version inserts the row live",
-)
 def test_a_row_inserted_and_deleted_during_an_incremental_read_is_not_left_live(
     cli: Cli, server: DemoServer, db_url: str
 ) -> None:
@@ -178,11 +168,6 @@ def _by_key_pages(st: DemoState) -> None:
     st.page_body = page_body  # type: ignore[method-assign]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a range that ends on its first page is never checked for row-version order (no total check),"
-    " so a source ordered by key with version-sorted pages loses rows instead of falling back",
-)
 def test_a_source_ordered_by_key_with_version_sorted_pages_loses_no_row(
     cli: Cli, server: DemoServer, db_url: str
 ) -> None:
@@ -203,11 +188,6 @@ def test_a_source_ordered_by_key_with_version_sorted_pages_loses_no_row(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RangeStream._sample loops over offsets while the sampled row is not above the range's lower"
-    " bound: a source that ignores 'page' answers the same row forever, and the run never ends",
-)
 def test_a_source_that_ignores_the_page_parameter_ends_the_run(cli: Cli, server: DemoServer, db_url: str) -> None:
     """A proxy that drops the query string: the sequential read fails at once ("it ignores the 'page'
     parameter"); the split read must end too (fail, or fall back), not ask the same sample forever."""
@@ -265,11 +245,6 @@ def _min_page_size_server(state: DemoState, minimum: int) -> Iterator[str]:
         httpd.server_close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed boundary sample (page_size=1) fails the whole run: RangeStream._sample errors are not"
-    " a reason to fall back to the sequential read, which never asks for page_size=1",
-)
 def test_a_source_that_refuses_page_size_one_is_still_read(cli: Cli, server: DemoServer, db_url: str) -> None:
     st = _setup(cli, server, 400)
     with _min_page_size_server(st, 5) as url:
@@ -293,11 +268,6 @@ def _second_granular(cli: Cli, server: DemoServer, *, workers: int) -> tuple[Dem
     return st, st.rv
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with second-granular versions a change gets the newest version V, not one above it: a row that"
-    " moves to V after the closed range (.., V] was read is read by no range, yet the checkpoint passes V",
-)
 def test_a_row_changed_within_the_newest_second_is_not_lost(cli: Cli, server: DemoServer, db_url: str) -> None:
     """Range 0's second page is held while the other ranges finish. Still within V's second, row 20 (on
     range 0's third page) changes and so gets version V; the clock ticks and row 1000 is written at V + 1.

@@ -24,6 +24,9 @@ from syncflow.ddl import pg_type_sql
 from syncflow.models import StoredColumn
 
 STAGE = "_sf_stage"
+# The tombstones a range-parallel run has read (key, row version): an older live version of such a key that
+# arrives later is not written, even when the table never had the key (merge ``versioned``).
+DEAD = "_sf_dead"
 SEEN = "_sf_seen"
 # The keys of the reads before the last one: counted (every row a run wrote was fetched), never compared with.
 SEEN_EARLIER = "_sf_seen_earlier"
@@ -62,6 +65,20 @@ def seen_ddl(schema: str, table: str, keys: Sequence[str]) -> sql.Composed:
     return sql.SQL("CREATE TEMP TABLE {seen} AS SELECT {keys} FROM {target} WITH NO DATA").format(
         seen=sql.Identifier(SEEN), keys=_ids(keys), target=sql.Identifier(schema, table)
     )
+
+
+def dead_ddl(schema: str, table: str, keys: Sequence[str]) -> sql.Composed:
+    """The run's tombstones: keys typed as in the target, with their row version."""
+    return sql.SQL(
+        "CREATE TEMP TABLE {dead} AS SELECT {keys}, NULL::text AS _bridge_rv FROM {target} WITH NO DATA"
+    ).format(dead=sql.Identifier(DEAD), keys=_ids(keys), target=sql.Identifier(schema, table))
+
+
+def dead_insert(keys: Sequence[str]) -> sql.Composed:
+    """Record the staged batch's tombstones (before its merge)."""
+    return sql.SQL(
+        "INSERT INTO {dead} ({keys}, _bridge_rv) SELECT {keys}, _bridge_rv FROM {stage} WHERE _bridge_tomb"
+    ).format(dead=sql.Identifier(DEAD), keys=_ids(keys), stage=sql.Identifier(STAGE))
 
 
 def seen_stats(keys: Sequence[str]) -> sql.Composed:
@@ -168,8 +185,9 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
 
     ``versioned`` (a range-parallel read, whose pages arrive out of row-version
     order) never lets a row this run wrote be overwritten or deleted by an
-    older row version of the same key, and keeps a batch's highest version of
-    a key rather than its last occurrence.
+    older row version of the same key, nor a key this run read a newer
+    tombstone of be written (``DEAD``, filled by :func:`dead_insert`), and keeps
+    a batch's highest version of a key rather than its last occurrence.
     """
     names = [c.pg_name for c in columns]
     non_keys = [n for n in names if n not in keys]
@@ -214,6 +232,16 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
             newer=newer(sql.SQL("t._bridge_rowversion"), sql.Identifier(incoming, column)),
         )
 
+    # A tombstone of this run with a higher row version: the key is gone, whatever the table holds.
+    gone = (
+        sql.SQL(" AND NOT EXISTS (SELECT 1 FROM {dead} d WHERE {match} AND {newer})").format(
+            dead=sql.Identifier(DEAD),
+            match=match("d", "s"),
+            newer=newer(sql.SQL("d._bridge_rv"), sql.SQL("s._bridge_rv")),
+        )
+        if versioned
+        else sql.SQL("")
+    )
     changed = (
         sql.SQL(
             "SELECT s.*, t._bridge_deleted AS _bridge_was_deleted,"
@@ -222,14 +250,14 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
             " t._bridge_rowversion, t._bridge_updated_at, t._bridge_created_at"
             " FROM {target} t WHERE {match_ts} LIMIT 1) t ON true"
             " WHERE NOT s._bridge_tomb AND (t._bridge_id IS NULL OR t._bridge_hash IS DISTINCT FROM s._bridge_h"
-            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv){stale_s}"
+            " OR t._bridge_deleted OR t._bridge_rowversion IS DISTINCT FROM s._bridge_rv){stale_s}{gone}"
         )
         if prefilter
         else sql.SQL(
             "SELECT s.*, NULL::boolean AS _bridge_was_deleted, false AS _bridge_again FROM src s"
-            " WHERE NOT s._bridge_tomb"
+            " WHERE NOT s._bridge_tomb{gone}"
         )
-    ).format(target=target, match_ts=match("t", "s"), since=since_sql, stale_s=kept("s"))
+    ).format(target=target, match_ts=match("t", "s"), since=since_sql, stale_s=kept("s"), gone=gone)
     returning: sql.Composable = sql.SQL("")
     history_ctes: sql.Composable = sql.SQL("")
     if history is not None:

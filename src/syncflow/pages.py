@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from syncflow.client import APISmithClient
-from syncflow.errors import Cancelled, SourceProtocolError
+from syncflow.errors import Cancelled, SourceError, SourceProtocolError
 
 AHEAD_BYTES = 16 * 2**20  # JSON bytes of the pages one read fetches ahead in parallel (from the largest page seen)
 PREFETCH_BYTES = 12 * 2**20  # JSON bytes of the pages waiting for the loader
@@ -432,6 +432,7 @@ class PageStream:
             if self.upper is not None and self._past_upper(rows):
                 # In version order, the page reaches past the range: the range's last rows are on it.
                 upper = self.upper
+                self._confirm_end(total, sum(1 for r in rows if compare_rowversions(r[1] or "", upper) <= 0))
                 yield self._page([r for r in fresh if compare_rowversions(r[1] or "", upper) <= 0], position=cursor)
                 break
             # Every row at or below this page's cursor came on earlier pages (the total just checked that).
@@ -493,6 +494,8 @@ class PageStream:
             page = 1
             read = 0
             previous: tuple[Hashable, ...] | None = None
+            first_total: int | None = None
+            within = 0  # rows of the range (at or below ``upper``) on this pass's pages
             while True:
                 if self._stop.is_set():
                     return
@@ -508,8 +511,9 @@ class PageStream:
                     raise self._ignores_page(page)
                 read += len(rows)
                 end = self._at_end(rows, has_more, total, total_pages, page, read)
-                if self.upper is not None and self._past_upper(rows):
-                    end = True  # the range ends on this page; the rows above it are the next range's
+                first_total = total if page == 1 else first_total
+                within, past = self._within_range(rows, within, first_total)
+                end = end or past  # the range ends on this page; the rows above it are the next range's
                 nxt = None if end else self._next_cursor(rows, cursor)
                 # Rows above the resume cursor are read again by keyset paging: not part of the segment.
                 inside = rows if nxt is None else [r for r in rows if compare_rowversions(r[1] or "", nxt) <= 0]
@@ -536,6 +540,34 @@ class PageStream:
                 f" (rowversion_gt={cursor}); they are read again by the next run"
             )
         outcome.append(resume)
+
+    def _within_range(self, rows: list[RawRow], within: int, total: int | None) -> tuple[int, bool]:
+        """(the range's rows on a segment's pages so far, whether this page ends the range)."""
+        if self.upper is None:
+            return within, False
+        upper = self.upper
+        within += sum(1 for r in rows if compare_rowversions(r[1] or "", upper) <= 0)
+        if not self._past_upper(rows):
+            return within, False
+        self._confirm_end(total, within)
+        return within, True
+
+    def _confirm_end(self, total: int | None, within: int) -> None:
+        """A range ends on a page that shows a row above it; in row-version order every row of the range
+        up to there came first. Check that order as the sequential read's next query would: of the
+        ``total`` rows above the query's cursor, ``within`` came at or below ``upper``, so at least
+        ``total - within`` rows must be above ``upper``. Fewer means rows of the range were still to come
+        (a server ordered by something else, each page sorted by version): the split read cannot go on.
+        Rows changing meanwhile only raise the count above ``upper``; a hard delete can lower it (then
+        the split read gives way to the sequential one, which is slower but never wrong).
+        """
+        if total is None or self.upper is None:
+            return  # no totals: not checkable (the sequential read has the same blind spot)
+        above = probe_total(self.client, self.slug, self.upper)
+        st = self.state
+        st.pages, st.bytes = st.pages + 1, st.bytes + above[1]
+        if above[0] is not None and above[0] < total - within:
+            raise Degrade("rows out of row-version order")
 
     def _past_upper(self, rows: list[RawRow]) -> bool:
         """The page's rows are in row-version order and the last is above the range's upper bound."""
@@ -570,6 +602,28 @@ class PageStream:
                     return v
                 return None
         return None
+
+
+def probe(client: APISmithClient, slug: str, cursor: str | None, page: int) -> tuple[list[RawRow], int | None, int]:
+    """One row (``page_size=1``) of ``rowversion_gt=cursor`` at ``page``: its rows, the query's total and the
+    answer's size. A source that cannot answer it (a refused page size, a page of the wrong shape) cannot be
+    split by row version: Degrade, and the sequential read finds out what is wrong with it, if anything."""
+    try:
+        resp = client.get_page(slug, page=page, page_size=1, rowversion_gt=cursor)
+        rows, total, _more, _pages = parse_page(
+            resp.data, connector=client.connector, url=resp.url, preview=resp.preview
+        )
+    except Cancelled:
+        raise
+    except SourceError as exc:
+        raise Degrade(f"a page_size=1 request failed ({type(exc).__name__})") from exc
+    return rows, total, resp.nbytes
+
+
+def probe_total(client: APISmithClient, slug: str, cursor: str | None) -> tuple[int | None, int]:
+    """How many rows are above ``cursor`` (None: the source does not say), and the answer's size."""
+    _rows, total, nbytes = probe(client, slug, cursor, 1)
+    return total, nbytes
 
 
 def _last_page(page: int, served: int, total: int | None, total_pages: int | None) -> int:

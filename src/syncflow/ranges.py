@@ -52,12 +52,15 @@ from syncflow.pages import (
     Page,
     PageStream,
     Parsed,
+    RawRow,
     compare_rowversions,
     max_rowversion,
-    parse_page,
+    probe,
+    rowversion_before,
 )
 
 RANGE_PAGES_MAX = 16  # pages in one range at most (one boundary request per range)
+MAX_SKIPPED = 3  # boundary samples in a row at or below the last boundary before the rest is one range
 RANGE_PAGES_MIN = 4  # fewer, and the boundary requests cost more than they save
 WINDOW = 2  # ranges handed out at most this many times the workers ahead of the lowest unfinished one
 
@@ -121,6 +124,8 @@ class RangeStream(PageStream):
         self._split_lo: str | None = None  # the lower bound of the next range split from it
         self._next_sample = 0
         self._first_page: tuple[Parsed, int] | None = None
+        self._top: str | None = None  # the highest row version when the ranges began (see _top_version)
+        self._skipped = 0  # boundary samples skipped in a row
 
     def stop(self) -> None:
         super().stop()
@@ -210,10 +215,18 @@ class RangeStream(PageStream):
     def _parallel(self, gaps: list[tuple[str | None, str | None]], first: tuple[Parsed, int] | None) -> Iterator[Page]:
         sh = self._shared
         # The gaps a resumed read must still read, one range each; the last (open) gap is split as it goes.
+        # A gap above a finished range starts with that range's top version: with second-granular
+        # versions a row can have joined it after the killed run read it.
+        gaps = [
+            (lo if lo == self.start else (rowversion_before(lo) or lo) if lo is not None else lo, hi) for lo, hi in gaps
+        ]
         for lo, hi in gaps[:-1]:
             sh.ranges.append(_Range(lo, hi, position=lo))
         self._split_base = self._split_lo = gaps[-1][0]
         self._first_page = first
+        # Every row that changes from now on gets a version at or above the highest there is now: the open
+        # range reads from there again once every other range has finished.
+        self._top = self._top_version(first)
         threads = [
             threading.Thread(target=self._work, name=f"range-{self.slug}-{i}", daemon=True) for i in range(self.workers)
         ]
@@ -345,7 +358,13 @@ class RangeStream(PageStream):
             for rv in samples:
                 lo = self._split_lo
                 if rv is not None and lo is not None and compare_rowversions(rv, lo) <= 0:
-                    continue  # rows moved up since (or one row version spans the offsets): no range here
+                    # Rows moved up since, or one row version spans the offsets: no range here. When it
+                    # keeps happening, the rest is one range.
+                    self._skipped += 1
+                    if self._skipped < MAX_SKIPPED:
+                        continue
+                    rv = None
+                self._skipped = 0
                 sh.ranges.append(_Range(lo, rv, position=lo))
                 self._split_lo = rv
                 if rv is None:
@@ -373,17 +392,34 @@ class RangeStream(PageStream):
 
     def _sample_at(self, n: int) -> str | None:
         """The row version at offset ``n * span - 1`` of the open gap's query (None: past its last row)."""
-        resp = self.client.get_page(self.slug, page=n * self.span, page_size=1, rowversion_gt=self._split_base)
-        rows = parse_page(resp.data, connector=self.client.connector, url=resp.url, preview=resp.preview)[0]
+        page = n * self.span
+        rows, total, nbytes = probe(self.client, self.slug, self._split_base, page)
         with self._lock:
             self._samples += 1
-            self._sample_bytes += resp.nbytes
+            self._sample_bytes += nbytes
         if not rows:
             return None
+        if total is not None and page > total:
+            raise Degrade("the source answers a page past its total with rows (does it ignore 'page'?)")
         rv, problem = rows[0][1], rows[0][4]
         if rv is None or problem is not None:
             raise Degrade("a row without a usable row version")
         return rv
+
+    def _top_version(self, first: tuple[Parsed, int] | None) -> str | None:
+        """The highest row version there is now (the last row of the open gap's query), or a version below
+        it; None only when the query has no rows at all."""
+        total = first[0][1] if first is not None else probe(self.client, self.slug, self._split_base, 1)[1]
+        rows: list[RawRow] = []
+        if total:
+            rows, _total, nbytes = probe(self.client, self.slug, self._split_base, total)
+            with self._lock:
+                self._samples += 1
+                self._sample_bytes += nbytes
+        found = max_rowversion([r[1] for r in rows if r[4] is None])
+        if found is None and first is not None:  # rows went away meanwhile: the first page's are older
+            found = max_rowversion([r[1] for r in first[0][0] if r[4] is None])
+        return found
 
     def _read(self, index: int) -> None:
         sh = self._shared
@@ -397,12 +433,14 @@ class RangeStream(PageStream):
         if rng.hi is None and not self._halted():
             # The open range ends the read: rows that changed while other ranges were read moved up here.
             with sh.cond:
-                waited = False
                 while any(not r.done for i, r in enumerate(sh.ranges) if i != index) and not self._halted():
-                    waited = True
                     sh.cond.wait(0.2)
-            if waited and not self._halted():
-                tail = self._sub(max_rowversion([sub.state.max_rowversion, rng.lo]), None)
+            if not self._halted():
+                # From the highest version there was when the ranges began (its own tie group included, for
+                # second-granular versions): every row changed since is there, whichever range it left.
+                top = self._top
+                again = (rowversion_before(top) or top) if top is not None else rng.lo
+                tail = self._sub(again, None)
                 rng.streams.append(tail)
                 self._pump(index, tail)
         self._put(index, None, last=True)

@@ -180,8 +180,9 @@ class Stage:
             else itemgetter(*(3 + i for i in self._key_index))
         )
         self.drift: set[str] = set()
-        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER):
+        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER, merge.DEAD):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        self.versioned = False
         conn.execute(merge.stage_ddl(self.columns, self.keys))
         if track_seen:
             conn.execute(merge.seen_ddl(schema, table, self.keys))
@@ -205,6 +206,17 @@ class Stage:
         if not self.track_seen:
             self.conn.execute(merge.seen_ddl(self.schema, self.table, self.keys))
             self.track_seen = True
+
+    def start_versioned(self) -> None:
+        """Keep the run's tombstones from now on (a range-parallel read: see ``merge.merge(versioned=)``)."""
+        if not self.versioned:
+            self.conn.execute(merge.dead_ddl(self.schema, self.table, self.keys))
+            self.versioned = True
+
+    def record_dead(self) -> None:
+        """Add the staged batch's tombstones to the run's (before its merge)."""
+        if self.versioned:
+            self.conn.execute(merge.dead_insert(self.keys))
 
     def record_seen(self) -> None:
         """Add the staged batch's keys to the run's seen keys."""
@@ -239,7 +251,7 @@ class Stage:
         return int(row[0]), int(row[1])
 
     def close(self) -> None:
-        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER):
+        for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER, merge.DEAD):
             self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
 
     # -- rows ----------------------------------------------------------------------------

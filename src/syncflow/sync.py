@@ -286,6 +286,7 @@ class _Loader:
         stage.send(self.rejects)
         if stage.staged:
             stage.record_seen()
+            stage.record_dead()
             row = one(self._merge(), "the merge")
             distinct, tombs, inserted, updated, tomb_deleted = (int(v) for v in row)
             counts.duplicates += stage.staged - distinct
@@ -308,6 +309,7 @@ class _Loader:
         self.reads += 1
         if isinstance(stream, RangeStream) and not self.versioned:
             self._statements(versioned=True)  # its pages come out of row-version order
+            self.stage.start_versioned()
 
         def prepare(page: Page) -> tuple[Page, list[Row], list[Reject]]:
             bad: list[Reject] = []
