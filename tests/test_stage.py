@@ -955,3 +955,28 @@ def test_a_first_load_starts_tracking_seen_keys_when_asked(pg: Conn) -> None:
     s.start_seen()  # again: nothing changes (the table is not created twice)
     _stage_keys(s, pg, [5, 6])
     assert s.seen_counts() == (2, 2)
+
+
+def test_a_versioned_batch_keeps_each_keys_newest_row_version_as_its_last_occurrence(pg: Conn) -> None:
+    """A range-parallel run stages pages out of row-version order: an older version of a key that comes after
+    a newer one in the same batch is not staged (the merge keeps a key's last occurrence), by the source's
+    own order (digit strings as integers, else as strings), which fixed-width hex mixes."""
+    s = make(pg)
+    s.start_versioned()
+    rejects: list[Reject] = []
+    rows = [
+        raw({"Id": 1, "Name": "new"}, "00000000000010c9"),
+        raw({"Id": 1, "Name": "old"}, "0000000000001012"),  # all digits, yet below 10c9
+        raw({"Id": 2, "Name": "a"}, "9"),
+        raw({"Id": 2, "Name": "b"}, "10"),  # as integers: newer, kept after the first
+        raw({"Id": 3, "Name": "x"}, "5"),
+        raw({"Id": 3, "Name": "y"}, "5"),  # the same version again: the later one is kept
+    ]
+    s.add(s.build(rows, rejects), rejects)
+    s.send(rejects)
+    assert [(r[3], r[4]) for r in staged(pg)] == [("1", "new"), ("2", "a"), ("2", "b"), ("3", "x"), ("3", "y")]
+    # Without a versioned run every row is staged (the last occurrence wins, as the source sent them).
+    plain = make(pg)
+    plain.add(plain.build(rows[:2], rejects), rejects)
+    plain.send(rejects)
+    assert [r[4] for r in staged(pg)] == ["new", "old"]

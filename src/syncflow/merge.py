@@ -143,14 +143,6 @@ def newer(a: sql.Composable, b: sql.Composable) -> sql.Composed:
     ).format(a=a, b=b)
 
 
-def _version_order(column: sql.Composable) -> sql.Composed:
-    """ORDER BY terms that put a key's highest row version first (digit strings as integers)."""
-    return sql.SQL(
-        "CASE WHEN {c} ~ '^[0-9]+$' THEN length(ltrim({c}, '0')) END DESC NULLS LAST,"
-        " CASE WHEN {c} ~ '^[0-9]+$' THEN ltrim({c}, '0') ELSE {c} END COLLATE \"C\" DESC NULLS LAST"
-    ).format(c=column)
-
-
 def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     schema: str,
     table: str,
@@ -186,8 +178,9 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
     ``versioned`` (a range-parallel read, whose pages arrive out of row-version
     order) never lets a row this run wrote be overwritten or deleted by an
     older row version of the same key, nor a key this run read a newer
-    tombstone of be written (``DEAD``, filled by :func:`dead_insert`), and keeps
-    a batch's highest version of a key rather than its last occurrence.
+    tombstone of be written (``DEAD``, filled by :func:`dead_insert`). Within a
+    batch the last occurrence of a key still wins: a versioned run's staging
+    never stages an older version after a newer one (``Stage.add``).
     """
     names = [c.pg_name for c in columns]
     non_keys = [n for n in names if n not in keys]
@@ -208,8 +201,7 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
 
     source = (
         sql.SQL(
-            "SELECT DISTINCT ON ({keys}) s.*, {hash} AS _bridge_h FROM {stage} s ORDER BY {keys}, {order}"
-            "s._bridge_seq DESC"
+            "SELECT DISTINCT ON ({keys}) s.*, {hash} AS _bridge_h FROM {stage} s ORDER BY {keys}, s._bridge_seq DESC"
         )
         if dedup
         else sql.SQL("SELECT s.*, {hash} AS _bridge_h FROM {stage} s")
@@ -217,7 +209,6 @@ def merge(  # noqa: PLR0913 - the statement's target, then keyword-only switches
         keys=_ids(keys),
         hash=hash_expr(columns, "s"),
         stage=sql.Identifier(STAGE),
-        order=sql.SQL("{}, ").format(_version_order(sql.SQL("s._bridge_rv"))) if versioned else sql.SQL(""),
     )
     # The lateral LIMIT 1 makes PostgreSQL probe the key index once per staged row; a plain
     # join may be planned as a hash join that scans the whole target for every batch.

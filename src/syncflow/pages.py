@@ -97,6 +97,9 @@ class Page:
     position: str | None = None
     # Range reads (syncflow.ranges): version ranges (lo, hi] above ``position`` read whole by this page.
     done: tuple[tuple[str, str], ...] = ()
+    # No rows: the read starts over from here (a split read fell back to the sequential one), so the keys
+    # seen before it are not evidence of what is live.
+    restart: bool = False
 
 
 class Degrade(Exception):

@@ -125,6 +125,7 @@ class RangeStream(PageStream):
         self._next_sample = 0
         self._first_page: tuple[Parsed, int] | None = None
         self._top: str | None = None  # the highest row version when the ranges began (see _top_version)
+        self._below_top: str | None = None  # the highest version read below it
         self._skipped = 0  # boundary samples skipped in a row
 
     def stop(self) -> None:
@@ -179,6 +180,8 @@ class RangeStream(PageStream):
             self.state.warnings.append(
                 f"{why}: the read of {self.slug!r} could not be split by row version; it was read again in order"
             )
+            # The read starts over: what the split read saw must not count for the delete step.
+            yield Page(rows=[], nbytes=0, restart=True)
             yield from self._sequential(first=None)
 
     def _sequential(self, *, first: tuple[Parsed, int] | None) -> Iterator[Page]:
@@ -193,7 +196,6 @@ class RangeStream(PageStream):
         before = self.state
         sub.state.pages += before.pages + (0 if first is None else -1)
         sub.state.bytes += before.bytes
-        sub.state.first_total = before.first_total
         sub.state.warnings[:0] = before.warnings
         sub.state.rereads += before.rereads
         self.state = sub.state
@@ -439,7 +441,10 @@ class RangeStream(PageStream):
                 # From the highest version there was when the ranges began (its own tie group included, for
                 # second-granular versions): every row changed since is there, whichever range it left.
                 top = self._top
-                again = (rowversion_before(top) or top) if top is not None else rng.lo
+                if top is None:
+                    again = rng.lo
+                else:  # just below it: for versions that are not digits, the highest version below it read
+                    again = rowversion_before(top) or (self._below_top if self._below_top is not None else self.start)
                 tail = self._sub(again, None)
                 rng.streams.append(tail)
                 self._pump(index, tail)
@@ -448,8 +453,22 @@ class RangeStream(PageStream):
     def _pump(self, index: int, sub: PageStream) -> None:
         """Queue a range's pages for the reader, a few at a time (the reader's pace)."""
         for page in sub:
+            self._note_below_top(page.rows)
             if not self._put(index, page, last=False):
                 return
+
+    def _note_below_top(self, rows: list[RawRow]) -> None:
+        """The highest version read below ``top``: where a read of ``top``'s tie group can start when
+        versions are not digits (no "version just below" exists for them)."""
+        top = self._top
+        if top is None:
+            return
+        below = max_rowversion([r[1] for r in rows if r[1] is not None and compare_rowversions(r[1], top) < 0])
+        if below is None:
+            return
+        with self._lock:
+            if self._below_top is None or compare_rowversions(below, self._below_top) > 0:
+                self._below_top = below
 
     def _put(self, index: int, page: Page | None, *, last: bool) -> bool:
         sh = self._shared

@@ -31,7 +31,7 @@ from typing import Any
 
 from syncflow import records
 from syncflow.models import Entity
-from syncflow.pages import Page, PageStream, compare_rowversions
+from syncflow.pages import Page, PageStream, compare_rowversions, is_digits
 from syncflow.records import RunResult
 from syncflow.store import Conn
 
@@ -163,6 +163,10 @@ def _ranges(value: Any, *, above: str | None) -> tuple[tuple[str, str], ...]:
             return ()
         lo, hi = item
         if compare_rowversions(lo, hi) >= 0 or (above is not None and compare_rowversions(lo, above) < 0):
+            return ()
+        if not (is_digits(lo) and is_digits(hi)):
+            # A gap is read from just below the finished range's top version (a row may have joined it
+            # since); other versions have no "just below": read it all again rather than miss one.
             return ()
         found.append((lo, hi))
     return tuple(found)

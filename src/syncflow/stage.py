@@ -26,7 +26,7 @@ from psycopg import sql
 from syncflow import merge
 from syncflow.errors import SourceProtocolError
 from syncflow.models import StoredColumn
-from syncflow.pages import RawRow
+from syncflow.pages import RawRow, compare_rowversions
 from syncflow.records import Reject
 from syncflow.store import Conn, one
 
@@ -174,6 +174,8 @@ class Stage:
         self.has_dups = False
         self._pending: list[Row] = []
         self._batch_keys: set[Any] = set()
+        # Versioned (range-parallel) runs: each key's highest row version in the batch, by the source's order.
+        self._batch_versions: dict[Any, str | None] = {}
         self._key_of: Callable[[Row], Any] = (
             itemgetter(3 + self._key_index[0])
             if len(self._key_index) == 1
@@ -379,6 +381,8 @@ class Stage:
 
     def add(self, rows: Sequence[Row], rejects: list[Reject]) -> None:
         """Queue rows for staging; they are sent in chunks of ``COPY_CHUNK`` rows."""
+        if self.versioned:
+            rows = self._newest(rows)
         keys = self._batch_keys
         before = len(keys)
         keys.update(map(self._key_of, rows))
@@ -387,6 +391,20 @@ class Stage:
         self._pending.extend(rows)
         if len(self._pending) >= COPY_CHUNK:
             self.send(rejects)
+
+    def _newest(self, rows: Sequence[Row]) -> list[Row]:
+        """Drop the rows of a key the batch already holds in a higher row version (``compare_rowversions``:
+        the source's own order), so that the batch's last occurrence of a key, which the merge keeps, is its
+        newest. SQL has no sort that agrees with that order for every mix of digit and other versions."""
+        seen, out = self._batch_versions, []
+        for row in rows:
+            key, rv = self._key_of(row), row[1]
+            before = seen.get(key)
+            if before is not None and rv is not None and compare_rowversions(before, rv) > 0:
+                continue
+            seen[key] = rv
+            out.append(row)
+        return out
 
     def send(self, rejects: list[Reject]) -> None:
         """COPY what is queued."""
@@ -456,6 +474,7 @@ class Stage:
         self.staged = 0
         self.has_dups = False
         self._batch_keys = set()
+        self._batch_versions = {}
 
 
 def _preview(value: Any) -> Any:

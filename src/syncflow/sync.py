@@ -321,6 +321,10 @@ class _Loader:
         for page, tuples, bad in pages:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"{self.entity.ref}: cancelled by a signal")
+            if page.restart:
+                self.flush()  # merge what the abandoned read staged; only the new read's keys count from here
+                stage.forget_seen()
+                continue
             self.rejects += bad
             stage.add(tuples, self.rejects)
             self.rows_seen += len(page.rows)
