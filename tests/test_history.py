@@ -82,10 +82,14 @@ def test_failed_run_records_nothing(synced: Cli, demo: Any, db_url: str) -> None
     before = rows(db_url, "erp.orders__history", "count(*) AS n")
     demo.state.update("orders", 20, changes={"status": "CHANGED"})
 
+    requests: list[int] = []
+
     def fail_late(slug: str, page: int, params: dict[str, str]) -> None:
-        # Every request after page 3 fails, whatever order parallel page fetches and retries come in
-        # (a fixed count of faults could be shared between pages so each retry succeeds).
-        if page == 3 and not demo.state.faults:
+        # Every request after the third fails, whatever order parallel fetches and retries come in (a fixed
+        # count of faults could be shared between them so that each retry succeeds), and however the read
+        # asks for its pages (by number, or by keyset, split into row-version ranges).
+        requests.append(page)
+        if len(requests) == 3:
             demo.state.fail_next(503, count=1000)
 
     demo.state.before_page = fail_late

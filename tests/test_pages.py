@@ -21,9 +21,9 @@ from syncflow.pages import (
     PageStream,
     StreamState,
     _as_rowversion,
-    _fingerprint,
     _token,
     compare_rowversions,
+    fingerprint,
     max_rowversion,
     parse_page,
     prefetch,
@@ -303,8 +303,8 @@ def test_key_tokens_tell_apart_what_postgresql_tells_apart() -> None:
 
 def test_fingerprint_is_data_and_tombstone() -> None:
     a: Any = ({"id": 1, "v": 2}, "5", False, None, None)
-    assert _fingerprint(a) == (False, repr({"id": 1, "v": 2}))
-    assert _fingerprint(({"id": 1, "v": 2}, "6", True, None, None)) == (True, repr({"id": 1, "v": 2}))
+    assert fingerprint(a) == (False, repr({"id": 1, "v": 2}))
+    assert fingerprint(({"id": 1, "v": 2}, "6", True, None, None)) == (True, repr({"id": 1, "v": 2}))
 
 
 def state(**kw: Any) -> StreamState:

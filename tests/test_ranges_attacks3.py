@@ -465,7 +465,9 @@ def test_sigterm_while_sampling_waits_out_a_long_retry_after(cli: Cli, server: D
     """Every sample beyond one in flight is answered 429 with Retry-After: 60: SIGTERM ends the run within
     seconds, cancelled, and the checkpoint does not move."""
     st = _setup(cli, server, 400)
-    st.max_concurrent, st.retry_after = 1, 60
+    # Each answer takes 100 ms, so the split read's parallel requests really overlap (a fast server answers
+    # each before the next arrives, and nothing is ever throttled).
+    st.max_concurrent, st.retry_after, st.latency_ms = 1, 60, 100
     proc = spawn(cli, "sync", "erp.items", "--json")
     try:
         wait_for(lambda: st.throttled > 0, timeout=30)

@@ -213,7 +213,7 @@ def _token(key: Hashable) -> Hashable:
     return (type(key).__name__, str(key))
 
 
-def _fingerprint(row: RawRow) -> Hashable:
+def fingerprint(row: RawRow) -> Hashable:
     """A row read again is "the same" only with the same data and tombstone flag, not just its version:
     a second-granular source can rewrite a row, or delete it, within its version's second."""
     return (row[2], repr(row[0]))
@@ -428,7 +428,7 @@ class PageStream:
                 return
             if tail:
                 again = {t[1] for t in tail}
-                fresh = [r for r in rows if r[1] not in again or (self._key(r), r[1], _fingerprint(r)) not in tail]
+                fresh = [r for r in rows if r[1] not in again or (self._key(r), r[1], fingerprint(r)) not in tail]
             else:
                 fresh = rows
             st.rereads += len(rows) - len(fresh)
@@ -446,7 +446,7 @@ class PageStream:
             if nxt is not None:
                 yield self._page(fresh, position=cursor)
                 last = rows[-1][1]
-                tail = {(self._key(r), r[1], _fingerprint(r)) for r in rows if r[1] == last}
+                tail = {(self._key(r), r[1], fingerprint(r)) for r in rows if r[1] == last}
                 consumed = sum(1 for r in rows if r[1] is not None and compare_rowversions(r[1], nxt) <= 0)
                 expect = total - consumed if total is not None else None
                 previous, cursor = cursor, nxt
@@ -523,8 +523,8 @@ class PageStream:
                 if self.upper is not None:
                     inside = [r for r in inside if compare_rowversions(r[1] or "", self.upper) <= 0]
                 sequence = hash((sequence, tuple((self._key(r), r[1]) for r in inside)))
-                fresh = [r for r in inside if (self._key(r), r[1], _fingerprint(r)) not in passed]
-                passed.update((self._key(r), r[1], _fingerprint(r)) for r in fresh)
+                fresh = [r for r in inside if (self._key(r), r[1], fingerprint(r)) not in passed]
+                passed.update((self._key(r), r[1], fingerprint(r)) for r in fresh)
                 st.rereads += len(inside) - len(fresh)
                 if fresh:
                     yield self._page(fresh)

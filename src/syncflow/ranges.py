@@ -54,12 +54,14 @@ from syncflow.pages import (
     Parsed,
     RawRow,
     compare_rowversions,
+    fingerprint,
     max_rowversion,
     probe,
     rowversion_before,
 )
 
 RANGE_PAGES_MAX = 16  # pages in one range at most (one boundary request per range)
+TOP_REMEMBERED = 100_000  # rows at or above ``top`` remembered so that reading its tie group again passes none twice
 MAX_SKIPPED = 3  # boundary samples in a row at or below the last boundary before the rest is one range
 RANGE_PAGES_MIN = 4  # fewer, and the boundary requests cost more than they save
 WINDOW = 2  # ranges handed out at most this many times the workers ahead of the lowest unfinished one
@@ -126,6 +128,7 @@ class RangeStream(PageStream):
         self._first_page: tuple[Parsed, int] | None = None
         self._top: str | None = None  # the highest row version when the ranges began (see _top_version)
         self._below_top: str | None = None  # the highest version read below it
+        self._passed_top: set[tuple[Any, str | None, Any]] = set()  # rows at or above it passed on (bounded)
         self._skipped = 0  # boundary samples skipped in a row
 
     def stop(self) -> None:
@@ -269,8 +272,30 @@ class RangeStream(PageStream):
                     page.position, page.done = self._progress()
             self._count()
             if page is not None:
+                page.rows = self._not_again(page.rows)
                 self._note_max(page.rows)
                 yield page
+
+    def _not_again(self, rows: list[RawRow]) -> list[RawRow]:
+        """Drop rows at or above ``top`` passed on before exactly as they are (the open range's second read
+        asks for ``top``'s tie group again): they are not news, and not counted twice. Remembered up to
+        ``TOP_REMEMBERED`` rows; beyond that a row may be passed on twice (the merge writes it once)."""
+        top = self._top
+        if top is None:
+            return rows
+        kept: list[RawRow] = []
+        for r in rows:
+            if r[1] is None or compare_rowversions(r[1], top) < 0:
+                kept.append(r)
+                continue
+            mark = (self._key(r), r[1], fingerprint(r))
+            if mark in self._passed_top:
+                self.state.rereads += 1
+                continue
+            if len(self._passed_top) < TOP_REMEMBERED:
+                self._passed_top.add(mark)
+            kept.append(r)
+        return kept
 
     def _progress(self) -> tuple[str | None, tuple[tuple[str, str], ...]]:
         """The position every row at or below which was passed on, and the finished ranges above it."""
