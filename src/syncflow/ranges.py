@@ -64,7 +64,7 @@ RANGE_PAGES_MAX = 16  # pages in one range at most (one boundary request per ran
 TOP_REMEMBERED = 100_000  # rows at or above ``top`` remembered so that reading its tie group again passes none twice
 MAX_SKIPPED = 3  # boundary samples in a row at or below the last boundary before the rest is one range
 # Fewer pages, and the requests a range adds (its boundary, its end check, its last page) cost more than they save.
-RANGE_PAGES_MIN = 8
+RANGE_PAGES_MIN = 4
 WINDOW = 2  # ranges handed out at most this many times the workers ahead of the lowest unfinished one
 
 
