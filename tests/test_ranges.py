@@ -197,3 +197,15 @@ def test_an_old_version_that_arrives_after_the_new_one_is_not_written(
     _sync(cli)
     assert _table(db_url)[12] == "new"
     assert _table(db_url) == _source(st)
+
+
+def test_a_read_too_small_to_split_counts_every_page_it_fetched(cli: Cli, server: DemoServer, db_url: str) -> None:
+    """With four requests allowed, a read of a few pages is not split (the first page shows it is small) and
+    is read in order from that first page on: the run records every page it asked for, the first included."""
+    st = _setup(cli, server, rows=25)
+    requests: list[dict[str, str]] = []
+    st.before_page = lambda slug, page, params: requests.append(params)
+    _sync(cli)
+    st.before_page = None
+    assert not [p for p in requests if p.get("page_size") == "1"]  # not split
+    assert query(db_url, "SELECT pages FROM bridge.sync_runs") == [(len(requests),)]

@@ -58,6 +58,7 @@ from syncflow.pages import (
     max_rowversion,
     probe,
     rowversion_before,
+    rowversion_key,
 )
 
 RANGE_PAGES_MAX = 16  # pages in one range at most (one boundary request per range)
@@ -100,8 +101,6 @@ class RangeStream(PageStream):
     concurrency; with one worker and nothing to skip this is the sequential read.
     """
 
-    versioned = True
-
     def __init__(
         self,
         client: APISmithClient,
@@ -115,7 +114,7 @@ class RangeStream(PageStream):
     ) -> None:
         super().__init__(client, slug, page_size=page_size, key_fn=key_fn, rowversion_gt=rowversion_gt, keyset=True)
         self.workers = max(1, workers)
-        self.skip = sorted(skip, key=lambda r: _Key(r[0]))
+        self.skip = sorted(skip, key=lambda r: rowversion_key(r[0]))
         self.span = 0  # rows per range (one short of whole pages)
         self._subs: list[PageStream] = []
         self._lock = threading.Lock()
@@ -177,6 +176,8 @@ class RangeStream(PageStream):
         if not self.skip and (not splittable or self.workers == 1 or small):
             yield from self._sequential(first=got)
             return
+        if self.skip:  # a resumed read starts at its gaps: the first page was only looked at, count it here
+            self._samples, self._sample_bytes = self._samples + 1, self._sample_bytes + got[1]
         try:
             yield from self._parallel(_gaps(self.start, self.skip), got if not self.skip else None)
         except Degrade as why:
@@ -198,7 +199,7 @@ class RangeStream(PageStream):
             self._subs.append(sub)
         self._count()
         before = self.state
-        sub.state.pages += before.pages + (0 if first is None else -1)
+        sub.state.pages += before.pages
         sub.state.bytes += before.bytes
         sub.state.warnings[:0] = before.warnings
         sub.state.rereads += before.rereads
@@ -223,9 +224,7 @@ class RangeStream(PageStream):
         # The gaps a resumed read must still read, one range each; the last (open) gap is split as it goes.
         # A gap above a finished range starts with that range's top version: with second-granular
         # versions a row can have joined it after the killed run read it.
-        gaps = [
-            (lo if lo == self.start else (rowversion_before(lo) or lo) if lo is not None else lo, hi) for lo, hi in gaps
-        ]
+        gaps = [(lo if lo is None or lo == self.start else rowversion_before(lo) or lo, hi) for lo, hi in gaps]
         for lo, hi in gaps[:-1]:
             sh.ranges.append(_Range(lo, hi, position=lo))
         self._split_base = self._split_lo = gaps[-1][0]
@@ -509,16 +508,6 @@ class RangeStream(PageStream):
             sh.queued += page.nbytes if page is not None else 0
             sh.cond.notify_all()
             return True
-
-
-class _Key:
-    """Sort key for row versions (digit strings as numbers)."""
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __lt__(self, other: _Key) -> bool:
-        return compare_rowversions(self.value, other.value) < 0
 
 
 def _gaps(start: str | None, skip: Sequence[tuple[str, str]]) -> list[tuple[str | None, str | None]]:
