@@ -213,3 +213,19 @@ class PageRequests:
         if self.count == self.hold_at:
             self.held.set()
             self.release.wait(60)
+
+
+def items_table(db_url: str) -> dict[int, str]:
+    """The live rows of ``erp.items`` (``items_api``): id -> val."""
+    return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
+
+
+def items_source(state: Any) -> dict[int, str]:
+    """The demo source's live ``items`` rows: id -> val."""
+    return {k[0]: row["val"] for k, row in state.snapshot("items").items()}
+
+
+def items_checkpoint(db_url: str) -> str | None:
+    """The stored checkpoint of ``erp.items``."""
+    got = query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0][0]
+    return None if got is None else str(got)

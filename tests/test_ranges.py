@@ -18,7 +18,17 @@ from typing import Any
 import pytest
 
 from demo_apismith import RV_BASE, DemoServer, DemoState
-from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, PageRequests, items_api, query
+from tests.helpers import (
+    DEMO_TOKEN,
+    TOKEN_ENV,
+    Cli,
+    PageRequests,
+    items_api,
+    items_checkpoint,
+    items_source,
+    items_table,
+    query,
+)
 
 ROWS = 400
 PAGE = 10
@@ -57,18 +67,6 @@ def _sync(cli: Cli) -> dict[str, Any]:
     return run
 
 
-def _table(db_url: str) -> dict[int, str]:
-    return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
-
-
-def _source(st: DemoState) -> dict[int, str]:
-    return {k[0]: row["val"] for k, row in st.snapshot("items").items()}
-
-
-def _checkpoint(db_url: str) -> str:
-    return str(query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0][0])
-
-
 @pytest.mark.parametrize("ties", [False, True])
 def test_a_first_load_is_read_in_ranges_at_once_and_loses_nothing(
     cli: Cli, server: DemoServer, db_url: str, ties: bool
@@ -80,9 +78,9 @@ def test_a_first_load_is_read_in_ranges_at_once_and_loses_nothing(
     st.before_page = lambda slug, page, params: requests.append(params)
     _sync(cli)
     st.before_page = None
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url) == items_source(st)
     assert query(db_url, "SELECT count(*) FROM erp.items") == [(ROWS,)]
-    assert _checkpoint(db_url) == str(st.rv)
+    assert items_checkpoint(db_url) == str(st.rv)
     samples = [p for p in requests if p.get("page_size") == "1"]
     assert len(samples) >= 3, requests
     assert st.peak_in_flight > 1
@@ -111,8 +109,8 @@ def test_rows_changed_during_the_read_end_in_their_newest_version(cli: Cli, serv
     st.before_page = PageRequests(on={n: functools.partial(change, n) for n in changes})
     _sync(cli)
     st.before_page = None
-    assert _table(db_url) == _source(st)
-    assert _checkpoint(db_url) == str(st.rv)
+    assert items_table(db_url) == items_source(st)
+    assert items_checkpoint(db_url) == str(st.rv)
 
 
 def test_a_row_that_leaves_a_lower_range_after_the_open_range_ended_is_read_by_this_run(
@@ -140,9 +138,9 @@ def test_a_row_that_leaves_a_lower_range_after_the_open_range_ended_is_read_by_t
     st.before_page = hook
     _sync(cli)
     st.before_page = None
-    assert _table(db_url)[30] == "moved"
-    assert _table(db_url) == _source(st)
-    assert _checkpoint(db_url) == str(st.rv)
+    assert items_table(db_url)[30] == "moved"
+    assert items_table(db_url) == items_source(st)
+    assert items_checkpoint(db_url) == str(st.rv)
 
 
 def test_a_source_out_of_row_version_order_falls_back_to_one_ordered_read(
@@ -161,7 +159,7 @@ def test_a_source_out_of_row_version_order_falls_back_to_one_ordered_read(
 
     st.page_body = page_body  # type: ignore[method-assign]
     run = _sync(cli)
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url) == items_source(st)
     assert any("could not be split by row version" in w for w in run["warnings"]), run["warnings"]
 
 
@@ -195,8 +193,8 @@ def test_an_old_version_that_arrives_after_the_new_one_is_not_written(
     st.before_page = hold_top
     st.page_body = page_body  # type: ignore[method-assign]
     _sync(cli)
-    assert _table(db_url)[12] == "new"
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url)[12] == "new"
+    assert items_table(db_url) == items_source(st)
 
 
 def test_a_read_too_small_to_split_counts_every_page_it_fetched(cli: Cli, server: DemoServer, db_url: str) -> None:

@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from demo_apismith import RV_BASE, DemoServer, DemoState, Handler
-from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, items_api, query, spawn
+from tests.helpers import (
+    DEMO_TOKEN,
+    TOKEN_ENV,
+    Cli,
+    items_api,
+    items_checkpoint,
+    items_source,
+    items_table,
+    spawn,
+)
 
 PAGE = 10
 
@@ -55,19 +64,6 @@ def _run(cli: Cli, *args: str) -> dict[str, Any]:
     assert r.stdout.strip(), r.stderr
     run: dict[str, Any] = json.loads(r.stdout)[0]
     return run
-
-
-def _table(db_url: str) -> dict[int, str]:
-    return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
-
-
-def _source(st: DemoState) -> dict[int, str]:
-    return {k[0]: row["val"] for k, row in st.snapshot("items").items()}
-
-
-def _checkpoint(db_url: str) -> str | None:
-    got = query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0][0]
-    return None if got is None else str(got)
 
 
 def _late_old_page(st: DemoState, change: Any, *, top: int, second: str, victim: int = 12) -> threading.Event:
@@ -116,9 +112,9 @@ def test_a_row_deleted_during_a_first_load_is_not_left_live(cli: Cli, server: De
     run = _run(cli)
     assert changed.is_set()
     assert run["status"] == "success", run
-    assert 12 not in _source(st)
-    assert 12 not in _table(db_url), "row 12 was deleted at the source (tombstone read) but is live in the table"
-    assert _table(db_url) == _source(st)
+    assert 12 not in items_source(st)
+    assert 12 not in items_table(db_url), "row 12 was deleted at the source (tombstone read) but is live in the table"
+    assert items_table(db_url) == items_source(st)
 
 
 def test_a_row_inserted_and_deleted_during_an_incremental_read_is_not_left_live(
@@ -142,8 +138,8 @@ def test_a_row_inserted_and_deleted_during_an_incremental_read_is_not_left_live(
     run = _run(cli)
     assert changed.is_set()
     assert run["status"] == "success", run
-    assert victim not in _table(db_url), "a row deleted at the source during the read is live in the table"
-    assert _table(db_url) == _source(st)
+    assert victim not in items_table(db_url), "a row deleted at the source during the read is live in the table"
+    assert items_table(db_url) == items_source(st)
 
 
 def _by_key_pages(st: DemoState) -> None:
@@ -182,9 +178,9 @@ def test_a_source_ordered_by_key_with_version_sorted_pages_loses_no_row(
     assert cli("discover").exit_code == 0
     _by_key_pages(st)
     run = _run(cli)
-    table = _table(db_url)
-    assert run["status"] != "success" or table == _source(st), (
-        f"run ended success with {len(table)} of {len(_source(st))} rows; checkpoint {_checkpoint(db_url)}"
+    table = items_table(db_url)
+    assert run["status"] != "success" or table == items_source(st), (
+        f"run ended success with {len(table)} of {len(items_source(st))} rows; checkpoint {items_checkpoint(db_url)}"
     )
 
 
@@ -206,7 +202,7 @@ def test_a_source_that_ignores_the_page_parameter_ends_the_run(cli: Cli, server:
         proc.kill()
         proc.communicate(timeout=10)
         pytest.fail(f"the run did not end within 10 s; it asked {samples[0]} page_size=1 samples")
-    assert proc.returncode != 0 or json.loads(out)[0]["status"] != "success" or _table(db_url) == _source(st)
+    assert proc.returncode != 0 or json.loads(out)[0]["status"] != "success" or items_table(db_url) == items_source(st)
 
 
 @contextmanager
@@ -251,7 +247,7 @@ def test_a_source_that_refuses_page_size_one_is_still_read(cli: Cli, server: Dem
         cli.config.write_text(cli.config.read_text().replace(server.url, url), encoding="utf-8")
         run = _run(cli)
     assert run["status"] == "success", f"the sequential read would succeed; the split read: {run['error_message']}"
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url) == items_source(st)
 
 
 def _second_granular(cli: Cli, server: DemoServer, *, workers: int) -> tuple[DemoState, int]:
@@ -288,15 +284,15 @@ def test_a_row_changed_within_the_newest_second_is_not_lost(cli: Cli, server: De
     run = _run(cli)
     assert done.is_set()
     assert run["status"] == "success", run
-    cp = _checkpoint(db_url)
+    cp = items_checkpoint(db_url)
     st.before_page = None
     assert _run(cli)["status"] == "success"  # the next incremental run reads above the checkpoint's second
-    table = _table(db_url)
+    table = items_table(db_url)
     assert table.get(20) == "changed", (
         f"row 20 (version {v}) is {table.get(20)!r} in the table after two successful runs; the first one's"
         f" checkpoint was {cp}"
     )
-    assert table == _source(st)
+    assert table == items_source(st)
 
 
 def test_the_same_change_within_the_newest_second_read_sequentially(cli: Cli, server: DemoServer, db_url: str) -> None:
@@ -315,4 +311,4 @@ def test_the_same_change_within_the_newest_second_read_sequentially(cli: Cli, se
     run = _run(cli)
     assert done.is_set()
     assert run["status"] == "success", run
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url) == items_source(st)

@@ -19,7 +19,18 @@ from typing import Any
 import pytest
 
 from demo_apismith import RV_BASE, DemoServer, DemoState
-from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, items_api, query, spawn, wait_for
+from tests.helpers import (
+    DEMO_TOKEN,
+    TOKEN_ENV,
+    Cli,
+    items_api,
+    items_checkpoint,
+    items_source,
+    items_table,
+    query,
+    spawn,
+    wait_for,
+)
 
 PAGE = 10
 
@@ -59,19 +70,6 @@ def _run(cli: Cli, *args: str, command: str = "sync") -> dict[str, Any]:
     assert r.stdout.strip(), r.stderr
     run: dict[str, Any] = json.loads(r.stdout)[0]
     return run
-
-
-def _table(db_url: str) -> dict[int, str]:
-    return dict(query(db_url, "SELECT id, val FROM erp.items WHERE NOT _bridge_deleted"))
-
-
-def _source(st: DemoState) -> dict[int, str]:
-    return {k[0]: row["val"] for k, row in st.snapshot("items").items()}
-
-
-def _checkpoint(db_url: str) -> str | None:
-    got = query(db_url, "SELECT last_rowversion FROM bridge.entities WHERE slug = 'items'")[0][0]
-    return None if got is None else str(got)
 
 
 # -- row versions that are not decimal digit strings ----------------------------------------------------
@@ -133,12 +131,12 @@ def test_hex_versions_a_batch_with_both_versions_of_a_row_keeps_the_newest(
     assert changed.is_set()
     assert run["status"] == "success", run
     assert _hex(st.entities["items"].versions[(17,)]).count("c") == 1
-    table = _table(db_url)
+    table = items_table(db_url)
     assert table[17] == "new", (
         f"row 17 is {table[17]!r} (version {_hex(RV_BASE + 18)}) after a run that read its new version"
-        f" {_hex(st.entities['items'].versions[(17,)])}; checkpoint {_checkpoint(db_url)}"
+        f" {_hex(st.entities['items'].versions[(17,)])}; checkpoint {items_checkpoint(db_url)}"
     )
-    assert table == _source(st)
+    assert table == items_source(st)
 
 
 ISO0 = datetime(2025, 12, 8, 12, 0, 0)
@@ -196,11 +194,11 @@ def test_iso_versions_a_row_changed_within_the_newest_second_is_not_lost(
     assert run["status"] == "success", run
     st.before_page = None
     assert _run(cli)["status"] == "success"
-    table = _table(db_url)
+    table = items_table(db_url)
     assert table.get(20) == "changed", (
-        f"row 20 ({_iso(v)}) is {table.get(20)!r} after two successful runs; checkpoint {_checkpoint(db_url)}"
+        f"row 20 ({_iso(v)}) is {table.get(20)!r} after two successful runs; checkpoint {items_checkpoint(db_url)}"
     )
-    assert table == _source(st)
+    assert table == items_source(st)
 
 
 def test_iso_versions_the_same_change_read_sequentially(cli: Cli, server: DemoServer, db_url: str) -> None:
@@ -210,7 +208,7 @@ def test_iso_versions_the_same_change_read_sequentially(cli: Cli, server: DemoSe
     run = _run(cli)
     assert done.is_set()
     assert run["status"] == "success", run
-    assert _table(db_url) == _source(st)
+    assert items_table(db_url) == items_source(st)
 
 
 # -- resumed runs: the finished ranges a killed run recorded --------------------------------------------
@@ -266,16 +264,16 @@ def _in_done(rec: dict[str, Any]) -> list[int]:
 
 
 def _assert_invariant(st: DemoState, db_url: str) -> None:
-    source, table = _source(st), _table(db_url)
+    source, table = items_source(st), items_table(db_url)
     missing = sorted(set(source) - set(table))
     stale = sorted(k for k in source if k in table and table[k] != source[k])
     extra = sorted(set(table) - set(source))
     bad = missing + stale + extra
     assert not bad, (
         f"missing {missing[:10]}, stale {[(k, table[k], source[k]) for k in stale[:10]]}, live but deleted at"
-        f" the source {extra[:10]}; checkpoint {_checkpoint(db_url)}"
+        f" the source {extra[:10]}; checkpoint {items_checkpoint(db_url)}"
     )
-    cp = _checkpoint(db_url)
+    cp = items_checkpoint(db_url)
     if cp is not None:
         with st.lock:
             below = {k[0] for k, rv in st.entities["items"].versions.items() if rv <= int(cp)}
@@ -397,7 +395,7 @@ def test_full_refresh_rows_hard_deleted_before_the_fallback_read_are_deleted(
     assert deleted.is_set()
     assert any("could not be split" in w for w in run["warnings"]), run
     assert run["status"] == "success", run
-    live = _table(db_url)
+    live = items_table(db_url)
     assert not set(victims) & set(live), (
         f"rows {sorted(set(victims) & set(live))} were hard-deleted before the fallback read began and are"
         f" live after a successful full-refresh: {run}"
@@ -482,6 +480,6 @@ def test_sigterm_while_sampling_waits_out_a_long_retry_after(cli: Cli, server: D
             proc.communicate(timeout=10)
     assert took < 10, f"SIGTERM took {took:.1f} s"
     assert json.loads(out)[0]["status"] == "cancelled", out
-    assert _checkpoint(db_url) is None or set(_table(db_url)) >= {
-        i for i in range(400) if RV_BASE + i + 1 <= int(_checkpoint(db_url) or 0)
+    assert items_checkpoint(db_url) is None or set(items_table(db_url)) >= {
+        i for i in range(400) if RV_BASE + i + 1 <= int(items_checkpoint(db_url) or 0)
     }
