@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -254,3 +255,76 @@ def test_pushback_reaches_the_connector_s_limiter(httpx_mock: HTTPXMock, sleeps:
     assert other.list_apis()[0] == []
     assert other.stats.throttled == 0
     assert other.concurrency == 2
+
+
+def test_a_burst_above_what_the_source_bears_does_not_use_up_the_retries() -> None:
+    """Thirty-two requests at once against a source that answers 429 above two in flight: each round of cuts
+    (32 -> 16 -> 8 -> 4 -> 2) answers most requests 429, which is the limiter learning, not the request
+    failing, so none of them gives up after its three attempts (all did fail that way before)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from syncflow.limiter import ConnectorLimiter
+
+    lock = threading.Lock()
+    seen = {"in_flight": 0, "throttled": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock:
+                seen["in_flight"] += 1
+                over = seen["in_flight"] > 2
+                seen["throttled"] += over
+            try:
+                if over:
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0.05")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                time.sleep(0.03)
+                body = b"[]"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            finally:
+                with lock:
+                    seen["in_flight"] -= 1
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    limiter = ConnectorLimiter("erp", max_concurrent=32)
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    clients = [
+        APISmithClient(connector="erp", base_url=base, attempts=3, backoff=0.01, limiter=limiter) for _ in range(32)
+    ]
+    failures: list[BaseException] = []
+    start = threading.Barrier(32)
+
+    def call(c: APISmithClient) -> None:
+        start.wait()
+        try:
+            c.list_apis()
+        except BaseException as exc:  # collected for the assertion
+            failures.append(exc)
+
+    try:
+        threads = [threading.Thread(target=call, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        for c in clients:
+            c.close()
+    assert failures == []
+    assert seen["throttled"] > 0  # the source did push back
+    assert limiter.lowest <= 2

@@ -44,6 +44,23 @@ def test_pushback_halves_the_limit_once_per_round() -> None:
     assert (lim.current, lim.lowest) == (1, 1)  # never below one
 
 
+def test_a_pushback_the_cut_corrects_is_forgiven_a_lone_one_is_not() -> None:
+    """release() says which push-backs the client need not count as an attempt: one of several requests in
+    flight, admitted under a limit higher than the one now in force."""
+    lim = ConnectorLimiter("erp", max_concurrent=8)
+    tickets = [lim.acquire(never) for _ in range(8)]
+    said = [lim.release(t, throttled=True, latency=None, retry_after=None) for t in tickets]
+    assert said == [False] + [True] * 7  # the first was alone when admitted
+    assert lim.current == 4
+    lone = lim.acquire(never)
+    assert lim.release(lone, throttled=True, latency=None, retry_after=None) is False  # alone: the source's limit
+    pair = [lim.acquire(never), lim.acquire(never)]  # limit 2 after that cut
+    assert lim.release(pair[1], throttled=True, latency=None, retry_after=None) is True  # 2 -> 1
+    assert lim.release(pair[0], throttled=False, latency=0.01, retry_after=None) is False
+    at_one = lim.acquire(never)
+    assert lim.release(at_one, throttled=True, latency=None, retry_after=None) is False  # nothing left to learn
+
+
 def test_answers_raise_the_limit_by_one_per_round_while_latency_holds() -> None:
     lim = ConnectorLimiter("erp", max_concurrent=4)
     lim.release(lim.acquire(never), throttled=True, latency=None, retry_after=None)

@@ -40,7 +40,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
 )
 
 from syncflow.errors import (
@@ -478,18 +477,26 @@ class APISmithClient:
             with self._stats_lock:
                 self.stats.retries += 1
 
+        # Push-backs the limiter learned from (see ConnectorLimiter.release) do not count as attempts, up to
+        # one per halving of the limit, so that even a source pushing back forever ends the call.
+        forgiven = [0]
+        most_forgiven = self.max_concurrency.bit_length()
+
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number >= self.attempts + min(forgiven[0], most_forgiven)
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(lambda e: isinstance(e, SourceError) and e.transient),
             before_sleep=before_sleep,
             sleep=self._pause,
             reraise=True,
         )
-        result: Response = retrying(self._get_once, path, params)
+        result: Response = retrying(self._get_once, path, params, forgiven)
         return result
 
-    def _get_once(self, path: str, params: Mapping[str, str | int] | None) -> Response:
+    def _get_once(self, path: str, params: Mapping[str, str | int] | None, forgiven: list[int]) -> Response:
         """One attempt, admitted by the connector's limiter, which learns from how it ended."""
         if self.limiter is None:
             return self._request(path, params)
@@ -509,7 +516,8 @@ class APISmithClient:
                     self.stats.throttled += 1
             raise
         finally:
-            self.limiter.release(ticket, throttled=pushback, latency=latency, retry_after=retry_after)
+            if self.limiter.release(ticket, throttled=pushback, latency=latency, retry_after=retry_after):
+                forgiven[0] += 1
 
     def _admitted(self, ticket: Ticket) -> None:
         with self._stats_lock:

@@ -122,13 +122,20 @@ class ConnectorLimiter:
             self.in_flight -= 1
             self.cond.notify_all()
 
-    def release(self, ticket: Ticket, *, throttled: bool, latency: float | None, retry_after: float | None) -> None:
+    def release(self, ticket: Ticket, *, throttled: bool, latency: float | None, retry_after: float | None) -> bool:
         """The request ended: free its slot and adapt.
 
         ``throttled``: the source pushed back (429, 503, 504, a timeout): cut
         the limit. ``latency``: seconds of an answered request (None for a
         failure that says nothing about load). ``retry_after``: the source's
         wait, kept for every thread of the connector.
+
+        Returns True for a push-back that the limit now corrects: the request
+        was one of several in flight, admitted under a higher limit than the
+        one now in force. Its failure is the limiter learning what the source
+        bears (a burst at ``max_concurrent_requests`` against a source that
+        bears two is cut in several rounds, each answering most requests 429),
+        so the client does not hold it against the request's attempts.
         """
         with self.cond:
             self.in_flight -= 1
@@ -145,6 +152,7 @@ class ConnectorLimiter:
             elif latency is not None:
                 self._answered(latency)
             self.cond.notify_all()
+            return throttled and ticket.in_flight > 1 and self.current < ticket.limit
 
     def _answered(self, latency: float) -> None:
         recent = latency if self.recent is None else (1 - SMOOTHING) * self.recent + SMOOTHING * latency
