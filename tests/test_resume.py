@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from demo_apismith import RV_BASE, DemoServer, DemoState
+from syncflow.pages import IDLE_SECONDS
 from tests.helpers import DEMO_TOKEN, TOKEN_ENV, Cli, PageRequests, items_api, query, spawn, wait_for
 
 ROWS = 1000
@@ -74,10 +75,12 @@ def _kill_at_sixty_percent(
 
 
 def _settled(db_url: str) -> int:
-    """The rows the run has committed, once that number held for half a second (else 0)."""
-    before = query(db_url, "SELECT records_fetched FROM bridge.sync_runs")
-    time.sleep(0.5)
-    after = query(db_url, "SELECT records_fetched FROM bridge.sync_runs")
+    """The rows the run has committed, once they and its resume record held for longer than the loader
+    waits on a silent source before it commits what it has (pages.IDLE_SECONDS; else 0)."""
+    sql = "SELECT records_fetched, resume::text FROM bridge.sync_runs"
+    before = query(db_url, sql)
+    time.sleep(IDLE_SECONDS + 1)
+    after = query(db_url, sql)
     return int(after[0][0]) if after == before and after else 0
 
 
@@ -190,6 +193,31 @@ def test_a_killed_range_parallel_first_load_resumes_without_its_finished_ranges(
     assert again.count <= 0.45 * whole.count, (again.count, whole.count, stored)
     # Every row was read (by the dead run or this one): the checkpoint is the highest row version.
     assert query(db_url, "SELECT last_rowversion FROM bridge.entities")[0][0] == str(st.rv)
+
+
+@pytest.mark.parametrize("strategy", ["rowversion", "full"])
+def test_a_stalled_read_commits_what_it_has(cli: Cli, server: DemoServer, db_url: str, strategy: str) -> None:
+    """With the default batch of 25,000 rows, a 1,000-row load whose eleventh page never gets an answer
+    commits the ten pages it has once the source has been silent for a second, with its resume record:
+    a kill then loses nothing that was read."""
+    st = _setup(cli, server, strategy, concurrency=1)
+    cli.config.write_text(cli.config.read_text().replace(f"batch_rows = {PAGE}\n", ""), encoding="utf-8")
+    pages = PageRequests(hold_at=11)
+    st.before_page = pages
+    proc = spawn(cli, "sync", "erp.items")
+    try:
+        wait_for(lambda: query(db_url, "SELECT count(*) FROM erp.items")[0][0] > 0, timeout=20)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        pages.release.set()
+        if proc.poll() is None:
+            proc.kill()
+    st.before_page = None
+    stored = query(db_url, "SELECT count(*) FROM erp.items")[0][0]
+    per_page = PAGE - 1 if strategy == "rowversion" else PAGE
+    assert stored >= 9 * per_page, stored  # the pages before the held one (one or two may still be in flight)
+    assert query(db_url, "SELECT resume IS NOT NULL FROM bridge.sync_runs") == [(True,)]
 
 
 @pytest.mark.parametrize("strategy", ["full", "hash"])

@@ -25,6 +25,7 @@ import functools
 import itertools
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ AHEAD_BYTES = 16 * 2**20  # JSON bytes of the pages one read fetches ahead in pa
 PREFETCH_BYTES = 12 * 2**20  # JSON bytes of the pages waiting for the loader
 MAX_PASSES = 3  # reads of one page-number segment before the run gives up on it (status partial)
 JOIN_SECONDS = 2.0  # how long a stopping stream waits for its fetch thread before abandoning it
+IDLE_SECONDS = 1.0  # a source silent this long: the loader commits what it has (see prefetch's on_idle)
 
 # (data, row_version, is_tombstone, oracle_keys, problem): ``problem`` says why the row must be
 # rejected (a row version that is no version); such rows never steer paging or the checkpoint.
@@ -706,6 +708,7 @@ class _Ahead:
 
 
 _END = object()
+_IDLE = object()  # prefetch: the source has been silent for a while
 
 
 T = TypeVar("T")
@@ -718,6 +721,8 @@ def prefetch(
     max_bytes: int = PREFETCH_BYTES,
     cancel: threading.Event | None = None,
     prepare: Callable[[Page], T],
+    on_idle: Callable[[], None] | None = None,
+    idle_after: float = IDLE_SECONDS,
 ) -> Generator[T, None, None]:
     """Run the stream in a thread, up to ``max_pages`` (and ``max_bytes`` of JSON) ahead.
 
@@ -727,7 +732,10 @@ def prefetch(
     enough to cover a whole merge, and bounded in bytes so that wide rows do
     not make memory grow. The consumer wakes up regularly to notice
     ``cancel`` (set by a signal handler), so a stop request is honoured even
-    while a page is downloading.
+    while a page is downloading. ``on_idle`` runs in the consumer's thread,
+    once per stall, when nothing came for ``idle_after`` seconds: the loader
+    commits what it holds then, so a source that stops answering (a held
+    request, a long Retry-After) and a kill meanwhile lose nothing read.
     """
     lead = _Lead(max_pages, max_bytes)
 
@@ -744,8 +752,12 @@ def prefetch(
     thread = threading.Thread(target=produce, name=f"fetch-{stream.slug}", daemon=True)
     thread.start()
     try:
+        label = f"{stream.client.connector}.{stream.slug}"
         while True:
-            item = lead.take(cancel, f"{stream.client.connector}.{stream.slug}")
+            item = lead.take(cancel, label, idle_after if on_idle is not None else None)
+            if item is _IDLE and on_idle is not None:
+                on_idle()
+                item = lead.take(cancel, label)
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -784,13 +796,18 @@ class _Lead:
     def _full(self) -> bool:
         return len(self.items) >= self.max_pages or self.queued >= self.max_bytes
 
-    def take(self, cancel: threading.Event | None, label: str) -> Any:
-        """The next item; wakes up regularly so that a signal (``cancel``) is seen while a page downloads."""
+    def take(self, cancel: threading.Event | None, label: str, idle_after: float | None = None) -> Any:
+        """The next item; wakes up regularly so that a signal (``cancel``) is seen while a page downloads.
+
+        With ``idle_after``: ``_IDLE`` once nothing came for that many seconds."""
+        deadline = None if idle_after is None else time.monotonic() + idle_after
         with self.cond:
             while not self.items:
                 self.cond.wait(0.2)
                 if not self.items and cancel is not None and cancel.is_set():
                     raise Cancelled(f"{label}: cancelled by a signal")
+                if not self.items and deadline is not None and time.monotonic() >= deadline:
+                    return _IDLE
             item, nbytes = self.items.popleft()
             self.queued -= nbytes
             self.cond.notify_all()

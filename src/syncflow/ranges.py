@@ -268,6 +268,8 @@ class RangeStream(PageStream):
                     self._absorb(rng)
                     while sh.lowest < len(sh.ranges) and sh.ranges[sh.lowest].done:
                         sh.lowest += 1
+                    if page is None:  # no rows, only the news that the range is done (for the resume record)
+                        page = Page(rows=[], nbytes=0)
                 if page is not None:
                     page.position, page.done = self._progress()
             self._count()

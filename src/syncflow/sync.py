@@ -315,8 +315,28 @@ class _Loader:
             bad: list[Reject] = []
             return page, stage.build(page.rows, bad), bad
 
+        last: list[Page] = []  # the last page taken since the last commit
+
+        def commit() -> None:
+            """Merge what is staged and commit it with the run's progress and resume record."""
+            self.flush()
+            records.progress(self.conn, self.schema, self.result.uid, counts)
+            if self.on_commit is not None:
+                self.on_commit(last[0], stream)
+            self.conn.commit()
+            last.clear()
+
+        def on_idle() -> None:  # the source is silent: keep what was read (see pages.prefetch)
+            if last:
+                commit()
+
         pages = prefetch(
-            stream, self.options.prefetch_pages, max_bytes=self.options.prefetch_bytes, cancel=cancel, prepare=prepare
+            stream,
+            self.options.prefetch_pages,
+            max_bytes=self.options.prefetch_bytes,
+            cancel=cancel,
+            prepare=prepare,
+            on_idle=on_idle,
         )
         for page, tuples, bad in pages:
             if cancel is not None and cancel.is_set():
@@ -324,17 +344,15 @@ class _Loader:
             if page.restart:
                 self.flush()  # merge what the abandoned read staged; only the new read's keys count from here
                 stage.forget_seen()
+                last.clear()  # the abandoned read's progress is not the new read's
                 continue
             self.rejects += bad
             stage.add(tuples, self.rejects)
             self.rows_seen += len(page.rows)
             counts.pages, counts.bytes = pages0 + stream.state.pages, bytes0 + stream.state.bytes
+            last[:] = [page]
             if stage.queued >= self.options.batch_rows:
-                self.flush()
-                records.progress(self.conn, self.schema, self.result.uid, counts)
-                if self.on_commit is not None:
-                    self.on_commit(page, stream)
-                self.conn.commit()
+                commit()
             if on_progress is not None:
                 total = stream.state.first_total
                 on_progress(
