@@ -22,7 +22,7 @@ def configure(cli: Cli, url: str, *, max_concurrent: int, extra: str = "") -> No
     cli.config.write_text(
         "[sync]\nretry_backoff_seconds = 0\nretry_attempts = 20\npage_size = 5\n\n"
         f'[connectors.erp]\nbase_url = "{url}"\ntoken_env = "{TOKEN_ENV}"\n'
-        f"max_concurrent_requests = {max_concurrent}\n{extra}",
+        f'max_concurrent_requests = {max_concurrent}\nparallel_reads = "always"\n{extra}',
         encoding="utf-8",
     )
 
@@ -84,4 +84,25 @@ def test_the_rate_and_the_limit_are_connector_settings(cli: Cli, db_url: str) ->
         assert cli("sync", "erp.items").exit_code == 0
     assert max(throttle.arrivals) == 1  # one at a time: nothing ever waited on a 429
     assert throttle.throttled == 0
+    assert live_keys(db_url, "erp.items", "item_number") == keys_at(state, "items")
+
+
+def test_auto_overlaps_requests_to_a_slow_source_by_default(cli: Cli, db_url: str) -> None:
+    """Without ``parallel_reads`` in the file ("auto"), a source that takes 150 ms per page is read with
+    several requests in flight once the first pages measured the wait, and the run records it."""
+    state = DemoState({"items": 120}, token=DEMO_TOKEN, strategies={"items": "full"})
+    throttle = Throttle(max_in_flight=100, latency=0.15)
+    with throttling_server(state, throttle) as url:
+        cli.config.write_text(
+            "[sync]\nretry_backoff_seconds = 0\npage_size = 5\n\n"
+            f'[connectors.erp]\nbase_url = "{url}"\ntoken_env = "{TOKEN_ENV}"\nmax_concurrent_requests = 4\n',
+            encoding="utf-8",
+        )
+        assert cli("discover").exit_code == 0
+        r = cli("sync", "erp.items", "--json")
+    assert r.exit_code == 0, r.stderr
+    run = json.loads(r.stdout)[0]
+    assert run["status"] == "success"
+    assert run["in_flight_max"] > 1
+    assert max(throttle.arrivals) > 1
     assert live_keys(db_url, "erp.items", "item_number") == keys_at(state, "items")

@@ -17,6 +17,8 @@ from pytest_httpx import HTTPXMock
 from syncflow.client import APISmithClient
 from syncflow.errors import Cancelled, SourceNotFound, SourceProtocolError
 from syncflow.pages import (
+    PROBE_PAGES,
+    Pace,
     Page,
     PageStream,
     StreamState,
@@ -1133,3 +1135,65 @@ def test_a_read_resuming_at_a_later_page_fetches_ahead_from_there(httpx_mock: HT
     assert server.pages[0] == 5
     assert sorted(server.pages) == list(range(5, 15))  # nothing before it, nothing past the end
     assert server.peak > 1
+
+
+# -- how many requests are worth overlapping (parallel_reads = "auto") ------------------------------------
+
+
+def _pace(cpu_per_page: float, wait: float, pages: int = PROBE_PAGES) -> Pace:
+    clock = [0.0]
+    pace = Pace(cpu=lambda: clock[0])
+    for _ in range(pages):
+        pace.fetched(wait, alone=pace.start())
+        pace.pages += 1
+        clock[0] += cpu_per_page
+    return pace
+
+
+def test_a_request_that_waits_less_than_a_page_costs_is_not_overlapped() -> None:
+    """A source on this machine: 8 ms of waiting against 20 ms of CPU per page: one request at a time."""
+    assert _pace(0.020, 0.008).width(4) == 1
+
+
+def test_waiting_is_hidden_by_about_wait_over_cost_requests() -> None:
+    assert _pace(0.020, 0.065).width(8) == 4  # 3.25 requests' worth of waiting: four in flight
+    assert _pace(0.020, 0.065).width(3) == 3  # never more than the connector's limit
+    assert _pace(0.020, 0.025).width(4) == 2
+    assert _pace(0.020, 0.200).width(4) == 4
+
+
+def test_nothing_is_overlapped_before_the_first_pages_measured_the_wait() -> None:
+    assert _pace(0.001, 1.0, pages=PROBE_PAGES - 1).width(4) == 1
+    assert _pace(0.001, 1.0, pages=PROBE_PAGES - 1).width(4, always=True) == 4  # parallel_reads = "always"
+    assert _pace(0.001, 1.0).width(1) == 1  # max_concurrent_requests = 1
+
+
+def test_only_a_request_alone_in_flight_tells_the_wait() -> None:
+    """Several requests in flight to a source that serves one at a time each wait for the others: that
+    queueing is not latency worth hiding. The lowest wait counts, drifting up slowly with a slower source."""
+    pace = _pace(0.020, 0.008)
+    first, second = pace.start(), pace.start()
+    assert (first, second) == (True, False)
+    pace.fetched(0.5, alone=second)
+    pace.fetched(0.01, alone=first)
+    assert pace.wait == pytest.approx(0.008 * Pace.FORGET)
+    assert pace.width(4) == 1
+    for _ in range(80):  # the source really got slower
+        pace.fetched(0.2, alone=pace.start())
+    assert pace.wait == pytest.approx(0.2)
+
+
+def test_auto_fetches_the_first_pages_in_order_then_overlaps_a_slow_source(httpx_mock: HTTPXMock) -> None:
+    server = Overlap(40, delay=0.05)
+    httpx_mock.add_callback(server, is_reusable=True)
+    s = parallel(4, page_size=3)
+    assert s.client.parallel_reads == "auto"
+    in_flight: list[int] = []
+    got: list[str] = []
+    for page in s:
+        in_flight.append(server.peak)
+        got.extend(r[0]["id"] for r in page.rows)
+    assert got == server.keys
+    assert server.pages[:PROBE_PAGES] == list(range(1, PROBE_PAGES + 1))
+    assert in_flight[PROBE_PAGES - 2] == 1  # one request at a time until the wait was measured
+    assert server.peak > 1  # then 50 ms of waiting against far less CPU per page: overlapped

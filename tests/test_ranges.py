@@ -52,7 +52,8 @@ def _setup(cli: Cli, server: DemoServer, *, ties: bool = False, rows: int = ROWS
             st.put_rows("items", [{"id": i, "val": f"v{i}"}])
     cli.config.write_text(
         f"[sync]\nretry_backoff_seconds = 0\npage_size = {PAGE}\nbatch_rows = {PAGE}\n\n"
-        f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\nmax_concurrent_requests = 4\n',
+        f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\nmax_concurrent_requests = 4\n'
+        'parallel_reads = "always"\n',
         encoding="utf-8",
     )
     assert cli("discover").exit_code == 0

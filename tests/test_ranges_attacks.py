@@ -43,7 +43,7 @@ def _config(cli: Cli, server: DemoServer, *, page: int = PAGE, workers: int = 4,
     cli.config.write_text(
         f"[sync]\nretry_backoff_seconds = 0\npage_size = {page}\nbatch_rows = {page}\n{extra}\n"
         f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
-        f"max_concurrent_requests = {workers}\n",
+        f'max_concurrent_requests = {workers}\nparallel_reads = "always"\n',
         encoding="utf-8",
     )
 

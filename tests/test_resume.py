@@ -45,7 +45,7 @@ def _setup(cli: Cli, server: DemoServer, strategy: str, *, concurrency: int = 4)
     cli.config.write_text(
         f"[sync]\nretry_backoff_seconds = 0\npage_size = {PAGE}\nbatch_rows = {PAGE}\n\n"
         f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
-        f"max_concurrent_requests = {concurrency}\n",
+        f'max_concurrent_requests = {concurrency}\nparallel_reads = "always"\n',
         encoding="utf-8",
     )
     assert cli("discover").exit_code == 0

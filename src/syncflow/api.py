@@ -639,6 +639,7 @@ class SyncFlow:
             entities={slug: o.model_dump(exclude_none=True) for slug, o in c.entities.items()},
             max_concurrent_requests=c.max_concurrent_requests,
             max_requests_per_second=c.max_requests_per_second,
+            parallel_reads=c.parallel_reads,
         )
 
     def test_connector(self, name: str) -> ConnectorCheck:

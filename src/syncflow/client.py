@@ -397,6 +397,9 @@ class APISmithClient:
     cancel: threading.Event | None = None
     # Shared by every client of the connector in this invocation; None: no limit (one request at a time).
     limiter: ConnectorLimiter | None = None
+    # "auto": reads overlap requests only when they wait longer than a page costs here (pages.Pace);
+    # "always": up to the limiter's limit whenever it allows more than one.
+    parallel_reads: str = "auto"
 
     def __post_init__(self) -> None:
         self._own_http = self.http is None

@@ -90,6 +90,7 @@ class SyncConfig(_Strict):
 
 
 AfterSyncWhen = Literal["changed", "always"]
+ParallelReads = Literal["auto", "always"]
 
 
 def _check_statement(value: str | None) -> str | None:
@@ -147,6 +148,9 @@ class ConnectorConfig(_Strict):
     # adaptive limit reaches; see syncflow.limiter), and optionally at most this many started per second.
     max_concurrent_requests: int = Field(default=4, ge=1, le=64)
     max_requests_per_second: float | None = Field(default=None, gt=0)
+    # "auto": overlap requests (pages ahead, split rowversion reads) only when a request waits longer than a
+    # page costs this process (syncflow.pages.Pace); "always": whenever the limit allows more than one.
+    parallel_reads: ParallelReads = "auto"
     entities: dict[str, EntityOverride] = Field(default_factory=dict)
 
     @field_validator("after_sync_sql")

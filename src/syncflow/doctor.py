@@ -207,6 +207,7 @@ def settings_with_sources(
             ("verify_tls", conn.verify_tls),
             ("max_concurrent_requests", conn.max_concurrent_requests),
             ("max_requests_per_second", conn.max_requests_per_second),
+            ("parallel_reads", conn.parallel_reads),
         ):
             out.append(Setting(f"connectors.{name}.{key}", value, "file" if key in raw else "default"))
         for slug, override in sorted(conn.entities.items()):

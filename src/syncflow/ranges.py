@@ -40,13 +40,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from syncflow.client import APISmithClient
 from syncflow.pages import (
+    PROBE_PAGES,
     Degrade,
     KeyFn,
     Page,
@@ -176,10 +177,18 @@ class RangeStream(PageStream):
         if not self.skip and (not splittable or self.workers == 1 or small):
             yield from self._sequential(first=got)
             return
+        start, first = self.start, (got if not self.skip else None)
+        if not self.skip and self.client.parallel_reads != "always":
+            # Split only what is left once the first pages, read in order, show that requests wait longer
+            # than a page costs here (pages.Pace): a source on this machine is not worth it.
+            cut = yield from self._in_order_first(got, total or 0)
+            if cut is None:
+                return  # read whole, in order
+            start, first = cut, None
         if self.skip:  # a resumed read starts at its gaps: the first page was only looked at, count it here
             self._samples, self._sample_bytes = self._samples + 1, self._sample_bytes + got[1]
         try:
-            yield from self._parallel(_gaps(self.start, self.skip), got if not self.skip else None)
+            yield from self._parallel(_gaps(start, self.skip), first)
         except Degrade as why:
             self._halt_workers()
             self.state.warnings.append(
@@ -188,6 +197,48 @@ class RangeStream(PageStream):
             # The read starts over: what the split read saw must not count for the delete step.
             yield Page(rows=[], nbytes=0, restart=True)
             yield from self._sequential(first=None)
+
+    def _in_order_first(self, got: tuple[Parsed, int], total: int) -> Generator[Page, None, str | None]:
+        """Read in order until ``PROBE_PAGES`` pages measured the wait; then return the cursor the split
+        read of the rest starts from, or read on to the end (and return None) when splitting would not
+        pay, or the read cannot be split from here (page numbers in a tie group, an unordered source),
+        or what is left is small."""
+        sub = PageStream(
+            self.client, self.slug, page_size=self.page_size, key_fn=self.key_fn, rowversion_gt=self.start, keyset=True
+        )
+        sub._first, sub.pace = got, self.pace
+        with self._lock:
+            self._subs.append(sub)
+        if self._stop.is_set():
+            sub.stop()
+        pages = iter(sub)
+        passed = 0
+        for page in pages:
+            passed += len(page.rows)
+            self._count()
+            self.state.max_rowversion = sub.state.max_rowversion
+            yield page
+            st = sub.state
+            if (
+                self.pace.pages >= PROBE_PAGES
+                and page.position is not None
+                and not (st.unstable or st.missing_rowversions or sub._unordered)
+                and total - passed > self.span + self.page_size
+                and self.pace.width(self.workers) > 1
+            ):
+                sub.stop()
+                pages.close()  # type: ignore[attr-defined]
+                self.state.rereads += st.rereads
+                self.state.warnings += st.warnings
+                return page.position
+        # Read whole in order: what the stream learned is the read's.
+        self._count()
+        st = sub.state
+        st.pages, st.bytes = self.state.pages, self.state.bytes
+        st.warnings[:0] = self.state.warnings
+        st.rereads += self.state.rereads
+        self.state = st
+        return None
 
     def _sequential(self, *, first: tuple[Parsed, int] | None) -> Iterator[Page]:
         """The read as one keyset stream (what a PageStream would have done), counted with what came before."""

@@ -433,6 +433,7 @@ class ConnectorInfo:
     entities: Mapping[str, Mapping[str, Any]]
     max_concurrent_requests: int = 4
     max_requests_per_second: float | None = None
+    parallel_reads: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -140,6 +140,7 @@ class Runtime:
             token_env=conn_cfg.token_env,
             cancel=cancel,
             limiter=self.limiter(name),
+            parallel_reads=conn_cfg.parallel_reads,
         )
 
 

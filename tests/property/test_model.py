@@ -188,11 +188,20 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             as_strings=st.booleans(),
             batch_rows=st.integers(1, 12),
             concurrency=st.sampled_from([2, 4, 8]),
+            parallel=st.sampled_from(["always", "always", "auto"]),
         )
         def configure(
-            self, strategy: str, page_size: int, history: bool, as_strings: bool, batch_rows: int, concurrency: int
+            self,
+            strategy: str,
+            page_size: int,
+            history: bool,
+            as_strings: bool,
+            batch_rows: int,
+            concurrency: int,
+            parallel: str,
         ) -> None:
-            """Pages are fetched ahead in parallel (max_concurrent_requests > 1): the invariant must hold."""
+            """Pages are fetched ahead in parallel (max_concurrent_requests > 1; ``parallel_reads`` "always", or
+            "auto", which reads a source on this machine in order): the invariant must hold."""
             self.strategy = strategy
             self.as_strings = as_strings
             self.history = history
@@ -201,7 +210,7 @@ def test_sync_keeps_the_table_equal_to_the_model(  # noqa: C901 - the state mach
             cli.config.write_text(
                 f"[sync]\nretry_backoff_seconds = 0\nretry_attempts = 3\nbatch_rows = {batch_rows}\n"
                 f'[connectors.erp]\nbase_url = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
-                f"max_concurrent_requests = {concurrency}\n{entity}",
+                f'max_concurrent_requests = {concurrency}\nparallel_reads = "{parallel}"\n{entity}',
                 encoding="utf-8",
             )
             self._discover()

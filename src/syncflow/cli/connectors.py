@@ -130,6 +130,7 @@ def connector_show(
         "verify_tls",
         "max_concurrent_requests",
         "max_requests_per_second",
+        "parallel_reads",
     ):
         out.print(f"[bold]{key}[/]: {escape(plain(data[key]))}")
     if data["after_sync_sql"] is not None:
