@@ -132,6 +132,25 @@ def seen_insert(keys: Sequence[str]) -> sql.Composed:
     )
 
 
+def insert_new(schema: str, table: str, columns: Sequence[StoredColumn]) -> sql.Composed:
+    """Insert every staged row as it is: a batch of live rows, no repeated key, into a table the run found
+    empty, without history or row-version ordering to respect. What :func:`merge` with ``plain_insert``
+    writes for such a batch, without its CTEs (the staged rows materialised twice, counted three times):
+    the caller takes the counts from the row count. A key already stored raises UniqueViolation.
+    """
+    names = [c.pg_name for c in columns]
+    return sql.SQL(
+        "INSERT INTO {target} ({cols}, _bridge_hash, _bridge_rowversion, _bridge_created_at, _bridge_updated_at,"
+        " _bridge_deleted) SELECT {src_cols}, {hash}, s._bridge_rv, now(), now(), false FROM {stage} s"
+    ).format(
+        target=sql.Identifier(schema, table),
+        cols=_ids(names),
+        src_cols=_ids(names, "s"),
+        hash=hash_expr(columns, "s"),
+        stage=sql.Identifier(STAGE),
+    )
+
+
 def newer(a: sql.Composable, b: sql.Composable) -> sql.Composed:
     """SQL: row version ``a`` is above ``b`` as the source orders them (digit strings as integers,
     else as strings by code point, as :func:`syncflow.pages.compare_rowversions`); never NULL."""
