@@ -4,7 +4,8 @@ One statement per batch: deduplicate the staged rows on the business key
 (the last occurrence wins, so duplicates inside a batch never make
 ``ON CONFLICT`` fail), upsert them with ``INSERT ... ON CONFLICT DO UPDATE
 ... WHERE`` the stored hash differs — so unchanged rows are not rewritten —
-and soft-delete the rows the source sent as tombstones.
+and soft-delete the rows the source sent as tombstones. A batch of live rows
+into a table the run found empty needs none of that: :func:`insert_new`.
 
 ``_bridge_hash`` is ``hash_record_extended`` (64 bits, as text) of the row of
 mapped values as PostgreSQL typed them, columns in name order. Each type's
