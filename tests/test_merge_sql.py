@@ -382,3 +382,21 @@ def test_newer_orders_row_versions_as_the_stream_does(pg: Conn, a: str, b: str) 
     """The SQL comparison and :func:`syncflow.pages.compare_rowversions` agree (digits as integers, else by code point)."""
     q = psycopg.sql.SQL("SELECT {}").format(merge.newer(psycopg.sql.Literal(a), psycopg.sql.Literal(b)))
     assert one_value(pg, q.as_string(pg)) is (compare_rowversions(a, b) > 0)
+
+
+def test_insert_new_writes_what_the_fresh_merge_writes(db: Conn) -> None:
+    """A batch of live rows into a table the run found empty: one plain INSERT, the same rows as the merge."""
+    rows: list[Staged] = [(1, "5", False, 1, "a", "1.50", '{"b": 1}'), (2, "6", False, 2, None, None, None)]
+    stage(db, rows)
+    inserted = db.execute(merge.insert_new("erp", "items", COLUMNS)).rowcount
+    assert inserted == 2
+    plain = table(db)
+    hashes = {r[0]: r[1] for r in db.execute("SELECT id, _bridge_hash FROM erp.items").fetchall()}
+    db.execute("TRUNCATE erp.items")
+    assert run(db, rows, plain_insert=True, prefilter=False, dedup=False) == (2, 0, 2, 0, 0)
+    assert table(db) == plain
+    assert {r[0]: r[1] for r in db.execute("SELECT id, _bridge_hash FROM erp.items").fetchall()} == hashes
+    assert db.execute("SELECT count(*) FROM erp.items WHERE _bridge_created_at = now()").fetchone() == (2,)
+    stage(db, [(3, "7", False, 1, "b", None, None)])
+    with pytest.raises(psycopg.errors.UniqueViolation), db.transaction():
+        db.execute(merge.insert_new("erp", "items", COLUMNS))

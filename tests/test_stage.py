@@ -617,6 +617,20 @@ def test_add_queues_and_sends_in_chunks(pg: Conn, monkeypatch: pytest.MonkeyPatc
     assert not s.has_dups
 
 
+def test_has_tombs_within_a_batch_until_truncate(pg: Conn) -> None:
+    s = make(pg)
+    rejects: list[Reject] = []
+    s.add(s.build([raw({"Id": 1, "Name": "a"})], rejects), rejects)
+    assert not s.has_tombs
+    s.add(s.build([raw({"Id": 2, "Name": "a"}, tomb=True)], rejects), rejects)
+    assert s.has_tombs
+    s.add(s.build([raw({"Id": 3, "Name": "a"})], rejects), rejects)
+    assert s.has_tombs
+    s.send(rejects)
+    s.truncate()
+    assert not s.has_tombs
+
+
 def test_has_dups_within_a_batch_until_truncate(pg: Conn) -> None:
     s = make(pg)
     rejects: list[Reject] = []
@@ -931,7 +945,8 @@ def test_seen_keys_are_recorded_counted_and_forgotten(pg: Conn) -> None:
     _stage_keys(s, pg, [1, 2])
     _stage_keys(s, pg, [2])  # a key seen again counts once among the distinct keys
     assert s.seen_counts() == (3, 2)
-    assert s.seen_counts(analyze=True) == (3, 2)
+    s.analyze_seen()
+    assert s.seen_counts() == (3, 2)
     # Live rows 1, 2, 3 (4 is soft-deleted); 3 was not seen.
     assert s.unseen_counts() == (3, 1)
     assert s.distinct_seen_all() == 2

@@ -4,7 +4,8 @@ One statement per batch: deduplicate the staged rows on the business key
 (the last occurrence wins, so duplicates inside a batch never make
 ``ON CONFLICT`` fail), upsert them with ``INSERT ... ON CONFLICT DO UPDATE
 ... WHERE`` the stored hash differs — so unchanged rows are not rewritten —
-and soft-delete the rows the source sent as tombstones.
+and soft-delete the rows the source sent as tombstones. A batch of live rows
+into a table the run found empty needs none of that: :func:`insert_new`.
 
 ``_bridge_hash`` is ``hash_record_extended`` (64 bits, as text) of the row of
 mapped values as PostgreSQL typed them, columns in name order. Each type's
@@ -129,6 +130,25 @@ def seen_insert(keys: Sequence[str]) -> sql.Composed:
     """Record this batch's keys."""
     return sql.SQL("INSERT INTO {seen} ({keys}) SELECT {keys} FROM {stage}").format(
         seen=sql.Identifier(SEEN), keys=_ids(keys), stage=sql.Identifier(STAGE)
+    )
+
+
+def insert_new(schema: str, table: str, columns: Sequence[StoredColumn]) -> sql.Composed:
+    """Insert every staged row as it is: a batch of live rows, no repeated key, into a table the run found
+    empty, without history or row-version ordering to respect. What :func:`merge` with ``plain_insert``
+    writes for such a batch, without its CTEs (the staged rows materialised twice, counted three times):
+    the caller takes the counts from the row count. A key already stored raises UniqueViolation.
+    """
+    names = [c.pg_name for c in columns]
+    return sql.SQL(
+        "INSERT INTO {target} ({cols}, _bridge_hash, _bridge_rowversion, _bridge_created_at, _bridge_updated_at,"
+        " _bridge_deleted) SELECT {src_cols}, {hash}, s._bridge_rv, now(), now(), false FROM {stage} s"
+    ).format(
+        target=sql.Identifier(schema, table),
+        cols=_ids(names),
+        src_cols=_ids(names, "s"),
+        hash=hash_expr(columns, "s"),
+        stage=sql.Identifier(STAGE),
     )
 
 

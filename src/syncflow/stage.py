@@ -41,7 +41,9 @@ _CONTEXT_COLUMN = re.compile(r"column (\S+?):")
 SMALL = 8
 COPY_CHUNK = 5000  # rows per COPY statement: few round trips, small bisect on a bad value
 VALUE_PREVIEW = 200
+COUNT_WORK_MEM = "64MB"  # for the run-end counts over the seen keys (Stage._count)
 Row = tuple[Any, ...]
+_TOMB = itemgetter(2)  # a staged row's tombstone flag: (seq, rv, tomb, values...)
 
 
 def _exact(value: Any) -> Any:
@@ -172,6 +174,7 @@ class Stage:
         self.seq = 0
         self.staged = 0
         self.has_dups = False
+        self.has_tombs = False  # this batch holds a tombstone: it needs the merge, not a plain insert
         self._pending: list[Row] = []
         self._batch_keys: set[Any] = set()
         # Versioned (range-parallel) runs: each key's highest row version in the batch, by the source's order.
@@ -182,6 +185,8 @@ class Stage:
             else itemgetter(*(3 + i for i in self._key_index))
         )
         self.drift: set[str] = set()
+        # Run-end counts already asked (see _count), by what they count.
+        self._counted: dict[str, tuple[int, ...]] = {}
         for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER, merge.DEAD):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         self.versioned = False
@@ -208,6 +213,7 @@ class Stage:
         if not self.track_seen:
             self.conn.execute(merge.seen_ddl(self.schema, self.table, self.keys))
             self.track_seen = True
+        self._counted = {}
 
     def start_versioned(self) -> None:
         """Keep the run's tombstones from now on (a range-parallel read: see ``merge.merge(versioned=)``)."""
@@ -224,6 +230,7 @@ class Stage:
         """Add the staged batch's keys to the run's seen keys."""
         if self.track_seen:
             self.conn.execute(merge.seen_insert(self.keys))
+            self._counted = {}
 
     def forget_seen(self) -> None:
         """Start the seen keys afresh: a verification read replaces the read before it for the delete step;
@@ -231,26 +238,42 @@ class Stage:
         if self.track_seen:
             self.conn.execute(merge.keep_earlier_seen())
             self.earlier_seen = True
+            self._counted = {}
+
+    def _count(self, what: str, statement: sql.Composed) -> tuple[int, ...]:
+        """One of the run-end counts over the seen keys, asked once while neither they nor the table change.
+
+        The end of a run needs them up to three times (the confirmation, the counts, the delete step);
+        each hashes every key seen, so the answer is kept until the next batch (``record_seen``,
+        ``truncate``) or a new read (``forget_seen``). PostgreSQL's default ``work_mem`` (4 MB) makes
+        those hashes spill to disk from about 100,000 keys: the statement's transaction gets more.
+        """
+        got = self._counted.get(what)
+        if got is None:
+            self.conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(COUNT_WORK_MEM)))
+            row = one(self.conn.execute(statement).fetchone(), f"counting {what}")
+            got = self._counted[what] = tuple(int(v) for v in row)
+        return got
 
     def distinct_seen_all(self) -> int:
         """Distinct keys seen by any read of this run: every row it wrote was fetched once."""
-        row = self.conn.execute(merge.distinct_seen_all(self.keys, earlier=self.earlier_seen)).fetchone()
-        return int(one(row, "counting the seen keys")[0])
+        if not self.earlier_seen:
+            return self.seen_counts()[1]
+        return self._count("all seen keys", merge.distinct_seen_all(self.keys, earlier=True))[0]
 
-    def seen_counts(self, *, analyze: bool = False) -> tuple[int, int]:
-        """(keys staged, distinct keys) over the seen keys; ``analyze`` first refreshes their statistics,
-        so that the delete step's anti-join is planned as a hash join."""
-        if analyze:
-            self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
-        row = one(self.conn.execute(merge.seen_stats(self.keys)).fetchone(), "counting the seen keys")
-        return int(row[0]), int(row[1])
+    def seen_counts(self) -> tuple[int, int]:
+        """(keys staged, distinct keys) over the seen keys."""
+        staged, distinct = self._count("the seen keys", merge.seen_stats(self.keys))
+        return staged, distinct
+
+    def analyze_seen(self) -> None:
+        """Refresh the seen keys' statistics, so that the delete step's anti-join is planned as a hash join."""
+        self.conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(merge.SEEN)))
 
     def unseen_counts(self) -> tuple[int, int]:
         """(live rows in the target, live rows whose key was not seen): what a full read would delete."""
-        row = one(
-            self.conn.execute(merge.delete_counts(self.schema, self.table, self.keys)).fetchone(), "counting rows"
-        )
-        return int(row[0]), int(row[1])
+        live, unseen = self._count("rows", merge.delete_counts(self.schema, self.table, self.keys))
+        return live, unseen
 
     def close(self) -> None:
         for name in (merge.STAGE, merge.SEEN, merge.SEEN_EARLIER, merge.DEAD):
@@ -324,6 +347,19 @@ class Stage:
                 out.append(None)
         return out
 
+    def _page_mode(self, rows: Sequence[RawRow]) -> tuple[str, bool]:
+        """How the page is keyed, and whether its rows must each be read by their own mode; notes drift."""
+        if not rows:
+            return "alias", False
+        seen_keys = set().union(*(r[0].keys() for r in rows)) - self.ignored
+        page_mode = self._mode(seen_keys)
+        mixed = not (seen_keys <= (self.aliases if page_mode == "alias" else self.sources))
+        extra = seen_keys - (self.aliases | self.sources)
+        if extra:
+            self.drift |= extra
+            self._check_renamed(seen_keys, extra, page_mode)
+        return page_mode, mixed
+
     def build(self, rows: Sequence[RawRow], rejects: list[Reject]) -> list[Row]:
         """Page rows as COPY tuples ``(seq, rv, tomb, values...)``; unknown keys noted as drift.
 
@@ -331,45 +367,46 @@ class Stage:
         object or array as a key value, a value no conversion accepts) becomes
         a reject; the rest of the page goes on.
         """
-        page_mode = "alias"
-        mixed = False
-        if rows:
-            seen_keys = set().union(*(r[0].keys() for r in rows)) - self.ignored
-            page_mode = self._mode(seen_keys)
-            mixed = not (seen_keys <= (self.aliases if page_mode == "alias" else self.sources))
-            extra = seen_keys - (self.aliases | self.sources)
-            if extra:
-                self.drift |= extra
-                self._check_renamed(seen_keys, extra, page_mode)
+        page_mode, mixed = self._page_mode(rows)
         out: list[Row] = []
-        single, convert = self._single, self._convert
-        key_index = self._key_index
-        for data, rv, tomb, okeys, problem in rows:
-            self.seq += 1
-            mode = self._mode(set(data)) if mixed else page_mode
-            try:
-                got = self._getters[mode](data)
-                values: Any = [got] if single else got
-            except KeyError:
-                values = self._slow_values(data, okeys, mode)
-            if problem is not None:
-                rejects.append(self._reject(values, None, problem))
-                continue
-            bad_key = next((i for i in key_index if isinstance(values[i], (dict, list))), None)
-            if bad_key is not None:
-                kind = "an object" if isinstance(values[bad_key], dict) else "an array"
-                rejects.append(self._reject(values, self.names[bad_key], f"business key value is {kind}"))
-                continue
-            if convert:
-                values = list(values)
+        single, convert, key_index, getters = self._single, self._convert, self._key_index, self._getters
+        get = getters[page_mode]
+        # Per-row work runs on the fetch thread for every row of every read (attribute look-ups and a
+        # generator per row cost about a tenth of it): locals, and the counter written back once.
+        seq = self.seq
+        try:
+            for data, rv, tomb, okeys, problem in rows:
+                seq += 1
+                mode = page_mode
+                if mixed:
+                    mode = self._mode(set(data))
+                    get = getters[mode]
                 try:
-                    for i, f in convert:
-                        if values[i] is not None:
-                            values[i] = f(values[i])
-                except (ValueError, TypeError, ArithmeticError) as exc:
-                    rejects.append(self._reject(values, self.columns[i].pg_name, f"invalid value: {exc}"))
+                    got = get(data)
+                    values: Any = [got] if single else got
+                except KeyError:
+                    values = self._slow_values(data, okeys, mode)
+                if problem is not None:
+                    rejects.append(self._reject(values, None, problem))
                     continue
-            out.append((self.seq, rv, tomb, *values))
+                for i in key_index:
+                    if isinstance(values[i], (dict, list)):
+                        kind = "an object" if isinstance(values[i], dict) else "an array"
+                        rejects.append(self._reject(values, self.names[i], f"business key value is {kind}"))
+                        break
+                else:
+                    if convert:
+                        values = list(values)
+                        try:
+                            for i, f in convert:
+                                if values[i] is not None:
+                                    values[i] = f(values[i])
+                        except (ValueError, TypeError, ArithmeticError) as exc:
+                            rejects.append(self._reject(values, self.columns[i].pg_name, f"invalid value: {exc}"))
+                            continue
+                    out.append((seq, rv, tomb, *values))
+        finally:
+            self.seq = seq
         return out
 
     # -- COPY ----------------------------------------------------------------------------
@@ -388,6 +425,8 @@ class Stage:
         keys.update(map(self._key_of, rows))
         if len(keys) - before < len(rows):
             self.has_dups = True  # this batch needs deduplication before the merge
+        if not self.has_tombs and any(map(_TOMB, rows)):
+            self.has_tombs = True
         self._pending.extend(rows)
         if len(self._pending) >= COPY_CHUNK:
             self.send(rejects)
@@ -473,6 +512,8 @@ class Stage:
         self.conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(merge.STAGE)))
         self.staged = 0
         self.has_dups = False
+        self.has_tombs = False
+        self._counted = {}  # the merge changed the table
         self._batch_keys = set()
         self._batch_versions = {}
 

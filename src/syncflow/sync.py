@@ -233,6 +233,7 @@ class _Loader:
             return merge.merge(*target, columns, keys, history=history_table, run_uid=result.uid, since=since, **kw)
 
         self._build = build
+        self._history = history_table is not None
         self.versioned = False
         self._statements(versioned=False)
         self.fresh = not track_seen
@@ -252,6 +253,13 @@ class _Loader:
         self.merge_dedup = build(dedup=True, prefilter=track_seen, versioned=versioned)
         # Into a table that was empty when the run began, a plain INSERT is enough until a key repeats.
         self.merge_fresh = build(dedup=False, prefilter=False, plain_insert=True, versioned=versioned)
+        # A batch of live rows only needs no merge at all there: a plain INSERT ... SELECT (merge.insert_new),
+        # unless history rows are written with it or a versioned run's tombstones must be respected.
+        self.insert_new = (
+            None
+            if versioned or self._history
+            else merge.insert_new(self.entity.target_schema, self.entity.target_table, self.entity.active_columns)
+        )
 
     def start_tracking(self) -> None:
         """Record seen keys from now on (see :meth:`Stage.start_seen`)."""
@@ -264,6 +272,9 @@ class _Loader:
         if self.fresh and not stage.has_dups:
             try:
                 with conn.transaction():
+                    if self.insert_new is not None and not stage.has_tombs:
+                        inserted = conn.execute(self.insert_new).rowcount
+                        return (inserted, 0, inserted, 0, 0)  # every staged row, live and new
                     return conn.execute(self.merge_fresh).fetchone()
             except psycopg.errors.UniqueViolation:
                 self.fresh = False  # a key came again (rows shifted between pages): upsert from now on
@@ -456,7 +467,7 @@ class _Run:
                 on_progress=self.on_progress,
             )
         if loader.track_seen:
-            staged, distinct = loader.stage.seen_counts(analyze=True)
+            staged, distinct = loader.stage.seen_counts()
             if track_seen:  # a first load counted its distinct rows as it inserted them (see _confirm)
                 counts.duplicates += staged - distinct  # keys that came in more than one batch: once
                 counts.fetched = loader.stage.distinct_seen_all() + counts.rejected
@@ -536,6 +547,7 @@ class _Run:
             result.warnings.append(f"deleted nothing: {'; '.join(reasons)}")
             result.error_details["delete_guard"] = {"would_delete": unseen, "live": live, "reasons": reasons}
             return True
+        stage.analyze_seen()
         row = self.conn.execute(
             merge.soft_delete_unseen(
                 entity.target_schema,
