@@ -268,6 +268,10 @@ class PageStream:
         self._stop = threading.Event()
         self._nbytes = 0
         self._unordered = False  # found out of row-version order: no more keyset paging
+        # Set while a keyset page is with the reader: the cursor of the next request and the rows (key,
+        # version, fingerprint) it will ask for again (see ranges.RangeStream._in_order_first).
+        self.next_cursor: str | None = None
+        self.next_tail: set[tuple[Hashable, str | None, Hashable]] = set()
         # Keys passed on by a segment paged by number from the start that its last read no longer had and no
         # page has had since: deleted during the read, and such requests (no rowversion_gt) serve no tombstone.
         self._vanished: set[Hashable] = set()
@@ -461,9 +465,12 @@ class PageStream:
                 break
             nxt = self._next_cursor(rows, cursor)
             if nxt is not None:
-                yield self._page(fresh, position=cursor)
                 last = rows[-1][1]
                 tail = {(self._key(r), r[1], fingerprint(r)) for r in rows if r[1] == last}
+                # Where the next request starts, and the rows it asks for again (for a read continued elsewhere).
+                self.next_cursor, self.next_tail = nxt, tail
+                yield self._page(fresh, position=cursor)
+                self.next_cursor = None
                 consumed = sum(1 for r in rows if r[1] is not None and compare_rowversions(r[1], nxt) <= 0)
                 expect = total - consumed if total is not None else None
                 previous, cursor = cursor, nxt

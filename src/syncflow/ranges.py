@@ -131,6 +131,8 @@ class RangeStream(PageStream):
         self._below_top: str | None = None  # the highest version read below it
         self._passed_top: set[tuple[Any, str | None, Any]] = set()  # rows at or above it passed on (bounded)
         self._skipped = 0  # boundary samples skipped in a row
+        self._cut: str | None = None  # where the in-order pages ended and the split read began ("auto")
+        self._cut_tail: set[tuple[Any, str | None, Any]] = set()  # rows passed on before the split began
 
     def stop(self) -> None:
         super().stop()
@@ -222,6 +224,7 @@ class RangeStream(PageStream):
             if (
                 self.pace.pages >= PROBE_PAGES
                 and page.position is not None
+                and sub.next_cursor is not None
                 and not (st.unstable or st.missing_rowversions or sub._unordered)
                 and total - passed > self.span + self.page_size
                 and self.pace.width(self.workers) > 1
@@ -230,7 +233,10 @@ class RangeStream(PageStream):
                 pages.close()  # type: ignore[attr-defined]
                 self.state.rereads += st.rereads
                 self.state.warnings += st.warnings
-                return page.position
+                # The split read starts where the next request would have: it asks for the page's last
+                # version again (for ties); those rows, passed on already, are not passed on twice.
+                self._cut, self._cut_tail = sub.next_cursor, set(sub.next_tail)
+                return sub.next_cursor
         # Read whole in order: what the stream learned is the read's.
         self._count()
         st = sub.state
@@ -275,7 +281,8 @@ class RangeStream(PageStream):
         # The gaps a resumed read must still read, one range each; the last (open) gap is split as it goes.
         # A gap above a finished range starts with that range's top version: with second-granular
         # versions a row can have joined it after the killed run read it.
-        gaps = [(lo if lo is None or lo == self.start else rowversion_before(lo) or lo, hi) for lo, hi in gaps]
+        exact = (self.start, self._cut)  # the read's own start, or where its in-order pages ended
+        gaps = [(lo if lo is None or lo in exact else rowversion_before(lo) or lo, hi) for lo, hi in gaps]
         for lo, hi in gaps[:-1]:
             sh.ranges.append(_Range(lo, hi, position=lo))
         self._split_base = self._split_lo = gaps[-1][0]
@@ -325,9 +332,23 @@ class RangeStream(PageStream):
                     page.position, page.done = self._progress()
             self._count()
             if page is not None:
-                page.rows = self._not_again(page.rows)
+                page.rows = self._not_again(self._not_twice(page.rows))
                 self._note_max(page.rows)
                 yield page
+
+    def _not_twice(self, rows: list[RawRow]) -> list[RawRow]:
+        """Drop the rows the in-order pages passed on that the split read asks for again (once each)."""
+        if not self._cut_tail:
+            return rows
+        kept: list[RawRow] = []
+        for r in rows:
+            mark = (self._key(r), r[1], fingerprint(r))
+            if mark in self._cut_tail:
+                self._cut_tail.discard(mark)
+                self.state.rereads += 1
+            else:
+                kept.append(r)
+        return kept
 
     def _not_again(self, rows: list[RawRow]) -> list[RawRow]:
         """Drop rows at or above ``top`` passed on before exactly as they are (the open range's second read
