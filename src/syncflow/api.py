@@ -35,10 +35,9 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 import psycopg
 from pydantic import ValidationError
 
-from syncflow import claims, db, history, inflight, ping, records, store, tomledit
+from syncflow import claims, db, inflight, ping, store
 from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
-from syncflow.health import entity_health
 from syncflow.models import Entity
 from syncflow.results import (
     ConnectorCheck,
@@ -62,7 +61,8 @@ from syncflow.store import Conn
 
 # The engine (the HTTP client, paging, staging, the worker pool), discovery and the metrics exporter are
 # imported where they are used: a command that does not reach them (a nothing-due ``sync --all``, every
-# read-only command) does not pay their imports (issue 16).
+# read-only command) does not pay their imports (issue 16). So are the modules only one or two
+# commands use: health (status), records (runs), history, tomledit (connector add/remove).
 if TYPE_CHECKING:
     from syncflow.aftersync import HookOutcome
     from syncflow.discovery import DiscoveryReport
@@ -534,12 +534,14 @@ class SyncFlow:
     def _unused_overrides(self, meta: Conn, connector: str | None) -> list[str]:
         """Entity tables in the file that name no discovered entity: a typo there must not pass in silence."""
         runtime = self.runtime
+        checked = {n: c for n, c in runtime.config.settings.connectors.items() if connector is None or n == connector}
+        if not any(cfg.entities for cfg in checked.values()):
+            return []  # the file has no entity tables: nothing to look up
         known = {(e.connector, e.slug) for e in store.list_entities(meta, runtime.schema, connector=connector)}
         return [
             f"{runtime.config.path}: [connectors.{name}.entities.{slug}] names no discovered entity of {name};"
             " its settings are not used (see 'syncflow entities')"
-            for name, cfg in sorted(runtime.config.settings.connectors.items())
-            if connector is None or name == connector
+            for name, cfg in sorted(checked.items())
             for slug in sorted(cfg.entities)
             if (name, slug) not in known
         ]
@@ -596,6 +598,8 @@ class SyncFlow:
                 entity = store.get_entity(conn, runtime.schema, ref)
                 eff = effective_settings(runtime, entity)
                 if eff.history and entity.syncable:
+                    from syncflow import history
+
                     history.ensure(conn, entity)  # created and seeded now, in this transaction
         requested = {
             "interval_seconds": interval_seconds,
@@ -725,6 +729,8 @@ class SyncFlow:
         if connector is not None:
             runtime.config.connector(connector)  # a typo must not pass a health check
         factor = stale_factor or runtime.config.settings.sync.stale_factor
+        from syncflow.health import entity_health
+
         with runtime.metadata(read_only=True) as conn:
             rows = entity_health(runtime, conn, connector=connector, stale_factor=factor)
         return [EntityHealth.from_row(r) for r in rows]
@@ -733,6 +739,8 @@ class SyncFlow:
     def runs(self, *, entity: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Run history, newest first (read-only)."""
         runtime = self.runtime
+        from syncflow import records
+
         with runtime.metadata(read_only=True) as conn:
             if entity:
                 store.get_entity(conn, runtime.schema, entity)
@@ -742,6 +750,8 @@ class SyncFlow:
     @_translated
     def run_record(self, run_id: str) -> RunRecord:
         """One run with its rejected rows; a prefix of its id will do."""
+        from syncflow import records
+
         with self.runtime.metadata(read_only=True) as conn:
             run = records.get_run(conn, self.runtime.schema, run_id)
         if run is None:
@@ -752,6 +762,8 @@ class SyncFlow:
     def history(self, ref: str, *, key: dict[str, str], as_of: datetime | None = None) -> History:
         """A record's versions, oldest first (``as_of``: the one valid then); the entity needs history on."""
         runtime = self.runtime
+        from syncflow import history
+
         with runtime.metadata(read_only=True) as conn:
             entity = store.get_entity(conn, runtime.schema, ref)
             if set(key) != set(entity.business_keys):
@@ -833,6 +845,8 @@ def add_connector(
             )
         ) from None
     path = config_path(config)
+    from syncflow import tomledit
+
     tomledit.add_connector(path, name, table)
     return path
 
@@ -840,6 +854,8 @@ def add_connector(
 def remove_connector(config: Path | None, name: str) -> Path:
     """Remove a connector from the configuration file; its tables and history stay in PostgreSQL."""
     path = config_path(config)
+    from syncflow import tomledit
+
     tomledit.remove_connector(path, name)
     return path
 
