@@ -101,6 +101,10 @@ def main() -> None:
 
         sys.stdout.write(f"syncflow {__version__}\n")
         return
+    # pydantic looks for plugins among the entry points of every installed package when it builds its first
+    # model (a third of what building the configuration's models costs); the command line has no use for
+    # them, and typer turns them off for its own models too. A value already in the environment wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
     # Shell completion (typer's $_SYNCFLOW_COMPLETE) needs every command.
     module = None if "_SYNCFLOW_COMPLETE" in os.environ else command_module(sys.argv[1:])
     _load((module,) if module is not None else COMMAND_MODULES)()
