@@ -97,6 +97,7 @@ NOT_WHEN_NOTHING_IS_DUE = (
     "syncflow.history",
     "syncflow.plan",
     "syncflow.doctor",
+    "syncflow.results",  # a sync's own results are in syncflow.sync_report
     *(f"syncflow.cli.{m}" for m in COMMANDS if m != "sync"),
 )
 

@@ -39,34 +39,31 @@ from syncflow import claims, db, inflight, ping, store
 from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
 from syncflow.models import Entity
-from syncflow.results import (
-    ConnectorCheck,
-    ConnectorFailure,
-    ConnectorInfo,
-    DiscoverResult,
-    EntityHealth,
-    EntityInfo,
-    EntityResult,
-    EntitySettings,
-    History,
-    MigrationInfo,
-    MigrationStatus,
-    RunRecord,
-    SyncReport,
-    Version,
-)
 from syncflow.runtime import Runtime, check_connector
 from syncflow.schedule import check_policies, due_entities, effective_settings
 from syncflow.store import Conn
+from syncflow.sync_report import EntityResult, SyncReport
 
 # The engine (the HTTP client, paging, staging, the worker pool), discovery and the metrics exporter are
 # imported where they are used: a command that does not reach them (a nothing-due ``sync --all``, every
 # read-only command) does not pay their imports (issue 16). So are the modules only one or two
-# commands use: health (status), records (runs), history, tomledit (connector add/remove).
+# commands use: health (status), records (runs), history, tomledit (connector add/remove), and the results
+# of every call but a sync (their dataclasses are built when syncflow.results is imported).
 if TYPE_CHECKING:
     from syncflow.aftersync import HookOutcome
     from syncflow.discovery import DiscoveryReport
     from syncflow.records import RunResult
+    from syncflow.results import (
+        ConnectorCheck,
+        ConnectorInfo,
+        DiscoverResult,
+        EntityHealth,
+        EntityInfo,
+        EntitySettings,
+        History,
+        MigrationStatus,
+        RunRecord,
+    )
     from syncflow.sync import Progress, ProgressFn
     from syncflow.workers import Outcome
 
@@ -316,6 +313,7 @@ class SyncFlow:
         for n in names:
             runtime.config.connector(n)
         from syncflow.discovery import discover_connector
+        from syncflow.results import ConnectorFailure, DiscoverResult
 
         reports: list[DiscoveryReport] = []
         failures: list[ConnectorFailure] = []
@@ -607,6 +605,8 @@ class SyncFlow:
             "page_size": page_size,
             "history": history_on,
         }
+        from syncflow.results import EntitySettings
+
         ignored = tuple(
             (key, eff.get(key))
             for key, value in requested.items()
@@ -631,6 +631,8 @@ class SyncFlow:
 
     def connector(self, name: str) -> ConnectorInfo:
         c = self.runtime.config.connector(name)
+        from syncflow.results import ConnectorInfo
+
         return ConnectorInfo(
             name=name,
             base_url=c.base_url,
@@ -648,6 +650,8 @@ class SyncFlow:
 
     def test_connector(self, name: str) -> ConnectorCheck:
         """One request to the connector's APISmith: reachability, TLS, the token, the number of APIs."""
+        from syncflow.results import ConnectorCheck
+
         return ConnectorCheck(**check_connector(self.runtime, name))
 
     @_translated
@@ -671,6 +675,8 @@ class SyncFlow:
                 status = db.migration_status(conn, runtime.schema)
         finally:
             conn.close()
+        from syncflow.results import MigrationInfo, MigrationStatus
+
         return MigrationStatus(
             schema=runtime.schema,
             database=db.describe_target(runtime.config.settings.database.url),
@@ -700,6 +706,8 @@ class SyncFlow:
 
     def _info(self, e: Entity, *, columns: bool = False) -> EntityInfo:
         eff = effective_settings(self.runtime, e)
+        from syncflow.results import EntityInfo
+
         return EntityInfo(
             entity=e.ref,
             name=e.api_name,
@@ -733,6 +741,8 @@ class SyncFlow:
 
         with runtime.metadata(read_only=True) as conn:
             rows = entity_health(runtime, conn, connector=connector, stale_factor=factor)
+        from syncflow.results import EntityHealth
+
         return [EntityHealth.from_row(r) for r in rows]
 
     @_translated
@@ -745,6 +755,8 @@ class SyncFlow:
             if entity:
                 store.get_entity(conn, runtime.schema, entity)
             rows = records.list_runs(conn, runtime.schema, ref=entity, status=status, limit=limit)
+        from syncflow.results import RunRecord
+
         return [RunRecord.from_row(r) for r in rows]
 
     @_translated
@@ -756,6 +768,8 @@ class SyncFlow:
             run = records.get_run(conn, self.runtime.schema, run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}")
+        from syncflow.results import RunRecord
+
         return RunRecord.from_row(run)
 
     @_translated
@@ -769,6 +783,8 @@ class SyncFlow:
             if set(key) != set(entity.business_keys):
                 raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
             found = history.versions(conn, entity, key, as_of=as_of)
+        from syncflow.results import History, Version
+
         return History(
             entity=entity.ref,
             key=dict(key),
