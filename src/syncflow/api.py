@@ -35,38 +35,35 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 import psycopg
 from pydantic import ValidationError
 
-from syncflow import claims, db, history, inflight, ping, records, store, tomledit
+from syncflow import claims, db, inflight, ping, store
 from syncflow.config import PING_URL_ENV, ConnectorConfig, config_path
 from syncflow.errors import EXIT_SIGINT, SyncFlowError, UsageError
-from syncflow.health import entity_health
 from syncflow.models import Entity
-from syncflow.results import (
-    ConnectorCheck,
-    ConnectorFailure,
-    ConnectorInfo,
-    DiscoverResult,
-    EntityHealth,
-    EntityInfo,
-    EntityResult,
-    EntitySettings,
-    History,
-    MigrationInfo,
-    MigrationStatus,
-    RunRecord,
-    SyncReport,
-    Version,
-)
 from syncflow.runtime import Runtime, check_connector
 from syncflow.schedule import check_policies, due_entities, effective_settings
 from syncflow.store import Conn
+from syncflow.sync_report import EntityResult, SyncReport
 
 # The engine (the HTTP client, paging, staging, the worker pool), discovery and the metrics exporter are
 # imported where they are used: a command that does not reach them (a nothing-due ``sync --all``, every
-# read-only command) does not pay their imports (issue 16).
+# read-only command) does not pay their imports (issue 16). So are the modules only one or two
+# commands use: health (status), records (runs), history, tomledit (connector add/remove), and the results
+# of every call but a sync (their dataclasses are built when syncflow.results is imported).
 if TYPE_CHECKING:
     from syncflow.aftersync import HookOutcome
     from syncflow.discovery import DiscoveryReport
     from syncflow.records import RunResult
+    from syncflow.results import (
+        ConnectorCheck,
+        ConnectorInfo,
+        DiscoverResult,
+        EntityHealth,
+        EntityInfo,
+        EntitySettings,
+        History,
+        MigrationStatus,
+        RunRecord,
+    )
     from syncflow.sync import Progress, ProgressFn
     from syncflow.workers import Outcome
 
@@ -316,6 +313,7 @@ class SyncFlow:
         for n in names:
             runtime.config.connector(n)
         from syncflow.discovery import discover_connector
+        from syncflow.results import ConnectorFailure, DiscoverResult
 
         reports: list[DiscoveryReport] = []
         failures: list[ConnectorFailure] = []
@@ -534,12 +532,14 @@ class SyncFlow:
     def _unused_overrides(self, meta: Conn, connector: str | None) -> list[str]:
         """Entity tables in the file that name no discovered entity: a typo there must not pass in silence."""
         runtime = self.runtime
+        checked = {n: c for n, c in runtime.config.settings.connectors.items() if connector is None or n == connector}
+        if not any(cfg.entities for cfg in checked.values()):
+            return []  # the file has no entity tables: nothing to look up
         known = {(e.connector, e.slug) for e in store.list_entities(meta, runtime.schema, connector=connector)}
         return [
             f"{runtime.config.path}: [connectors.{name}.entities.{slug}] names no discovered entity of {name};"
             " its settings are not used (see 'syncflow entities')"
-            for name, cfg in sorted(runtime.config.settings.connectors.items())
-            if connector is None or name == connector
+            for name, cfg in sorted(checked.items())
             for slug in sorted(cfg.entities)
             if (name, slug) not in known
         ]
@@ -596,6 +596,8 @@ class SyncFlow:
                 entity = store.get_entity(conn, runtime.schema, ref)
                 eff = effective_settings(runtime, entity)
                 if eff.history and entity.syncable:
+                    from syncflow import history
+
                     history.ensure(conn, entity)  # created and seeded now, in this transaction
         requested = {
             "interval_seconds": interval_seconds,
@@ -603,6 +605,8 @@ class SyncFlow:
             "page_size": page_size,
             "history": history_on,
         }
+        from syncflow.results import EntitySettings
+
         ignored = tuple(
             (key, eff.get(key))
             for key, value in requested.items()
@@ -627,6 +631,8 @@ class SyncFlow:
 
     def connector(self, name: str) -> ConnectorInfo:
         c = self.runtime.config.connector(name)
+        from syncflow.results import ConnectorInfo
+
         return ConnectorInfo(
             name=name,
             base_url=c.base_url,
@@ -644,6 +650,8 @@ class SyncFlow:
 
     def test_connector(self, name: str) -> ConnectorCheck:
         """One request to the connector's APISmith: reachability, TLS, the token, the number of APIs."""
+        from syncflow.results import ConnectorCheck
+
         return ConnectorCheck(**check_connector(self.runtime, name))
 
     @_translated
@@ -667,6 +675,8 @@ class SyncFlow:
                 status = db.migration_status(conn, runtime.schema)
         finally:
             conn.close()
+        from syncflow.results import MigrationInfo, MigrationStatus
+
         return MigrationStatus(
             schema=runtime.schema,
             database=db.describe_target(runtime.config.settings.database.url),
@@ -696,6 +706,8 @@ class SyncFlow:
 
     def _info(self, e: Entity, *, columns: bool = False) -> EntityInfo:
         eff = effective_settings(self.runtime, e)
+        from syncflow.results import EntityInfo
+
         return EntityInfo(
             entity=e.ref,
             name=e.api_name,
@@ -725,38 +737,54 @@ class SyncFlow:
         if connector is not None:
             runtime.config.connector(connector)  # a typo must not pass a health check
         factor = stale_factor or runtime.config.settings.sync.stale_factor
+        from syncflow.health import entity_health
+
         with runtime.metadata(read_only=True) as conn:
             rows = entity_health(runtime, conn, connector=connector, stale_factor=factor)
+        from syncflow.results import EntityHealth
+
         return [EntityHealth.from_row(r) for r in rows]
 
     @_translated
     def runs(self, *, entity: str | None = None, status: str | None = None, limit: int = 20) -> list[RunRecord]:
         """Run history, newest first (read-only)."""
         runtime = self.runtime
+        from syncflow import records
+
         with runtime.metadata(read_only=True) as conn:
             if entity:
                 store.get_entity(conn, runtime.schema, entity)
             rows = records.list_runs(conn, runtime.schema, ref=entity, status=status, limit=limit)
+        from syncflow.results import RunRecord
+
         return [RunRecord.from_row(r) for r in rows]
 
     @_translated
     def run_record(self, run_id: str) -> RunRecord:
         """One run with its rejected rows; a prefix of its id will do."""
+        from syncflow import records
+
         with self.runtime.metadata(read_only=True) as conn:
             run = records.get_run(conn, self.runtime.schema, run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r}")
+        from syncflow.results import RunRecord
+
         return RunRecord.from_row(run)
 
     @_translated
     def history(self, ref: str, *, key: dict[str, str], as_of: datetime | None = None) -> History:
         """A record's versions, oldest first (``as_of``: the one valid then); the entity needs history on."""
         runtime = self.runtime
+        from syncflow import history
+
         with runtime.metadata(read_only=True) as conn:
             entity = store.get_entity(conn, runtime.schema, ref)
             if set(key) != set(entity.business_keys):
                 raise UsageError(f"{ref}: give --key for exactly the business key: {', '.join(entity.business_keys)}")
             found = history.versions(conn, entity, key, as_of=as_of)
+        from syncflow.results import History, Version
+
         return History(
             entity=entity.ref,
             key=dict(key),
@@ -833,6 +861,8 @@ def add_connector(
             )
         ) from None
     path = config_path(config)
+    from syncflow import tomledit
+
     tomledit.add_connector(path, name, table)
     return path
 
@@ -840,6 +870,8 @@ def add_connector(
 def remove_connector(config: Path | None, name: str) -> Path:
     """Remove a connector from the configuration file; its tables and history stay in PostgreSQL."""
     path = config_path(config)
+    from syncflow import tomledit
+
     tomledit.remove_connector(path, name)
     return path
 

@@ -11,12 +11,16 @@ is in :mod:`syncflow.cli.render`.
 
 Importing this package is cheap: typer and the commands are loaded when
 :data:`app` is first used, so that a lone ``syncflow --version`` answers
-without them (issue 16: every cron invocation pays its imports).
+without them (issue 16: every cron invocation pays its imports). The console
+script loads only the module of the command it is given (``sync --all`` from
+cron builds two commands, not all eighteen); help, a typo or a command line it
+cannot read for sure loads them all.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 TYPE_CHECKING = False  # not typing's: see syncflow/__init__.py
@@ -27,15 +31,52 @@ if TYPE_CHECKING:
 
     from syncflow.cli.app import app
 
-# In the order --help lists them.
-COMMAND_MODULES = ("discover", "entities", "sync", "runs", "connectors", "database", "doctor")
+# Each command module with the commands (and groups) it registers, in the order --help lists them.
+COMMANDS = {
+    "discover": ("discover",),
+    "entities": ("entities", "entity"),
+    "sync": ("sync", "full-refresh"),
+    "runs": ("status", "runs", "history"),
+    "connectors": ("connector",),
+    "database": ("db",),
+    "doctor": ("doctor",),
+}
+COMMAND_MODULES = tuple(COMMANDS)
+_HOME = {command: module for module, commands in COMMANDS.items() for command in commands}
+
+# Global options (before or after the command: see app.hoist_global_options), and whether each takes a value.
+GLOBAL_OPTIONS = {
+    "--config": True,
+    "-c": True,
+    "--database-url": True,
+    "--log-format": True,
+    "--log-level": True,
+    "--tz": True,
+    "--quiet": False,
+    "-q": False,
+    "--no-color": False,
+}
+# The root's options that may come before the command when only its module is loaded.
+_BEFORE_COMMAND = {**GLOBAL_OPTIONS, "--env-file": True}
 
 
-def _load() -> typer.Typer:
-    """The typer application with every command registered on it."""
+def command_module(args: list[str]) -> str | None:
+    """The module of the command ``args`` name, or None when that is not certain (help, no command, a
+    typo, an option this does not know before the command): then every command is loaded."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name, eq, _ = args[i].partition("=")
+        if name not in _BEFORE_COMMAND:
+            return None
+        i += 2 if _BEFORE_COMMAND[name] and not eq else 1
+    return _HOME.get(args[i]) if i < len(args) else None
+
+
+def _load(modules: tuple[str, ...] = COMMAND_MODULES) -> typer.Typer:
+    """The typer application with the commands of ``modules`` registered on it (all of them by default)."""
     from syncflow.cli.app import app
 
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(f"syncflow.cli.{name}")
     return app
 
@@ -52,14 +93,21 @@ def main() -> None:
     """Console-script entry point.
 
     A lone ``--version`` is answered here, before typer is imported, with what the eager ``--version``
-    option prints; any other command line (``--version`` among other options included) goes to typer.
+    option prints; any other command line (``--version`` among other options included) goes to typer,
+    with only the named command's module loaded when it is certain which one that is.
     """
     if sys.argv[1:] == ["--version"]:
         from syncflow import __version__
 
         sys.stdout.write(f"syncflow {__version__}\n")
         return
-    _load()()
+    # pydantic looks for plugins among the entry points of every installed package when it builds its first
+    # model (a third of what building the configuration's models costs); the command line has no use for
+    # them, and typer turns them off for its own models too. A value already in the environment wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
+    # Shell completion (typer's $_SYNCFLOW_COMPLETE) needs every command.
+    module = None if "_SYNCFLOW_COMPLETE" in os.environ else command_module(sys.argv[1:])
+    _load((module,) if module is not None else COMMAND_MODULES)()
 
 
 __all__ = ["app", "main"]

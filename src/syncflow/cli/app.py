@@ -19,12 +19,11 @@ from syncflow.api import (
     SyncFlow,
     exit_status,
 )
+from syncflow.cli import GLOBAL_OPTIONS, render  # global options are accepted after the command too
 from syncflow.cli.render import (
     QUIET,
     emit_json,
-    err,
     log,
-    out,
     parse_zone,
 )
 from syncflow.config import EnvFile, load_env_file
@@ -41,18 +40,6 @@ EXIT_CODES_HELP = (
     "beyond lock_timeout_seconds; 130/143 stopped by SIGINT/SIGTERM."
 )
 
-# Global options, and whether each takes a value: accepted after the command too (moved before it).
-GLOBAL_OPTIONS = {
-    "--config": True,
-    "-c": True,
-    "--database-url": True,
-    "--log-format": True,
-    "--log-level": True,
-    "--tz": True,
-    "--quiet": False,
-    "-q": False,
-    "--no-color": False,
-}
 _TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "int range": "INTEGER"}
 _TYPE_WORDS["float range"] = "NUMBER"
 
@@ -225,7 +212,7 @@ def current_state(ctx: typer.Context) -> State:
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"syncflow {__version__}")
+        render.out.print(f"syncflow {__version__}")
         raise typer.Exit()
 
 
@@ -301,22 +288,11 @@ def main_callback(
     logs.setup(
         log_format.value, log_level.value, timestamps=not sys.stderr.isatty(), tz=zone or _local_zone(), quiet=quiet
     )
-    columns = os.environ.get("COLUMNS", "")
-    # A pipe (cron logs, CI) gets wide tables instead of rich's 80-column default; $COLUMNS wins.
-    if columns.isdigit():
-        out.width = int(columns)
-    elif sys.stdout.isatty():
-        out._width = None  # the terminal's own width
-    else:
-        out.width = 160
+    render.style(no_color=no_color)
     if quiet:
         QUIET.set()
     else:
         QUIET.clear()
-    for console in (out, err):
-        if no_color or os.environ.get("NO_COLOR"):
-            console.no_color = True
-            console._color_system = None  # no styles either
     loaded = load_env_file(env_file, os.environ)
     ctx.obj = State(
         config_path=config,

@@ -1,4 +1,9 @@
-"""Output for people and scripts: the consoles, tables that fit, times in one format, JSON."""
+"""Output for people and scripts: the consoles, tables that fit, times in one format, JSON.
+
+The rich consoles :data:`out` (stdout) and :data:`err` (stderr) are made on first use: a command that
+prints nothing through them, such as a ``sync --all`` with nothing due (one log line), does not import
+rich's console (issue 16: every cron invocation pays its imports).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +15,72 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from syncflow.errors import (
     UsageError,
 )
 
-# Piped output (cron logs, CI) gets wide tables instead of rich's 80-column default.
-_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-out = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    out: Console  # made by __getattr__
+    err: Console
 
 log = logging.getLogger("syncflow.cli")
+
+# How this invocation's consoles look (see style): applied to a console when it is made. Piped output
+# (cron logs, CI) gets wide tables instead of rich's 80-column default.
+_look: dict[str, Any] = {"width": None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160, "no_color": False}
+_made: dict[str, Console] = {}
+_making = threading.Lock()
+
+
+def _apply_look(name: str, console: Console) -> None:
+    if name == "out":
+        if _look["width"] is None:
+            console._width = None  # the terminal's own width
+        else:
+            console.width = _look["width"]
+    if _look["no_color"]:
+        console.no_color = True
+        console._color_system = None  # no styles either
+
+
+def style(*, no_color: bool) -> None:
+    """This invocation's width and colours (the global options, $COLUMNS, $NO_COLOR): set on the consoles
+    made already, and on the others when they are made."""
+    columns = os.environ.get("COLUMNS", "")
+    # A pipe (cron logs, CI) gets wide tables instead of rich's 80-column default; $COLUMNS wins.
+    _look["width"] = int(columns) if columns.isdigit() else None if sys.stdout.isatty() else 160
+    _look["no_color"] = no_color or bool(os.environ.get("NO_COLOR"))
+    for name, console in list(_made.items()):
+        _apply_look(name, console)
+
+
+def _console(name: str) -> Console:
+    """The console ``out`` or ``err``, made the first time it is asked for."""
+    with _making:
+        console = _made.get(name)
+        if console is None:
+            from rich.console import Console
+
+            if name == "out":
+                console = Console(highlight=False, width=_look["width"])
+            else:
+                console = Console(stderr=True, highlight=False, soft_wrap=True)
+            _apply_look(name, console)
+            _made[name] = console
+        return console
+
+
+def __getattr__(name: str) -> Any:
+    """``out`` and ``err``: the consoles, made on first use."""
+    if name in ("out", "err"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_zone(name: str) -> tzinfo | None:
@@ -70,7 +124,7 @@ def zoned(data: dict[str, Any], zone: tzinfo | None, *keys: str) -> dict[str, An
 def note(*objects: Any) -> None:
     """An informational message on stderr; --quiet drops it (warnings and errors always show)."""
     if not QUIET.is_set():
-        err.print(*objects)
+        _console("err").print(*objects)
 
 
 QUIET = threading.Event()
@@ -89,6 +143,8 @@ class Col:
 def fit_table(title: str, cols: list[Col], rows: list[list[str]], *, caption: str | None = None) -> Table:
     """A table that fits the console: it drops the least important columns, then folds the wrappable
     ones; the others (entity names, statuses, times) are never truncated."""
+    from rich.table import Table
+    from rich.text import Text
 
     def natural(i: int) -> int:
         cells = [cols[i].header, *(r[i] for r in rows)]
@@ -98,7 +154,7 @@ def fit_table(title: str, cols: list[Col], rows: list[list[str]], *, caption: st
         return min(natural(i), 12) if cols[i].wrap else natural(i)
 
     keep = list(range(len(cols)))
-    width = out.width
+    width = _console("out").width
     while sum(least(i) + 3 for i in keep) + 1 > width:
         droppable = [i for i in keep if cols[i].drop > 0]
         if not droppable:

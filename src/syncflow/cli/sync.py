@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
 from syncflow.api import (
     WHERE_KEY_UNSUPPORTED,
@@ -18,20 +17,20 @@ from syncflow.api import (
     SyncRequest,
     run_sync,
 )
+from syncflow.cli import render
 from syncflow.cli.app import (
     app,
     current_state,
 )
 from syncflow.cli.render import (
     emit_json,
-    err,
     log,
 )
 from syncflow.errors import (
     UsageError,
 )
 
-if TYPE_CHECKING:  # the engine's types only: a command line that syncs nothing does not import the engine
+if TYPE_CHECKING:  # the engine's and rich's types only: a command line that syncs nothing imports neither
     from rich.progress import Progress, TaskID
 
     from syncflow.aftersync import HookOutcome
@@ -90,9 +89,12 @@ class _Display:
     ETA, frozen with its status when the entity ends; the summaries are printed once the live
     display has stopped. Otherwise (cron, pods, JSON logs): a log line when an entity starts,
     one per running entity every ``progress_interval_seconds``, and the summary.
+
+    ``live`` says whether it is a terminal; it is asked when an entity first needs the display,
+    so that a run with nothing due never makes the console nor imports rich.
     """
 
-    def __init__(self, *, live: bool, kind: str, quiet: bool, interval: float = 30.0) -> None:
+    def __init__(self, *, live: Callable[[], bool], kind: str, quiet: bool, interval: float = 30.0) -> None:
         self.kind = kind
         self.quiet = quiet
         self.interval = interval
@@ -103,18 +105,29 @@ class _Display:
         self.pending: list[Outcome] = []
         self.stop = threading.Event()
         self.ticker: threading.Thread | None = None
-        self.bar: Progress | None = None
-        if live and not quiet:  # a terminal: only then is rich's live display imported
-            from rich.progress import BarColumn, Progress, TextColumn
+        self.live = live
+        self._bar: Progress | None = None
+        self._bar_known = False
+        self._bar_lock = threading.Lock()  # entities may start in several worker threads at once
 
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=24),
-                TextColumn("{task.fields[rows]}"),
-                TextColumn("{task.fields[tail]}"),
-                console=err,
-                transient=False,
-            )
+    @property
+    def bar(self) -> Progress | None:
+        """rich's live display on a terminal (not with --quiet), made the first time it is asked for."""
+        with self._bar_lock:
+            if not self._bar_known:
+                if not self.quiet and self.live():
+                    from rich.progress import BarColumn, Progress, TextColumn
+
+                    self._bar = Progress(
+                        TextColumn("{task.description}"),
+                        BarColumn(bar_width=24),
+                        TextColumn("{task.fields[rows]}"),
+                        TextColumn("{task.fields[tail]}"),
+                        console=render.err,
+                        transient=False,
+                    )
+                self._bar_known = True
+            return self._bar
 
     def __enter__(self) -> _Display:
         return self
@@ -135,7 +148,7 @@ class _Display:
         self.stop.set()
         if self.ticker is not None:
             self.ticker.join(timeout=5)
-        if self.bar is not None and self.started:
+        if self.started and self.bar is not None:
             self.bar.stop()
         for outcome in self.pending:  # after the live display: each summary on its own line
             _report(outcome)
@@ -167,6 +180,8 @@ class _Display:
             if not self.quiet:
                 log.info("started %s of %s", self.kind, ref, extra={"event": "run_started", "entity": ref})
             return track.update
+        from rich.markup import escape
+
         task = bar.add_task(escape(ref), total=None, rows="0 rows", tail="")
         self.tasks[ref] = task
 
@@ -275,7 +290,7 @@ def _run_syncs(ctx: typer.Context, request: SyncRequest, *, as_json: bool) -> No
     """``sync`` and ``full-refresh``: one core call (signals handled), its progress drawn, its result printed."""
     state = current_state(ctx)
     display = _Display(
-        live=err.is_terminal and state.log_format == "text",
+        live=lambda: state.log_format == "text" and render.err.is_terminal,
         kind=request.command,
         quiet=state.quiet,
     )
